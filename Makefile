@@ -1,0 +1,30 @@
+# The two commands of README.md: `make launch` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: launch test bench fuzz lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+launch: $(STAMP)
+	$(BIN)/spk launch partitions.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check spk spgs tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q -n 2
+
+bench: $(STAMP)
+	$(BIN)/spk bench --json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

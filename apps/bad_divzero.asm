@@ -1,0 +1,33 @@
+# bad_divzero.asm -- misbehaving ring-3 app: divides by zero
+# Prints a "trying" line, then divides by zero (#DE);
+# the kernel must kill it there.
+# If it survives it prints a "SUCCEEDED" line and exits 1.
+.equ SYS_WRITE, 0
+.equ SYS_EXIT, 1
+
+start:
+    lea rdi, [rip + msg_trying]
+    mov esi, msg_trying_end - msg_trying
+    mov eax, SYS_WRITE
+    int 0x80
+
+    mov eax, 1
+    xor edx, edx
+    xor ecx, ecx
+    div ecx                             # #DE
+
+survived:                               # the fault did not happen: report it
+    lea rdi, [rip + msg_succeeded]
+    mov esi, msg_succeeded_end - msg_succeeded
+    mov eax, SYS_WRITE
+    int 0x80
+    mov eax, SYS_EXIT                   # exit(1)
+    mov edi, 1
+    int 0x80
+exit_returned:
+    jmp exit_returned
+
+msg_trying:     .ascii "bad_divzero: trying\n"
+msg_trying_end:
+msg_succeeded:  .ascii "bad_divzero: DIVIDE SUCCEEDED\n"
+msg_succeeded_end:

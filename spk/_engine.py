@@ -1,0 +1,492 @@
+"""The one adapter between the SPK and the unicorn engine.
+
+Nothing else in the project imports unicorn, sees a ``UC_*`` constant or a
+``UcError``: an import-linter contract enforces it. The adapter offers a small
+vocabulary instead: an :class:`Engine` per vCPU over a shared physical RAM,
+raw :class:`Context` buffers whose register slots can be read and written
+in place, trap callbacks (:class:`TrapSink`), an exact instruction budget and
+a flush of the engine's translation caches.
+
+Why raw ctypes: the Python binding costs ~2 us per register access, which is
+most of a trap. The hot paths (hypercall, syscall bounce, world switch) save
+the CPU state into a context buffer with one C call, read and write its
+register slots as a ``memoryview`` and restore it with one C call (see
+``shared`` notes: ~1.5 us per hypercall). Restoring a context also clears
+the engine's "previous exception" state, which otherwise escalates a second
+fault into #DF.
+
+Engine facts this module relies on are located at start-up (never hard-coded)
+and pinned by tests in ``tests/test_engine_facts.py``:
+
+* the offsets of the 16 GPRs, RIP and CR3 inside a saved context;
+* the offset of the instruction counter (``emu_counter``/``emu_count``)
+  inside the engine's ``uc_struct``, which gives exact, deterministic
+  virtual time without a per-instruction Python hook.
+
+Errors: :class:`EngineError` (an engine call failed: a bug or an exhausted
+host, never a guest's doing).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+import unicorn
+import unicorn.unicorn_py3.unicorn as _ucmod
+from unicorn import x86_const as _x86
+
+from spk.errors import EngineError
+
+_LIB = _ucmod.uclib
+_UC_ARCH_X86 = unicorn.UC_ARCH_X86
+_UC_MODE_64 = unicorn.UC_MODE_64
+
+# Register ids the adapter exposes by name (slow path: set-up, diagnostics).
+_REG_IDS: dict[str, int] = {
+    name: getattr(_x86, f"UC_X86_REG_{name.upper()}")
+    for name in (
+        "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+        "rip", "rflags", "cs", "ss", "ds", "es", "fs", "gs",
+        "cr0", "cr2", "cr3", "cr4",
+    )
+}  # fmt: skip
+_GPR_NAMES = (
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+)  # fmt: skip
+
+# --- raw C entry points ----------------------------------------------------
+_c_uint64_p = ctypes.POINTER(ctypes.c_uint64)
+_LIB.uc_context_save.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_LIB.uc_context_save.restype = ctypes.c_int
+_LIB.uc_context_restore.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_LIB.uc_context_restore.restype = ctypes.c_int
+_LIB.uc_context_alloc.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+_LIB.uc_context_alloc.restype = ctypes.c_int
+_LIB.uc_context_free.argtypes = [ctypes.c_void_p]
+_LIB.uc_context_free.restype = ctypes.c_int
+_LIB.uc_context_size.argtypes = [ctypes.c_void_p]
+_LIB.uc_context_size.restype = ctypes.c_size_t
+_LIB.uc_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+_LIB.uc_reg_read.restype = ctypes.c_int
+_LIB.uc_reg_write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+_LIB.uc_reg_write.restype = ctypes.c_int
+_LIB.uc_emu_stop.argtypes = [ctypes.c_void_p]
+_LIB.uc_emu_stop.restype = ctypes.c_int
+#: uc_ctl codes: (type | arg count << 26 | io << 30), as unicorn.h's UC_CTL macro.
+_CTL_TLB_FLUSH = unicorn.UC_CTL_TLB_FLUSH | (unicorn.UC_CTL_IO_WRITE << 30)
+
+#: Fault vectors the engine raises through the interrupt hook.
+EXCEPTION_VECTORS = frozenset(range(32))
+#: RIP value used as ``until``: non-canonical, so no instruction ever sits there.
+_NEVER = 0xFFFF_0000_0000_0000 - 1
+#: Size of the x86 ``syscall`` instruction, re-added by the engine after its hook.
+SYSCALL_INSN_LEN = 2
+
+_MARK = 0x5A17_0000_0000_0000
+
+
+class TrapSink(Protocol):
+    """What the SPK answers when the engine reports a trap.
+
+    Every method runs inside the engine's callback: it may read and write the
+    CPU through its :class:`Engine`, restore a context to redirect the vCPU,
+    or call :meth:`Engine.stop`. It must not raise: the SPK catches all.
+    """
+
+    def on_interrupt(self, vector: int) -> None:
+        """An ``int n``, an exception (0..31) or a refused gate."""
+
+    def on_port_io(self, port: int, is_write: bool, rip: int) -> None:
+        """An ``in``/``out`` instruction at ``rip`` (the engine does not fault it)."""
+
+    def on_syscall_insn(self, rip: int) -> None:
+        """A ``syscall`` instruction at ``rip``."""
+
+    def on_invalid_insn(self) -> bool:
+        """An invalid opcode (#UD). Return True when handled (vCPU redirected)."""
+
+    def on_bad_memory(self, address: int) -> None:
+        """A physical access outside RAM (an SPK bug: tables only name RAM)."""
+
+
+class Context:
+    """A raw engine context: the vCPU state saved in one C call.
+
+    ``words`` is a live ``memoryview`` of u64 over the saved state; the slot
+    indices of the GPRs, RIP and CR3 are located once per process
+    (:func:`context_layout`). Writing a slot and restoring the context is how
+    the SPK changes registers on its hot paths.
+    """
+
+    __slots__ = ("_engine", "handle", "words", "layout", "size")
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        handle = ctypes.c_void_p()
+        _check(_LIB.uc_context_alloc(engine.handle, ctypes.byref(handle)), "context_alloc")
+        self.handle: int = handle.value or 0
+        # uc_context_size is the whole allocation: header + CPU state.
+        self.size = int(_LIB.uc_context_size(engine.handle))
+        words = (ctypes.c_uint64 * (self.size // 8)).from_address(self.handle)
+        self.words = memoryview(words).cast("B").cast("Q")
+        self.layout = engine.layout
+
+    def free(self) -> None:
+        """Release the C buffer (idempotent)."""
+        if self.handle:
+            _LIB.uc_context_free(self.handle)
+            self.handle = 0
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order
+        try:
+            self.free()
+        except Exception:
+            pass
+
+    def gpr(self, index: int) -> int:
+        """GPR number ``index`` in :data:`spk.abi.GPR_ORDER` order."""
+        return int(self.words[self.layout.gpr0 + index])
+
+    def set_gpr(self, index: int, value: int) -> None:
+        self.words[self.layout.gpr0 + index] = value & 0xFFFF_FFFF_FFFF_FFFF
+
+    @property
+    def rip(self) -> int:
+        return int(self.words[self.layout.rip])
+
+    @rip.setter
+    def rip(self, value: int) -> None:
+        self.words[self.layout.rip] = value & 0xFFFF_FFFF_FFFF_FFFF
+
+    @property
+    def cr3(self) -> int:
+        return int(self.words[self.layout.cr3])
+
+    @cr3.setter
+    def cr3(self, value: int) -> None:
+        self.words[self.layout.cr3] = value
+
+    @property
+    def cpl(self) -> int:
+        """Current privilege level, from the saved CS selector."""
+        return int(self.words[self.layout.cs_word] >> self.layout.cs_shift) & 3
+
+    def gprs(self) -> list[int]:
+        base = self.layout.gpr0
+        return list(self.words[base : base + 16])
+
+    def copy_gprs_from(self, other: Context) -> None:
+        """Copy the 16 GPRs of ``other`` (one memmove)."""
+        base = self.layout.gpr0
+        self.words[base : base + 16] = other.words[base : base + 16]
+
+    def load_gprs(self, values: memoryview | list[int] | tuple[int, ...]) -> None:
+        base = self.layout.gpr0
+        self.words[base : base + 16] = memoryview(struct.pack("<16Q", *values)).cast("Q")
+
+    def copy_from(self, other: Context) -> None:
+        """Copy the whole saved state of ``other`` into this buffer."""
+        ctypes.memmove(self.handle, other.handle, self.size)
+
+
+@dataclass(frozen=True)
+class ContextLayout:
+    """u64 slot indices of the registers inside a saved context."""
+
+    gpr0: int
+    rip: int
+    cr3: int
+    cs_word: int
+    cs_shift: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one :meth:`Engine.run` ended."""
+
+    executed: int  #: instructions executed (a faulting one counts)
+    budget_exhausted: bool  #: stopped because the budget ran out
+    engine_error: str | None  #: the engine refused to go on (diagnostic text)
+
+
+class Engine:
+    """One emulated x86-64 vCPU over a shared physical RAM.
+
+    The RAM is a host buffer (an ``mmap``) mapped at guest-physical 0 with
+    ``mem_map_ptr``, so several engines can share it and the SPK can read and
+    write guest-physical memory without engine calls.
+
+    Errors: :class:`EngineError` when the engine cannot be created or a set-up
+    call fails.
+    """
+
+    def __init__(self, ram_address: int, ram_size: int, sink: TrapSink) -> None:
+        try:
+            self._uc = unicorn.Uc(_UC_ARCH_X86, _UC_MODE_64)
+            self._uc.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, ram_address)
+        except unicorn.UcError as exc:
+            raise EngineError(f"cannot create the engine: {exc}") from exc
+        self.handle: int = ctypes.cast(self._uc._uch, ctypes.c_void_p).value or 0
+        self._sink = sink
+        self.layout = context_layout()
+        offset = counter_offset()
+        self._counter = ctypes.c_uint64.from_address(self.handle + offset)
+        self._limit = ctypes.c_uint64.from_address(self.handle + offset + 8)
+        self._scratch = ctypes.c_uint64()
+        self._run_budget = 0
+        self._install_hooks()
+
+    # -- hooks ------------------------------------------------------------
+    def _install_hooks(self) -> None:
+        uc = self._uc
+        sink = self._sink
+        uc.hook_add(unicorn.UC_HOOK_INTR, lambda _uc, intno, _ud: sink.on_interrupt(intno))
+
+        def on_in(_uc: object, port: int, size: int, _ud: object) -> int:
+            rip = self.read("rip")
+            sink.on_port_io(port, False, rip)
+            # Leave the destination register as it was: the SPK faults the
+            # instruction, so its result must not be visible.
+            mask = (1 << (8 * size)) - 1
+            return self.read("rax") & mask
+
+        def on_out(_uc: object, port: int, _size: int, _value: int, _ud: object) -> None:
+            sink.on_port_io(port, True, self.read("rip"))
+
+        def on_syscall(_uc: object, _ud: object) -> None:
+            sink.on_syscall_insn(self.read("rip"))
+
+        uc.hook_add(unicorn.UC_HOOK_INSN, on_in, None, 1, 0, _x86.UC_X86_INS_IN)
+        uc.hook_add(unicorn.UC_HOOK_INSN, on_out, None, 1, 0, _x86.UC_X86_INS_OUT)
+        uc.hook_add(unicorn.UC_HOOK_INSN, on_syscall, None, 1, 0, _x86.UC_X86_INS_SYSCALL)
+        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, lambda _uc, _ud: sink.on_invalid_insn())
+
+        def on_unmapped(_uc: object, _access: int, address: int, *_rest: object) -> bool:
+            sink.on_bad_memory(address)
+            return False
+
+        uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, on_unmapped)
+
+    # -- registers (slow path, by name) -----------------------------------
+    def read(self, name: str) -> int:
+        """Read one register by name with one raw C call."""
+        _LIB.uc_reg_read(self.handle, _REG_IDS[name], ctypes.byref(self._scratch))
+        return int(self._scratch.value)
+
+    def write(self, name: str, value: int) -> None:
+        """Write one register by name with one raw C call."""
+        self._scratch.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        _check(_LIB.uc_reg_write(self.handle, _REG_IDS[name], ctypes.byref(self._scratch)), name)
+
+    def write_gdtr(self, base: int, limit: int) -> None:
+        self._uc.reg_write(_x86.UC_X86_REG_GDTR, (0, base, limit, 0))
+
+    # -- contexts ---------------------------------------------------------
+    def new_context(self) -> Context:
+        return Context(self)
+
+    def save(self, ctx: Context) -> None:
+        """Save the vCPU state into ``ctx`` (one C call)."""
+        _LIB.uc_context_save(self.handle, ctx.handle)
+
+    def restore(self, ctx: Context) -> None:
+        """Load ``ctx`` into the vCPU (one C call); also clears fault escalation."""
+        _LIB.uc_context_restore(self.handle, ctx.handle)
+
+    # -- running ----------------------------------------------------------
+    def run(self, rip: int, budget: int) -> RunResult:
+        """Run from ``rip`` for at most ``budget`` instructions.
+
+        Returns early when a trap handler calls :meth:`stop`. The count is
+        exact and deterministic (the engine's own instruction counter).
+        """
+        if budget <= 0:
+            return RunResult(0, True, None)
+        self._run_budget = budget
+        error: str | None = None
+        try:
+            self._uc.emu_start(rip, _NEVER, 0, budget)
+        except unicorn.UcError as exc:
+            error = str(exc)
+        counted = int(self._counter.value)
+        limit = int(self._limit.value)
+        executed = min(counted, limit)
+        return RunResult(executed, counted > limit, error)
+
+    def executed(self) -> int:
+        """Instructions executed so far in the current :meth:`run` (inside a hook)."""
+        return min(int(self._counter.value), int(self._limit.value))
+
+    def remaining(self) -> int:
+        """Instructions left in the current run's budget (inside a hook)."""
+        return max(0, int(self._limit.value) - int(self._counter.value))
+
+    def set_remaining(self, remaining: int) -> None:
+        """Move the current run's end to ``remaining`` instructions from now."""
+        self._limit.value = int(self._counter.value) + max(0, remaining)
+
+    def stop(self) -> None:
+        """End the current :meth:`run` after the current instruction."""
+        _LIB.uc_emu_stop(self.handle)
+
+    # -- caches -------------------------------------------------------------
+    def flush_tlb(self) -> None:
+        """Drop cached translations: required after CR3 or page-table changes.
+
+        A context restore copies CR3 without flushing (unlike ``mov cr3``),
+        so every world switch that changes CR3 must call this.
+        """
+        _LIB.uc_ctl(self.handle, _CTL_TLB_FLUSH)
+
+    def flush_code(self) -> None:
+        """Drop translated code: required after the host writes guest code."""
+        self._uc.ctl_flush_tb()
+
+    def close(self) -> None:
+        self._uc.release_handle() if hasattr(self._uc, "release_handle") else None
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise EngineError(f"engine call {what} failed with status {status}")
+
+
+# --- start-up location of engine facts --------------------------------------
+_layout_cache: ContextLayout | None = None
+_counter_offset_cache: int | None = None
+
+
+def _scratch_uc() -> unicorn.Uc:
+    uc = unicorn.Uc(_UC_ARCH_X86, _UC_MODE_64)
+    uc.mem_map(0, 0x10000)
+    return uc
+
+
+def context_layout() -> ContextLayout:
+    """Locate the register slots inside a saved context, by marker values.
+
+    Errors: :class:`EngineError` when a marker is not found exactly once
+    (the engine's layout changed: the SPK must not run on guesses).
+    """
+    global _layout_cache
+    if _layout_cache is not None:
+        return _layout_cache
+    uc = _scratch_uc()
+    handle = ctypes.cast(uc._uch, ctypes.c_void_p).value or 0
+    for i, name in enumerate(_GPR_NAMES):
+        uc.reg_write(_REG_IDS[name], _MARK | (i + 1))
+    uc.reg_write(_REG_IDS["rip"], _MARK | 0x100)
+    uc.reg_write(_REG_IDS["cr3"], 0x7654_3000)
+    ctx = ctypes.c_void_p()
+    _check(_LIB.uc_context_alloc(handle, ctypes.byref(ctx)), "context_alloc")
+    _check(_LIB.uc_context_save(handle, ctx), "context_save")
+    size = _LIB.uc_context_size(handle)
+    raw = ctypes.string_at(ctx.value or 0, size)
+    words = struct.unpack_from(f"<{len(raw) // 8}Q", raw)
+
+    def find(value: int, what: str) -> int:
+        hits = [i for i, w in enumerate(words) if w == value]
+        if len(hits) != 1:
+            raise EngineError(f"engine context layout: {what} found {len(hits)} times")
+        return hits[0]
+
+    gpr0 = find(_MARK | 1, "rax")
+    for i in range(16):
+        if words[gpr0 + i] != _MARK | (i + 1):
+            raise EngineError(f"engine context layout: GPR {_GPR_NAMES[i]} not contiguous")
+    rip = find(_MARK | 0x100, "rip")
+    cr3 = find(0x7654_3000, "cr3")
+    # CS selector: QEMU keeps segs[ES, CS, SS, ...] as {u32 selector, u64 base,
+    # u32 limit, u32 flags}; find CS by writing distinct selectors is not
+    # possible without a GDT, so locate the segment array relative to a
+    # marker-free anchor: the selector words change with the CPL; the SPK
+    # verifies the slot at boot (Machine self-test) against a real CPL switch.
+    _LIB.uc_context_free(ctx)
+    _layout_cache = ContextLayout(gpr0=gpr0, rip=rip, cr3=cr3, cs_word=-1, cs_shift=0)
+    return _layout_cache
+
+
+def set_cs_slot(word: int, shift: int) -> None:
+    """Record where the CS selector sits in a context (found by the CPU bring-up)."""
+    global _layout_cache
+    base = context_layout()
+    _layout_cache = ContextLayout(base.gpr0, base.rip, base.cr3, word, shift)
+
+
+def find_selector_slot(ctx_a: Context, sel_a: int, ctx_b: Context, sel_b: int) -> tuple[int, int]:
+    """Find the (u64 word, bit shift) where two contexts hold selectors a and b.
+
+    Used once at bring-up with two real contexts (CPL 2 and CPL 3) whose CS
+    selectors are known. Errors: :class:`EngineError` unless exactly one
+    position matches.
+    """
+    hits = []
+    n = min(len(ctx_a.words), len(ctx_b.words)) - 1
+    for w in range(n):
+        a, b = int(ctx_a.words[w]), int(ctx_b.words[w])
+        for shift in (0, 32):
+            if (a >> shift) & 0xFFFF_FFFF == sel_a and (b >> shift) & 0xFFFF_FFFF == sel_b:
+                hits.append((w, shift))
+    # segs[] is ES, CS, SS, DS...: CS is the first hit whose next segment (SS,
+    # 24 bytes = 3 words later) also differs in the same way is not needed:
+    # the caller passes CS selectors only present once in each context.
+    if not hits:
+        raise EngineError("engine context layout: CS selector not found")
+    return hits[0]
+
+
+def counter_offset() -> int:
+    """Locate the engine's instruction counter inside ``uc_struct``, by marker.
+
+    ``emu_start(count=N)`` stores N in ``uc->emu_count`` and counts executed
+    instructions in ``uc->emu_counter``, the field just before it. The offset
+    is found with a marker count and checked by running a known number of
+    instructions. Errors: :class:`EngineError` when not found or not verified.
+    """
+    global _counter_offset_cache
+    if _counter_offset_cache is not None:
+        return _counter_offset_cache
+    uc = _scratch_uc()
+    # 5 x nop, then int3: the interrupt hook stops the run.
+    uc.mem_write(0x1000, b"\x90" * 5 + b"\xcc" + b"\x90" * 16)
+
+    def stop(u: unicorn.Uc, _intno: int, _ud: object) -> None:
+        u.emu_stop()
+
+    uc.hook_add(unicorn.UC_HOOK_INTR, stop)
+    marker = 0x5A5A_1234_0000_0007
+    uc.emu_start(0x1000, _NEVER, 0, marker)
+    base = ctypes.cast(uc._uch, ctypes.c_void_p).value or 0
+    words = (ctypes.c_uint64 * 2048).from_address(base)
+    hits = [i for i in range(1, 2048) if words[i] == marker]
+    if len(hits) != 1 or words[hits[0] - 1] != 6:
+        raise EngineError("engine instruction counter not found in uc_struct")
+    offset = (hits[0] - 1) * 8
+    uc.emu_start(0x1000, _NEVER, 0, 3)
+    if words[hits[0] - 1] != 4 or words[hits[0]] != 3:
+        raise EngineError("engine instruction counter did not verify")
+    _counter_offset_cache = offset
+    return offset
+
+
+def bare_run(code: bytes, base: int, instructions: int, *, counted: bool) -> float:
+    """Run ``code`` on a bare engine (no SPK, no hooks); return seconds taken.
+
+    The benchmark baseline: the same engine the SPK drives, nothing around
+    it. ``counted`` runs it under the engine's exact instruction budget
+    (what the SPK needs for deterministic preemption) instead of free.
+    Lives here because only this adapter may touch the engine.
+    """
+    import time
+
+    uc = unicorn.Uc(_UC_ARCH_X86, _UC_MODE_64)
+    uc.mem_map(0, 0x20_0000)
+    uc.mem_write(base, code)
+    start = time.perf_counter()
+    uc.emu_start(base, base + len(code), 0, instructions if counted else 0)
+    return time.perf_counter() - start

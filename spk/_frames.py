@@ -1,0 +1,212 @@
+"""Physical RAM and the frame table.
+
+Every 4 KiB frame of RAM has one owner (the SPK, a partition, or nobody) and
+one type. The invariant the whole isolation story rests on, after Xen's
+``mm.c``:
+
+    A frame of type PAGE_TABLE is never mapped writable anywhere, and a frame
+    is only mapped into a partition's space if that partition owns it.
+
+Types change only through this module: a frame is FREE in the global pool,
+POOL when granted to a partition's quota but unused, DATA when handed to the
+guest (mappable), PAGE_TABLE when the SPK uses it for that partition's page
+tables, SPK when it holds ring-0 structures (GDT, shared SPK table).
+``map_count``/``writable_count`` are maintained by :mod:`spk._paging` and
+recounted from the tables by :meth:`FrameTable.recount` in the tests.
+
+Frames are zeroed whenever they change hands, so nothing leaks between
+partitions or between the lives of one partition.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import struct
+from dataclasses import dataclass, field
+
+from spk.abi import PAGE_SHIFT, PAGE_SIZE
+from spk.errors import InternalError, OutOfMemory
+
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+class FrameType(enum.Enum):
+    FREE = "free"
+    POOL = "pool"
+    DATA = "data"
+    PAGE_TABLE = "page_table"
+    SPK = "spk"
+
+
+#: Owner id of frames that belong to ring 0 itself.
+SPK_OWNER = -1
+NO_OWNER = 0
+
+
+@dataclass
+class Frame:
+    """One entry of the frame table."""
+
+    owner: int = NO_OWNER
+    type: FrameType = FrameType.FREE
+    map_count: int = 0
+    writable_count: int = 0
+
+
+class PhysicalMemory:
+    """Guest-physical RAM: one anonymous ``mmap`` shared by every vCPU engine."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"RAM size {size} is not a positive multiple of {PAGE_SIZE}")
+        self.size = size
+        self.frames = size >> PAGE_SHIFT
+        self._map = mmap.mmap(-1, size)
+        self.view = memoryview(self._map)
+        import ctypes
+
+        self.address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
+
+    def read(self, paddr: int, length: int) -> bytes:
+        return bytes(self.view[paddr : paddr + length])
+
+    def write(self, paddr: int, data: bytes) -> None:
+        self.view[paddr : paddr + len(data)] = data
+
+    def read_u64(self, paddr: int) -> int:
+        return int(struct.unpack_from("<Q", self._map, paddr)[0])
+
+    def write_u64(self, paddr: int, value: int) -> None:
+        struct.pack_into("<Q", self._map, paddr, value)
+
+    def zero_frame(self, mfn: int) -> None:
+        base = mfn << PAGE_SHIFT
+        self.view[base : base + PAGE_SIZE] = _ZERO_PAGE
+
+    def frame_bytes(self, mfn: int) -> bytes:
+        return self.read(mfn << PAGE_SHIFT, PAGE_SIZE)
+
+
+@dataclass
+class FrameTable:
+    """Ownership, type and mapping counts of every frame of RAM."""
+
+    ram: PhysicalMemory
+    entries: list[Frame] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.entries = [Frame() for _ in range(self.ram.frames)]
+
+    def __getitem__(self, mfn: int) -> Frame:
+        return self.entries[mfn]
+
+    def valid(self, mfn: int) -> bool:
+        return 0 <= mfn < len(self.entries)
+
+    # -- the global pool -------------------------------------------------
+    def reserve_spk(self, count: int) -> list[int]:
+        """Take ``count`` free frames for ring 0 (lowest first)."""
+        mfns = self._take_free(count, "SPK structures")
+        for mfn in mfns:
+            self.entries[mfn] = Frame(owner=SPK_OWNER, type=FrameType.SPK)
+        return mfns
+
+    def grant(self, owner: int, count: int, start_hint: int = 0) -> list[int]:
+        """Grant ``count`` free frames to partition ``owner`` as its quota pool.
+
+        Frames are taken as one contiguous run when possible (first fit from
+        ``start_hint``), else lowest-first. Errors: :class:`OutOfMemory`.
+        """
+        run = self._find_run(count, start_hint)
+        mfns = list(range(run, run + count)) if run >= 0 else self._take_free(count, f"partition {owner}")
+        for mfn in mfns:
+            self.ram.zero_frame(mfn)
+            self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL)
+        return mfns
+
+    def reclaim(self, owner: int) -> int:
+        """Return every frame of ``owner`` to the global pool; returns how many.
+
+        Errors: :class:`InternalError` if one is still mapped (the caller must
+        tear the address spaces down first).
+        """
+        count = 0
+        for mfn, frame in enumerate(self.entries):
+            if frame.owner == owner:
+                if frame.map_count:
+                    raise InternalError(f"frame {mfn:#x} of {owner} reclaimed while mapped")
+                self.ram.zero_frame(mfn)
+                self.entries[mfn] = Frame()
+                count += 1
+        return count
+
+    def _find_run(self, count: int, start_hint: int) -> int:
+        n = len(self.entries)
+        for origin in (start_hint, 0):
+            run_start, run_len = -1, 0
+            for mfn in range(origin, n):
+                if self.entries[mfn].type is FrameType.FREE:
+                    if run_len == 0:
+                        run_start = mfn
+                    run_len += 1
+                    if run_len == count:
+                        return run_start
+                else:
+                    run_len = 0
+        return -1
+
+    def _take_free(self, count: int, what: str) -> list[int]:
+        free = [m for m, f in enumerate(self.entries) if f.type is FrameType.FREE][:count]
+        if len(free) < count:
+            raise OutOfMemory(f"{what}: {count} frames asked, {len(free)} free")
+        return free
+
+    # -- a partition's pool ---------------------------------------------
+    def pool_take(self, owner: int, new_type: FrameType, contiguous: int = 1) -> int:
+        """Take frames of ``owner``'s pool and retype them (zeroed).
+
+        With ``contiguous`` > 1 the frames form one run; the first is returned.
+        Errors: :class:`OutOfMemory` when the quota is used up.
+        """
+        run_start, run_len = -1, 0
+        for mfn, frame in enumerate(self.entries):
+            if frame.owner == owner and frame.type is FrameType.POOL:
+                if run_len == 0:
+                    run_start = mfn
+                run_len += 1
+                if run_len == contiguous:
+                    for m in range(run_start, run_start + contiguous):
+                        self.ram.zero_frame(m)
+                        self.entries[m].type = new_type
+                    return run_start
+            else:
+                run_len = 0
+        raise OutOfMemory(f"partition {owner}: quota exhausted ({contiguous} frame(s) asked)")
+
+    def pool_return(self, mfn: int) -> None:
+        """Give a frame back to its owner's pool (zeroed)."""
+        frame = self.entries[mfn]
+        if frame.map_count or frame.writable_count:
+            raise InternalError(f"frame {mfn:#x} returned to pool while mapped")
+        self.ram.zero_frame(mfn)
+        frame.type = FrameType.POOL
+
+    def pool_free_count(self, owner: int) -> int:
+        return sum(1 for f in self.entries if f.owner == owner and f.type is FrameType.POOL)
+
+    def owned_count(self, owner: int) -> int:
+        return sum(1 for f in self.entries if f.owner == owner)
+
+    def check_invariant(self) -> None:
+        """Assert the page-table/writable rule for every frame.
+
+        Errors: :class:`InternalError` naming the frame that breaks it.
+        """
+        for mfn, frame in enumerate(self.entries):
+            if frame.type is FrameType.PAGE_TABLE and frame.writable_count:
+                raise InternalError(f"frame {mfn:#x} is a page table and mapped writable")
+            if frame.writable_count > frame.map_count:
+                raise InternalError(f"frame {mfn:#x}: more writable mappings than mappings")
+            if frame.map_count < 0:
+                raise InternalError(f"frame {mfn:#x}: negative map count")

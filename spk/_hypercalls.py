@@ -1,0 +1,315 @@
+"""The hypercall table: decode, then invoke.
+
+Each hypercall is one function registered with :func:`hypercall`, which also
+records its documented signature and its closed list of errors; the table is
+what ``docs/abi.md`` is checked against.
+
+seL4's discipline: the first part of every handler (*decode*) does all the
+checks — argument ranges, reserved bits, handle lookup, rights, guest ranges
+inside the caller's space without wrap-around — and raises
+:class:`spk.errors.SpkError` with a typed status; nothing has changed yet.
+The second part (*invoke*) only mutates state and cannot fail. Guest memory
+is copied in once, then validated (no double fetch).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spk.abi import (
+    APP_FRAME_SIZE,
+    APP_FRAME_WORDS,
+    KERNEL_BASE,
+    KERNEL_END,
+    MAP_FLAGS_VALID,
+    RFLAGS_FIXED,
+    RFLAGS_USER_MASK,
+    USER_END,
+    EntryKind,
+    Event,
+    Hypercall,
+    MapFlags,
+    Status,
+)
+from spk.errors import OutOfMemory, SpkError
+from spk._engine import Context
+from spk._frames import FrameType
+from spk._paging import USER_BASE
+from spk._partition import Partition, State
+
+if TYPE_CHECKING:
+    from spk._machine import Machine
+
+#: A handler returns the value for rax, or NO_RESULT when it redirected the vCPU.
+NO_RESULT = object()
+Handler = Callable[["Machine", Partition, Context, tuple[int, int, int, int, int]], object]
+
+CONSOLE_MAX = 4096
+MAX_SPACES = 64
+
+
+@dataclass(frozen=True)
+class HypercallSpec:
+    number: Hypercall
+    handler: Handler
+    args: tuple[str, ...]
+    returns: str
+    errors: tuple[Status, ...]
+    summary: str
+
+
+TABLE: dict[int, HypercallSpec] = {}
+
+
+def hypercall(
+    number: Hypercall, args: tuple[str, ...], returns: str, errors: tuple[Status, ...]
+) -> Callable[[Handler], Handler]:
+    """Register a handler with its documented signature and errors."""
+
+    def register(fn: Handler) -> Handler:
+        summary = (fn.__doc__ or "").strip().splitlines()[0]
+        TABLE[int(number)] = HypercallSpec(number, fn, args, returns, errors, summary)
+        return fn
+
+    return register
+
+
+def _fail(status: Status, message: str) -> SpkError:
+    return SpkError(status, message)
+
+
+def _space(p: Partition, handle: int) -> object:
+    space = p.spaces.get(handle)
+    if space is None:
+        raise _fail(Status.BAD_HANDLE, f"no address space with handle {handle}")
+    return space
+
+
+@hypercall(Hypercall.VERSION, (), "(major << 16) | minor", ())
+def hc_version(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """The ABI version the SPK speaks."""
+    from spk.abi import ABI_VERSION
+
+    return ABI_VERSION
+
+
+@hypercall(
+    Hypercall.CONSOLE_WRITE,
+    ("ptr", "len"),
+    "bytes written",
+    (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS),
+)
+def hc_console_write(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Write bytes to the partition's console (lines are prefixed by its name)."""
+    ptr, length = a[0], a[1]
+    if length > CONSOLE_MAX:
+        raise _fail(Status.INVALID_ARGUMENT, f"console write of {length} bytes > {CONSOLE_MAX}")
+    data = m.copy_in(ctx.cr3, ptr, length)
+    m.console(p, data)
+    return length
+
+
+@hypercall(
+    Hypercall.SET_ENTRY,
+    ("kind", "address"),
+    "0",
+    (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS),
+)
+def hc_set_entry(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Register the kernel entry for app syscalls, app traps or timer upcalls."""
+    kind, address = a[0], a[1]
+    if kind not in EntryKind._value2member_map_:
+        raise _fail(Status.INVALID_ARGUMENT, f"unknown entry kind {kind}")
+    if not KERNEL_BASE <= address < KERNEL_END:
+        raise _fail(Status.BAD_ADDRESS, f"entry {address:#x} outside the kernel half")
+    p.entries[EntryKind(kind)] = address
+    return 0
+
+
+@hypercall(Hypercall.SET_KERNEL_STACK, ("rsp",), "0", (Status.BAD_ADDRESS,))
+def hc_set_kernel_stack(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Set the stack the SPK switches to when it enters the kernel from an app."""
+    rsp = a[0]
+    if not KERNEL_BASE < rsp <= KERNEL_END or rsp & 7:
+        raise _fail(Status.BAD_ADDRESS, f"kernel stack {rsp:#x} outside the kernel half or unaligned")
+    p.kernel_stack = rsp
+    return 0
+
+
+@hypercall(Hypercall.ASPACE_CREATE, (), "handle (> 0)", (Status.NO_MEMORY,))
+def hc_aspace_create(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Create an address space sharing the partition's kernel half."""
+    if len(p.spaces) >= MAX_SPACES:
+        raise _fail(Status.NO_MEMORY, f"at most {MAX_SPACES} address spaces")
+    if m.frames.pool_free_count(p.pid) < 1:
+        raise _fail(Status.NO_MEMORY, "quota exhausted")
+    handle = p.next_handle
+    p.next_handle += 1
+    p.spaces[handle] = m.new_space(p)
+    return handle
+
+
+@hypercall(
+    Hypercall.ASPACE_DESTROY,
+    ("handle",),
+    "0",
+    (Status.BAD_HANDLE, Status.DENIED, Status.BUSY),
+)
+def hc_aspace_destroy(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Destroy an address space and return its tables to the quota."""
+    handle = a[0]
+    _space(p, handle)
+    if handle == 0:
+        raise _fail(Status.DENIED, "the boot address space cannot be destroyed")
+    if handle == p.current_space:
+        raise _fail(Status.BUSY, "the current address space cannot be destroyed")
+    p.spaces.pop(handle).destroy()
+    return 0
+
+
+@hypercall(
+    Hypercall.MAP,
+    ("handle", "va", "mfn", "flags"),
+    "0",
+    (
+        Status.BAD_HANDLE,
+        Status.INVALID_ARGUMENT,
+        Status.DENIED,
+        Status.BUSY,
+        Status.NO_MEMORY,
+    ),
+)
+def hc_map(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Map frame mfn at va in a space (validated: owner, type, region, flags)."""
+    handle, va, mfn, flags = a[0], a[1], a[2], a[3]
+    space = p.spaces.get(handle)
+    if space is None:
+        raise _fail(Status.BAD_HANDLE, f"no address space with handle {handle}")
+    if flags & ~MAP_FLAGS_VALID:
+        raise _fail(Status.INVALID_ARGUMENT, f"reserved map flags set: {flags:#x}")
+    space.map(va, mfn, bool(flags & MapFlags.WRITE), bool(flags & MapFlags.USER))
+    return 0
+
+
+@hypercall(
+    Hypercall.UNMAP,
+    ("handle", "va"),
+    "0",
+    (Status.BAD_HANDLE, Status.INVALID_ARGUMENT, Status.NOT_FOUND),
+)
+def hc_unmap(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Remove the mapping at va."""
+    space = p.spaces.get(a[0])
+    if space is None:
+        raise _fail(Status.BAD_HANDLE, f"no address space with handle {a[0]}")
+    space.unmap(a[1])
+    return 0
+
+
+@hypercall(Hypercall.ASPACE_SWITCH, ("handle",), "0", (Status.BAD_HANDLE,))
+def hc_aspace_switch(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Load an address space (CR3) on the calling vCPU."""
+    space = p.spaces.get(a[0])
+    if space is None:
+        raise _fail(Status.BAD_HANDLE, f"no address space with handle {a[0]}")
+    p.current_space = a[0]
+    ctx.cr3 = space.cr3
+    m.cr3_changed()
+    return 0
+
+
+@hypercall(
+    Hypercall.IRET,
+    ("handle", "frame_ptr"),
+    "does not return on success",
+    (Status.BAD_HANDLE, Status.BAD_ADDRESS, Status.INVALID_ARGUMENT),
+)
+def hc_iret(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Enter an app at CPL 3 in a space, with the 18-word register frame at frame_ptr."""
+    handle, frame_ptr = a[0], a[1]
+    space = p.spaces.get(handle)
+    if space is None:
+        raise _fail(Status.BAD_HANDLE, f"no address space with handle {handle}")
+    raw = m.copy_in(ctx.cr3, frame_ptr, APP_FRAME_SIZE)
+    words = struct.unpack(f"<{APP_FRAME_WORDS}Q", raw)
+    rip, rflags, rsp = words[16], words[17], words[4]
+    if not USER_BASE <= rip < USER_END:
+        raise _fail(Status.INVALID_ARGUMENT, f"app rip {rip:#x} outside the user half")
+    if rsp > USER_END:
+        raise _fail(Status.INVALID_ARGUMENT, f"app rsp {rsp:#x} outside the user half")
+    # invoke
+    p.current_space = handle
+    m.enter_app(p, words[:16], rip, (rflags & RFLAGS_USER_MASK) | RFLAGS_FIXED, space.cr3)
+    return NO_RESULT
+
+
+@hypercall(Hypercall.YIELD, (), "0 (when scheduled again)", ())
+def hc_yield(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Give up the rest of the current window (it stays idle)."""
+    m.request_stop("yield")
+    return 0
+
+
+@hypercall(Hypercall.BLOCK, (), "pending event bits (1 = timer)", ())
+def hc_block(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Wait until an event is pending; return the event bits."""
+    if p.timer_pending:
+        p.timer_pending = False
+        return int(Event.TIMER)
+    p.state = State.BLOCKED
+    m.request_stop("block")
+    return 0
+
+
+@hypercall(Hypercall.EXIT, ("code",), "does not return", ())
+def hc_exit(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """End the partition with an exit code."""
+    p.state = State.EXITED
+    p.exit_code = a[0] if a[0] < (1 << 63) else a[0] - (1 << 64)
+    m.request_stop("exit")
+    return 0
+
+
+@hypercall(Hypercall.TIMER_SET, ("deadline",), "0", ())
+def hc_timer_set(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Arm the one-shot virtual timer at an absolute virtual time (0 cancels)."""
+    m.set_timer(p, a[0])
+    return 0
+
+
+@hypercall(Hypercall.TIME_NOW, (), "current virtual time", ())
+def hc_time_now(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Current virtual time (instructions since boot, idle time included)."""
+    return m.time_now()
+
+
+@hypercall(Hypercall.FRAME_ALLOC, (), "mfn of a zeroed frame", (Status.NO_MEMORY,))
+def hc_frame_alloc(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Take a zeroed frame from the partition's quota."""
+    try:
+        return m.frames.pool_take(p.pid, FrameType.DATA)
+    except OutOfMemory as exc:
+        raise _fail(Status.NO_MEMORY, str(exc)) from None
+
+
+@hypercall(
+    Hypercall.FRAME_FREE,
+    ("mfn",),
+    "0",
+    (Status.INVALID_ARGUMENT, Status.DENIED, Status.BUSY),
+)
+def hc_frame_free(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+    """Give a frame back to the quota; it must not be mapped anywhere."""
+    mfn = a[0]
+    if not m.frames.valid(mfn):
+        raise _fail(Status.INVALID_ARGUMENT, f"frame {mfn:#x} does not exist")
+    frame = m.frames[mfn]
+    if frame.owner != p.pid or frame.type is not FrameType.DATA:
+        raise _fail(Status.DENIED, f"frame {mfn:#x} is not a data frame of the caller")
+    if frame.map_count:
+        raise _fail(Status.BUSY, f"frame {mfn:#x} is still mapped")
+    m.frames.pool_return(mfn)
+    return 0

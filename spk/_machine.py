@@ -1,0 +1,668 @@
+"""The machine: RAM, the vCPU engine, partitions, and every trap.
+
+:class:`Machine` is the SPK's public face to ring 1. It creates and destroys
+partitions from images, runs one partition on the vCPU up to a virtual-time
+bound, and reports what happened. It decides nothing: which partition runs
+in which window, and what a fault leads to, is ring 1's business.
+
+Trap paths (all inside the engine's callbacks, none stops the engine unless
+the partition must leave the CPU):
+
+* ``int 0x82`` at CPL 2: a hypercall. Save context, decode and invoke,
+  write rax into the saved context, restore it (one C call each way).
+* ``int 0x80`` or ``syscall`` at CPL 3: bounce into the guest kernel's
+  syscall entry, as an interrupt gate with a stack switch would: the app's
+  GPRs are copied into the CPL 2 template, the iret frame is written on the
+  kernel stack, the template is restored.
+* an exception at CPL 3 (or a refused instruction: ``int 0x82``, port I/O,
+  privileged instructions): bounced to the kernel's trap entry with vector,
+  error code and fault address. Restoring the template also resets the
+  engine's exception-escalation state (see unicorn-notes).
+* an exception at CPL 2: the kernel faulted. The partition is stopped and
+  the fault is reported to ring 1 (health monitor).
+
+Virtual time is the engine's exact instruction count; idle time inside a
+window (a yield, a block without wake-up) is added by ring 1 calling
+:meth:`Machine.advance`. No wall clock is ever read.
+
+Errors: :class:`spk.errors.SpkError` (OutOfMemory, ImageError) from
+:meth:`create_partition`; :class:`KeyError` for an unknown partition id.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import capstone
+
+from spk import abi
+from spk.abi import (
+    HYPERCALL_VECTOR,
+    KERNEL_DATA_SIZE,
+    KERNEL_DATA_VADDR,
+    KERNEL_IMAGE_MAX,
+    KERNEL_IMAGE_VADDR,
+    KERNEL_STACK_SIZE,
+    KERNEL_STACK_TOP,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    SEL_USER_CODE,
+    SEL_USER_DATA,
+    START_INFO_VADDR,
+    SYSCALL_VECTOR,
+    EntryKind,
+    Event,
+    Status,
+    Vector,
+)
+from spk._cpu import bring_up, build_spk_memory
+from spk._engine import SYSCALL_INSN_LEN, Context, Engine
+from spk._frames import FrameTable, FrameType, PhysicalMemory
+from spk._hypercalls import NO_RESULT, TABLE
+from spk._paging import AddressSpace, KernelHalf, Walker
+from spk._partition import Counters, KernelFault, Module, Partition, State
+from spk._trace import EventSink, MachineEvent
+from spk.errors import ImageError, InternalError, SpkError
+
+_RAX, _RCX, _RSP, _R11 = 0, 1, 4, 11
+_ARG_SLOTS = (7, 6, 2, 10, 8)  # rdi, rsi, rdx, r10, r8
+#: While a timer upcall waits for the vCPU to reach CPL 3, look again this often.
+TIMER_RECHECK = 256
+CONSOLE_LINE_MAX = 512
+_TRAP_VECTORS = frozenset({int(Vector.BP), int(Vector.OF)})
+_PRIVILEGED = frozenset({
+    "hlt", "cli", "sti", "lgdt", "lidt", "lldt", "ltr", "invlpg", "wrmsr", "rdmsr",
+    "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "clts", "wbinvd", "invd",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Why :meth:`Machine.run` returned."""
+
+    pid: int
+    reason: str  #: window_end, yield, blocked, exit, fault, not_runnable
+    executed: int  #: guest instructions in this call
+    end_time: int  #: virtual time when it returned
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """A read-only view of one partition for ring 1."""
+
+    pid: int
+    name: str
+    state: str
+    quota_frames: int
+    frames_in_use: int
+    exit_code: int | None
+    fault: KernelFault | None
+    counters: Counters
+
+
+class Machine:
+    """One emulated host: physical RAM, one vCPU, the partitions on it.
+
+    ``on_event`` receives every :class:`MachineEvent` (console lines,
+    faults, exits, and hypercalls when ``trace_hypercalls`` is set).
+    """
+
+    def __init__(
+        self,
+        ram_bytes: int,
+        *,
+        on_event: EventSink | None = None,
+        trace_hypercalls: bool = False,
+    ) -> None:
+        self.ram = PhysicalMemory(ram_bytes)
+        self.frames = FrameTable(self.ram)
+        self._spk = build_spk_memory(self.frames)
+        self.bringup_capture: object = None
+        self.engine = Engine(self.ram.address, ram_bytes, self)
+        self._templates = bring_up(self.engine, self._spk, self.frames)
+        self.walker = Walker(self.ram)
+        self.partitions: dict[int, Partition] = {}
+        self.now = 0
+        self._next_pid = 1
+        self._on_event = on_event or (lambda _e: None)
+        self._trace_hypercalls = trace_hypercalls
+        self._current: Partition | None = None
+        self._loaded_cr3 = -1
+        self._run_start = 0
+        self._stop_reason: str | None = None
+        self._pending_trap: tuple[int, int, int, int] | None = None
+        self._hc_ctx = self.engine.new_context()
+        self._scratch = self.engine.new_context()
+        self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        self._disasm.detail = True
+
+    # ------------------------------------------------------------------
+    # Partitions
+    # ------------------------------------------------------------------
+    def create_partition(
+        self,
+        name: str,
+        kernel_image: bytes,
+        modules: Sequence[tuple[str, bytes]],
+        quota_frames: int,
+    ) -> int:
+        """Create a partition: grant its quota, load and map its kernel.
+
+        The kernel half of its boot space gets the image (RW, supervisor) at
+        KERNEL_IMAGE_VADDR, a zeroed data area, a boot stack and the
+        read-only start-info page; each module (an app image) is loaded into
+        contiguous frames the partition owns, mapped nowhere.
+
+        Errors: ImageError (image or module too large, bad name, too many
+        modules), OutOfMemory (quota larger than free RAM, or too small for
+        the images).
+        """
+        encoded = name.encode()
+        if not encoded or len(encoded) >= abi.SI_NAME_LEN:
+            raise ImageError(f"partition name {name!r} must be 1..{abi.SI_NAME_LEN - 1} bytes")
+        if not kernel_image or len(kernel_image) > KERNEL_IMAGE_MAX:
+            raise ImageError(f"{name}: kernel image of {len(kernel_image)} bytes (max {KERNEL_IMAGE_MAX})")
+        if len(modules) > abi.SI_MAX_MODULES:
+            raise ImageError(f"{name}: {len(modules)} modules (max {abi.SI_MAX_MODULES})")
+        pages = _pages(len(kernel_image)) + KERNEL_DATA_SIZE // PAGE_SIZE
+        pages += KERNEL_STACK_SIZE // PAGE_SIZE + 1 + sum(_pages(len(b)) for _, b in modules)
+        overhead = 8  # boot PML4, kernel PDPT, and the tables below them
+        if quota_frames < pages + overhead:
+            raise ImageError(f"{name}: quota of {quota_frames} frames < {pages + overhead} needed to boot")
+        pid = self._next_pid
+        self.frames.grant(pid, quota_frames)
+        try:
+            partition = self._build(pid, name, kernel_image, modules, quota_frames)
+        except SpkError:
+            self.frames.reclaim(pid)
+            raise
+        self._next_pid += 1
+        self.partitions[pid] = partition
+        self._emit(partition, "created", {"quota": quota_frames, "modules": [m for m, _ in modules]})
+        return pid
+
+    def _build(
+        self, pid: int, name: str, image: bytes, modules: Sequence[tuple[str, bytes]], quota: int
+    ) -> Partition:
+        kernel = KernelHalf(pid, self.frames)
+        space = AddressSpace(pid, self.frames, kernel, self._spk.spk_pdpt, self.cr3_changed)
+        self._load_pages(space, KERNEL_IMAGE_VADDR, image, write=True)
+        self._load_pages(space, KERNEL_DATA_VADDR, bytes(KERNEL_DATA_SIZE), write=True)
+        stack_base = KERNEL_STACK_TOP - KERNEL_STACK_SIZE
+        self._load_pages(space, stack_base, bytes(KERNEL_STACK_SIZE), write=True)
+        loaded: list[Module] = []
+        for mod_name, blob in modules:
+            count = _pages(len(blob))
+            first = self.frames.pool_take(pid, FrameType.DATA, contiguous=count)
+            self.ram.write(first << PAGE_SHIFT, blob)
+            loaded.append(Module(mod_name, first, count, len(blob)))
+        info = self._start_info(pid, name, quota, loaded)
+        self._load_pages(space, START_INFO_VADDR, info, write=False)
+        context = self.engine.new_context()
+        context.copy_from(self._templates.cpl2)
+        context.load_gprs([0] * 16)
+        context.set_gpr(_RSP, KERNEL_STACK_TOP)
+        context.set_gpr(7, START_INFO_VADDR)  # rdi
+        context.rip = KERNEL_IMAGE_VADDR
+        context.cr3 = space.cr3
+        self.engine.flush_code()
+        return Partition(
+            pid=pid, name=name, quota=quota, kernel=kernel, spaces={0: space},
+            context=context, modules=loaded,
+        )  # fmt: skip
+
+    def _start_info(self, pid: int, name: str, quota: int, modules: list[Module]) -> bytes:
+        info = bytearray(PAGE_SIZE)
+        struct.pack_into(
+            "<6Q", info, 0, abi.START_INFO_MAGIC, abi.ABI_VERSION, pid, len(modules),
+            quota, self.frames.pool_free_count(pid) - 1,
+        )  # fmt: skip
+        info[abi.SI_NAME : abi.SI_NAME + len(name.encode())] = name.encode()
+        for i, mod in enumerate(modules):
+            base = abi.SI_MODULES + i * abi.SI_MODULE_SIZE
+            struct.pack_into("<3Q", info, base, mod.first_mfn, mod.pages, mod.size)
+            encoded = mod.name.encode()[: abi.SI_NAME_LEN - 1]
+            info[base + abi.SIM_NAME : base + abi.SIM_NAME + len(encoded)] = encoded
+        return bytes(info)
+
+    def _load_pages(self, space: AddressSpace, va: int, data: bytes, *, write: bool) -> None:
+        for offset in range(0, len(data), PAGE_SIZE):
+            mfn = self.frames.pool_take(space.owner, FrameType.DATA)
+            self.ram.write(mfn << PAGE_SHIFT, data[offset : offset + PAGE_SIZE])
+            space.map(va + offset, mfn, write, False)
+
+    def new_space(self, p: Partition) -> AddressSpace:
+        """A fresh address space of ``p`` (used by ASPACE_CREATE)."""
+        return AddressSpace(p.pid, self.frames, p.kernel, self._spk.spk_pdpt, self.cr3_changed)
+
+    def destroy_partition(self, pid: int) -> int:
+        """Tear a partition down and return its frames to free RAM; returns how many."""
+        p = self.partitions.pop(pid)
+        boot = p.spaces[0]
+        for handle, space in list(p.spaces.items()):
+            if handle:
+                space.destroy()
+        for va, _leaf in list(boot.leaves()):
+            boot.unmap(va)
+        p.context.free()
+        if self._current is p:
+            self._current = None
+        self._loaded_cr3 = -1
+        self.engine.flush_tlb()
+        self.engine.flush_code()
+        self._emit(p, "destroyed", {})
+        return self.frames.reclaim(pid)
+
+    def stop_partition(self, pid: int) -> None:
+        """Take a partition off the CPU for good (ring 1's halt or pause)."""
+        self.partitions[pid].state = State.STOPPED
+
+    def resume_partition(self, pid: int) -> None:
+        """Let a stopped (paused) partition run again."""
+        p = self.partitions[pid]
+        if p.state is State.STOPPED:
+            p.state = State.READY
+
+    def info(self, pid: int) -> PartitionInfo:
+        p = self.partitions[pid]
+        return PartitionInfo(
+            pid=p.pid, name=p.name, state=p.state.value, quota_frames=p.quota,
+            frames_in_use=p.quota - self.frames.pool_free_count(pid),
+            exit_code=p.exit_code, fault=p.fault, counters=p.counters,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------
+    # Running
+    # ------------------------------------------------------------------
+    def advance(self, until: int) -> None:
+        """Let virtual time pass with the CPU idle (unused window time)."""
+        self.now = max(self.now, until)
+
+    def run(self, pid: int, until: int) -> RunOutcome:
+        """Run partition ``pid`` until virtual time ``until`` at the latest.
+
+        Returns early when it yields, blocks with no wake-up before
+        ``until``, exits or faults. Exact and deterministic: the same
+        partition state and bound give the same instructions and result.
+        """
+        p = self.partitions[pid]
+        start = self.now
+        if p.state not in (State.READY, State.BLOCKED) or until <= self.now:
+            return RunOutcome(pid, "not_runnable", 0, self.now)
+        self._load(p)
+        p.counters.windows += 1
+        reason = "window_end"
+        while True:
+            if p.state is State.BLOCKED:
+                if p.timer_deadline and p.timer_deadline <= until:
+                    self.now = max(self.now, p.timer_deadline)
+                    p.timer_deadline = 0
+                    p.state = State.READY
+                    self.engine.write("rax", int(Event.TIMER))
+                else:
+                    reason = "blocked"
+                    break
+            if p.timer_deadline and p.timer_deadline <= self.now:
+                p.timer_deadline = 0
+                p.timer_pending = True
+            if p.timer_pending:
+                self._deliver_timer(p)
+            budget = until - self.now
+            if budget <= 0:
+                break
+            if p.timer_deadline:
+                budget = min(budget, p.timer_deadline - self.now)
+            if p.timer_pending:
+                budget = min(budget, TIMER_RECHECK)
+            self._stop_reason = None
+            self._pending_trap = None
+            self._run_start = self.now
+            result = self.engine.run(self.engine.read("rip"), budget)
+            self.now += result.executed
+            p.counters.instructions += result.executed
+            if self._pending_trap is not None:
+                self._resolve_pending_trap(p)
+            if result.engine_error and self._stop_reason is None:
+                self._kernel_fault(p, "internal_error", 0, 0, 0, f"engine: {result.engine_error}")
+            stop = self._stop_reason
+            if stop in ("yield", "exit", "fault"):
+                reason = stop
+                break
+        if reason == "window_end" and p.state is State.READY:
+            p.counters.preemptions += 1
+        if p.state not in (State.FAULTED,):
+            self.engine.save(p.context)
+        self._current = None
+        return RunOutcome(pid, reason, self.now - start, self.now)
+
+    def _load(self, p: Partition) -> None:
+        self.engine.restore(p.context)
+        if p.context.cr3 != self._loaded_cr3 or self._current is not p:
+            self.engine.flush_tlb()
+            self._loaded_cr3 = p.context.cr3
+        self._current = p
+
+    # -- services the hypercall handlers use -----------------------------
+    def copy_in(self, cr3: int, va: int, length: int) -> bytes:
+        """Copy guest memory once (supervisor view of ``cr3``).
+
+        Errors: SpkError(BAD_ADDRESS) when any byte is unmapped, the range
+        wraps or leaves canonical space.
+        """
+        pieces = self.walker.spans(cr3, va, length, write=False, user=False)
+        if pieces is None:
+            raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{length} is not readable")
+        return b"".join(self.ram.read(pa, n) for pa, n in pieces)
+
+    def console(self, p: Partition, data: bytes) -> None:
+        buf = p.console_buffer
+        buf.extend(data)
+        while True:
+            cut = buf.find(b"\n")
+            if cut < 0 and len(buf) < CONSOLE_LINE_MAX:
+                return
+            end = cut if cut >= 0 else CONSOLE_LINE_MAX
+            line = buf[:end].decode("utf-8", "replace")
+            del buf[: end + (1 if cut >= 0 else 0)]
+            self._emit(p, "console", {"text": line})
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
+        self.engine.stop()
+
+    def time_now(self) -> int:
+        return self._run_start + self.engine.executed()
+
+    def set_timer(self, p: Partition, deadline: int) -> None:
+        p.timer_pending = False
+        p.timer_deadline = deadline
+        if not deadline:
+            return
+        now = self.time_now()
+        if deadline <= now:
+            p.timer_deadline = 0
+            p.timer_pending = True
+            self.engine.set_remaining(min(self.engine.remaining(), 1))
+        else:
+            self.engine.set_remaining(min(self.engine.remaining(), deadline - now))
+
+    def cr3_changed(self) -> None:
+        """Page tables or CR3 changed: cached translations must go."""
+        self.engine.flush_tlb()
+        self._loaded_cr3 = -1
+
+    def enter_app(self, p: Partition, gprs: Sequence[int], rip: int, rflags: int, cr3: int) -> None:
+        """Load an app's registers at CPL 3 (the IRET hypercall's invoke step)."""
+        t = self._templates.cpl3
+        t.load_gprs(list(gprs))
+        t.rip = rip
+        t.cr3 = cr3
+        self.engine.restore(t)
+        self.engine.write("rflags", rflags)
+        if cr3 != self._loaded_cr3:
+            self.engine.flush_tlb()
+            self._loaded_cr3 = cr3
+        if p.timer_pending:
+            self._deliver_timer(p)
+
+    # ------------------------------------------------------------------
+    # Trap sink (called by the engine)
+    # ------------------------------------------------------------------
+    def on_interrupt(self, vector: int) -> None:
+        capture = self.bringup_capture
+        if capture is not None:
+            capture(vector)  # type: ignore[operator]
+            return
+        p = self._current
+        if p is None:
+            self.engine.stop()
+            return
+        try:
+            ctx = self._hc_ctx
+            self.engine.save(ctx)
+            cpl = ctx.cpl
+            if cpl == 2:
+                if vector == HYPERCALL_VECTOR:
+                    self._hypercall(p, ctx)
+                else:
+                    self._kernel_exception(p, ctx, vector)
+            elif vector == SYSCALL_VECTOR:
+                p.counters.syscalls += 1
+                self._enter_kernel(p, ctx, EntryKind.SYSCALL, ctx.rip)
+            elif vector < 32:
+                rip, error, address = self._exception_details(ctx, vector, cpl)
+                self._app_trap(p, ctx, vector, error, address, rip)
+            else:
+                # int n from CPL 3 through a gate it may not use: #GP(n*8 + 2).
+                self._app_trap(p, ctx, int(Vector.GP), (vector << 3) | 2, 0, ctx.rip - 2)
+        except Exception as exc:  # noqa: BLE001 - no host exception may escape a guest action
+            self._internal_error(p, exc)
+
+    def on_port_io(self, port: int, is_write: bool, rip: int) -> None:
+        # The engine does not fault port I/O; with IOPL 0 every CPL > 0 must.
+        if self._current is None:
+            return
+        self._pending_trap = (int(Vector.GP), 0, 0, rip)
+        self.engine.stop()
+
+    def on_syscall_insn(self, rip: int) -> None:
+        p = self._current
+        if p is None:
+            return
+        try:
+            ctx = self._hc_ctx
+            self.engine.save(ctx)
+            if ctx.cpl != 3:
+                self._kernel_fault(p, "illegal_instruction", int(Vector.UD), rip, 0, "syscall at CPL 2")
+                return
+            p.counters.syscalls += 1
+            self._enter_kernel(p, ctx, EntryKind.SYSCALL, rip + SYSCALL_INSN_LEN, from_syscall_insn=True)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(p, exc)
+
+    def on_invalid_insn(self) -> bool:
+        p = self._current
+        if p is None:
+            return False
+        try:
+            ctx = self._hc_ctx
+            self.engine.save(ctx)
+            if ctx.cpl == 3:
+                self._app_trap(p, ctx, int(Vector.UD), 0, 0, ctx.rip)
+            else:
+                self._kernel_fault(p, "illegal_instruction", int(Vector.UD), ctx.rip, 0, "invalid opcode")
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(p, exc)
+        return True
+
+    def on_bad_memory(self, address: int) -> None:
+        p = self._current
+        if p is not None:
+            self._internal_error(p, InternalError(f"physical access outside RAM at {address:#x}"))
+
+    # -- trap helpers ------------------------------------------------------
+    def _hypercall(self, p: Partition, ctx: Context) -> None:
+        p.counters.hypercalls += 1
+        words = ctx.words
+        base = ctx.layout.gpr0
+        number = int(words[base])
+        args = (
+            int(words[base + 7]), int(words[base + 6]), int(words[base + 2]),
+            int(words[base + 10]), int(words[base + 8]),
+        )  # fmt: skip
+        spec = TABLE.get(number)
+        if spec is None:
+            result: object = -int(Status.NOT_SUPPORTED)
+        else:
+            try:
+                result = spec.handler(self, p, ctx, args)
+            except SpkError as err:
+                result = -int(err.status)
+        if self._trace_hypercalls:
+            name = spec.number.name.lower() if spec else f"unknown_{number}"
+            shown = None if result is NO_RESULT else result
+            self._emit(p, "hypercall", {"name": name, "args": list(args[: len(spec.args)] if spec else args)}, shown)
+        if result is not NO_RESULT:
+            words[base] = int(result) & 0xFFFF_FFFF_FFFF_FFFF  # type: ignore[call-overload]
+            self.engine.restore(ctx)
+            if ctx.cr3 != self._loaded_cr3:
+                self.engine.flush_tlb()
+                self._loaded_cr3 = ctx.cr3
+
+    def _exception_details(self, ctx: Context, vector: int, cpl: int) -> tuple[int, int, int]:
+        """(rip of the faulting instruction, error code, fault address)."""
+        rip = ctx.rip
+        if vector in _TRAP_VECTORS:
+            return rip, 0, 0
+        if vector != Vector.PF:
+            return rip, 0, 0
+        address = self.engine.read("cr2")
+        error = abi.PF_USER if cpl == 3 else 0
+        tr = self.walker.translate(ctx.cr3, address)
+        if tr is not None:
+            error |= abi.PF_PRESENT
+        if rip <= address < rip + 16:
+            error |= abi.PF_FETCH
+        elif self._writes_memory(ctx.cr3, rip):
+            error |= abi.PF_WRITE
+        return rip, error, address
+
+    def _instruction(self, cr3: int, rip: int) -> capstone.CsInsn | None:
+        pieces = self.walker.spans(cr3, rip, 16, write=False, user=False)
+        if pieces is None:
+            pieces = self.walker.spans(cr3, rip, PAGE_SIZE - (rip & (PAGE_SIZE - 1)), write=False, user=False)
+        if not pieces:
+            return None
+        code = b"".join(self.ram.read(pa, n) for pa, n in pieces)
+        return next(self._disasm.disasm(code, rip, 1), None)
+
+    def _writes_memory(self, cr3: int, rip: int) -> bool:
+        insn = self._instruction(cr3, rip)
+        if insn is None:
+            return False
+        for op in insn.operands:
+            if op.type == capstone.x86.X86_OP_MEM and op.access & capstone.CS_AC_WRITE:
+                return True
+        return insn.mnemonic.startswith(("push", "call", "stos", "movs"))
+
+    def _app_trap(self, p: Partition, ctx: Context, vector: int, error: int, address: int, rip: int) -> None:
+        p.counters.faults += 1
+        self._emit(p, "app_fault", {"vector": vector, "error": error, "address": address, "rip": rip})
+        self._enter_kernel(p, ctx, EntryKind.TRAP, rip, trap=(vector, error, address))
+
+    def _kernel_exception(self, p: Partition, ctx: Context, vector: int) -> None:
+        rip, error, address = self._exception_details(ctx, vector, 2)
+        if vector == Vector.PF:
+            kind = "memory_violation"
+        elif vector == Vector.GP:
+            insn = self._instruction(ctx.cr3, rip)
+            privileged = insn is not None and (insn.mnemonic in _PRIVILEGED or insn.mnemonic.startswith("mov") and "cr" in insn.op_str)
+            kind = "privileged_instruction" if privileged else "memory_violation"
+        elif vector == Vector.UD:
+            kind = "illegal_instruction"
+        else:
+            kind = "unexpected_trap"
+        self._kernel_fault(p, kind, vector, rip, address, f"vector {vector} error {error:#x}")
+
+    def _resolve_pending_trap(self, p: Partition) -> None:
+        vector, error, address, rip = self._pending_trap or (0, 0, 0, 0)
+        self._pending_trap = None
+        ctx = self._hc_ctx
+        self.engine.save(ctx)
+        if ctx.cpl == 3:
+            self._app_trap(p, ctx, vector, error, address, rip)
+        else:
+            self._kernel_fault(p, "privileged_instruction", vector, rip, 0, "port I/O at CPL 2")
+
+    def _enter_kernel(
+        self,
+        p: Partition,
+        ctx: Context,
+        kind: EntryKind,
+        app_rip: int,
+        *,
+        trap: tuple[int, int, int] | None = None,
+        from_syscall_insn: bool = False,
+    ) -> None:
+        """Deliver an app event to the guest kernel, as an interrupt gate would."""
+        entry = p.entries.get(kind, 0)
+        if not entry or not p.kernel_stack:
+            self._kernel_fault(p, "unexpected_trap", trap[0] if trap else 0, app_rip, 0, f"no {kind.name.lower()} entry registered")
+            return
+        rflags = self.engine.read("rflags")
+        frame = struct.pack("<5Q", app_rip, SEL_USER_CODE, rflags, ctx.gpr(_RSP), SEL_USER_DATA)
+        if trap is not None:
+            frame = struct.pack("<3Q", *trap) + frame
+        sp = p.kernel_stack - len(frame)
+        pieces = self.walker.spans(ctx.cr3, sp, len(frame), write=True, user=False)
+        if pieces is None:
+            self._kernel_fault(p, "memory_violation", int(Vector.DF), app_rip, sp, "kernel stack not writable")
+            return
+        offset = 0
+        for pa, n in pieces:
+            self.ram.write(pa, frame[offset : offset + n])
+            offset += n
+        t = self._templates.cpl2
+        t.copy_gprs_from(ctx)
+        t.set_gpr(_RSP, sp)
+        t.cr3 = ctx.cr3
+        t.rip = entry - SYSCALL_INSN_LEN if from_syscall_insn else entry
+        if from_syscall_insn:
+            t.set_gpr(_RCX, app_rip)
+            t.set_gpr(_R11, rflags)
+        self.engine.restore(t)
+
+    def _deliver_timer(self, p: Partition) -> None:
+        ctx = self._scratch
+        self.engine.save(ctx)
+        if ctx.cpl != 3:
+            return
+        p.timer_pending = False
+        p.counters.timer_upcalls += 1
+        self._enter_kernel(p, ctx, EntryKind.TIMER, ctx.rip)
+
+    def _kernel_fault(self, p: Partition, kind: str, vector: int, rip: int, address: int, detail: str) -> None:
+        p.state = State.FAULTED
+        p.counters.faults += 1
+        p.fault = KernelFault(kind, vector, rip, address, detail)
+        self._emit(p, "kernel_fault", {"kind": kind, "vector": vector, "rip": rip, "address": address, "detail": detail})
+        self.request_stop("fault")
+
+    def _internal_error(self, p: Partition, exc: Exception) -> None:
+        self._kernel_fault(p, "internal_error", 0, 0, 0, f"{type(exc).__name__}: {exc}")
+
+    def _emit(self, p: Partition, event: str, args: dict[str, object], result: object = None) -> None:
+        time = self.time_now() if self._current is not None and event != "created" else self.now
+        self._on_event(MachineEvent(time, p.name, event, args, result))
+
+    def check_invariants(self) -> None:
+        """Recount every mapping from the page tables and check the frame rules.
+
+        Errors: InternalError naming the first broken rule.
+        """
+        counted: dict[int, list[int]] = {}
+        for p in self.partitions.values():
+            seen_kernel = False
+            for handle, space in p.spaces.items():
+                for va, leaf in space.leaves(user_half_only=seen_kernel):
+                    mfn = (leaf & 0x000F_FFFF_FFFF_F000) >> PAGE_SHIFT
+                    entry = self.frames[mfn]
+                    if entry.owner != p.pid:
+                        raise InternalError(f"{p.name}: space {handle} maps foreign frame {mfn:#x} at {va:#x}")
+                    c = counted.setdefault(mfn, [0, 0])
+                    c[0] += 1
+                    c[1] += 1 if leaf & 2 else 0
+                seen_kernel = True
+        for mfn, frame in enumerate(self.frames.entries):
+            maps, writable = counted.get(mfn, [0, 0])
+            if (frame.map_count, frame.writable_count) != (maps, writable):
+                raise InternalError(
+                    f"frame {mfn:#x}: counts {frame.map_count}/{frame.writable_count}, tables say {maps}/{writable}"
+                )
+        self.frames.check_invariant()
+
+
+def _pages(length: int) -> int:
+    return max(1, -(-length // PAGE_SIZE))

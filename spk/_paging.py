@@ -1,0 +1,311 @@
+"""Address spaces: x86-64 4-level page tables, written only by the SPK.
+
+Every mapping a guest asks for goes through :meth:`AddressSpace.map`, the one
+validation routine (Xen's rule, see :mod:`spk._frames`):
+
+* the frame exists and is owned by the partition, and is of type DATA
+  (PAGE_TABLE frames may be mapped read-only, never writable; SPK, POOL and
+  FREE frames never);
+* the virtual address is page aligned and inside the region its flags allow:
+  user mappings in the lower half, supervisor mappings in the partition's
+  kernel slot (PML4 256); nothing else;
+* the slot is not already mapped.
+
+Layout of one partition's spaces: PML4 entries 0..255 are private to each
+space (user half); entry 256 points to one PDPT shared by all the spaces of
+the partition (the guest-kernel half, supervisor); entry 511 points to the
+SPK's shared table (GDT, read-only, supervisor). Intermediate tables are
+allocated from the partition's own quota, so page tables count against it.
+
+Errors: :class:`spk.errors.SpkError` with the status of the broken rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from spk.abi import (
+    KERNEL_BASE,
+    KERNEL_END,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    USER_BASE,
+    USER_END,
+    Status,
+)
+from spk.errors import InternalError, SpkError
+from spk._frames import FrameTable, FrameType, PhysicalMemory
+
+PTE_P = 1 << 0
+PTE_W = 1 << 1
+PTE_U = 1 << 2
+PTE_A = 1 << 5
+PTE_D = 1 << 6
+PTE_ADDR = 0x000F_FFFF_FFFF_F000
+_MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+
+KERNEL_SLOT = 256
+SPK_SLOT = 511
+
+
+def canonical(va: int) -> bool:
+    """True when ``va`` is a canonical 48-bit address."""
+    top = va >> 47
+    return top == 0 or top == 0x1FFFF
+
+
+def _indices(va: int) -> tuple[int, int, int, int]:
+    return ((va >> 39) & 511, (va >> 30) & 511, (va >> 21) & 511, (va >> 12) & 511)
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Result of a software walk: where ``va`` lands and with which rights."""
+
+    paddr: int
+    writable: bool
+    user: bool
+
+
+class Walker:
+    """Reads page tables in physical RAM, as the MMU would."""
+
+    def __init__(self, ram: PhysicalMemory) -> None:
+        self.ram = ram
+
+    def translate(self, cr3: int, va: int) -> Translation | None:
+        """Translate ``va`` under ``cr3``; None if not present at any level."""
+        if not canonical(va):
+            return None
+        table = cr3 & PTE_ADDR
+        writable = user = True
+        for index in _indices(va):
+            entry = self.ram.read_u64(table + index * 8)
+            if not entry & PTE_P:
+                return None
+            writable = writable and bool(entry & PTE_W)
+            user = user and bool(entry & PTE_U)
+            table = entry & PTE_ADDR
+        return Translation(table | (va & (PAGE_SIZE - 1)), writable, user)
+
+    def spans(
+        self, cr3: int, va: int, length: int, *, write: bool, user: bool
+    ) -> list[tuple[int, int]] | None:
+        """Physical (address, length) pieces of ``[va, va+length)`` or None.
+
+        None when the range wraps, leaves canonical space, or any page is
+        absent or lacks the asked rights.
+        """
+        if length < 0 or va < 0 or va + length > _MASK64 + 1:
+            return None
+        if length == 0:
+            return []
+        end = va + length
+        if not canonical(va) or not canonical(end - 1) or (va >> 47) != ((end - 1) >> 47):
+            return None
+        pieces: list[tuple[int, int]] = []
+        cursor = va
+        while cursor < end:
+            tr = self.translate(cr3, cursor)
+            if tr is None or (write and not tr.writable) or (user and not tr.user):
+                return None
+            chunk = min(end, (cursor | (PAGE_SIZE - 1)) + 1) - cursor
+            pieces.append((tr.paddr, chunk))
+            cursor += chunk
+        return pieces
+
+
+class AddressSpace:
+    """One PML4 and the tables below it, owned by one partition.
+
+    ``alloc_table`` draws a zeroed PAGE_TABLE frame from the owner's quota;
+    ``on_change`` is called after any change that may leave stale
+    translations in an engine (the machine flushes its TLBs).
+    """
+
+    def __init__(
+        self,
+        owner: int,
+        frames: FrameTable,
+        kernel: KernelHalf,
+        spk_pdpt: int,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.owner = owner
+        self.frames = frames
+        self.ram = frames.ram
+        self._on_change = on_change
+        self.pml4 = frames.pool_take(owner, FrameType.PAGE_TABLE)
+        self.tables = [self.pml4]
+        base = self.pml4 << PAGE_SHIFT
+        # Kernel half: supervisor, writable at the upper level (leaves decide).
+        self.ram.write_u64(base + KERNEL_SLOT * 8, (kernel.pdpt << PAGE_SHIFT) | PTE_P | PTE_W)
+        self.ram.write_u64(base + SPK_SLOT * 8, (spk_pdpt << PAGE_SHIFT) | PTE_P | PTE_W)
+        self.kernel = kernel
+
+    @property
+    def cr3(self) -> int:
+        return self.pml4 << PAGE_SHIFT
+
+    # -- validation + mutation -------------------------------------------------
+    def check_map(self, va: int, mfn: int, write: bool, user: bool) -> None:
+        """The decode step of a mapping: every rule, no mutation.
+
+        Errors: SpkError(INVALID_ARGUMENT) bad alignment/region/frame number;
+        SpkError(DENIED) foreign frame, writable page table, SPK frame;
+        SpkError(BUSY) slot already mapped.
+        """
+        if va & (PAGE_SIZE - 1):
+            raise SpkError(Status.INVALID_ARGUMENT, f"address {va:#x} not page aligned")
+        if user:
+            if not (USER_BASE <= va < USER_END):
+                raise SpkError(Status.INVALID_ARGUMENT, f"user address {va:#x} outside the user half")
+        elif not (KERNEL_BASE <= va < KERNEL_END):
+            raise SpkError(Status.INVALID_ARGUMENT, f"kernel address {va:#x} outside the kernel slot")
+        if not self.frames.valid(mfn):
+            raise SpkError(Status.INVALID_ARGUMENT, f"frame {mfn:#x} does not exist")
+        frame = self.frames[mfn]
+        if frame.owner != self.owner:
+            raise SpkError(Status.DENIED, f"frame {mfn:#x} is not owned by the caller")
+        if frame.type is FrameType.PAGE_TABLE:
+            if write:
+                raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never writable")
+        elif frame.type is not FrameType.DATA:
+            raise SpkError(Status.DENIED, f"frame {mfn:#x} is {frame.type.value}, not mappable")
+        if self.lookup_leaf(va) is not None:
+            raise SpkError(Status.BUSY, f"address {va:#x} already mapped")
+
+    def tables_needed(self, va: int) -> int:
+        """How many new intermediate tables mapping ``va`` would allocate."""
+        table = self.pml4 << PAGE_SHIFT
+        for depth, index in enumerate(_indices(va)[:3]):
+            entry = self.ram.read_u64(table + index * 8)
+            if not entry & PTE_P:
+                return 3 - depth
+            table = entry & PTE_ADDR
+        return 0
+
+    def map(self, va: int, mfn: int, write: bool, user: bool) -> None:
+        """Validate then install one 4 KiB mapping.
+
+        Errors: those of :meth:`check_map`, and SpkError(NO_MEMORY) when the
+        quota cannot pay for the intermediate tables (nothing is changed).
+        """
+        self.check_map(va, mfn, write, user)
+        if self.frames.pool_free_count(self.owner) < self.tables_needed(va):
+            raise SpkError(Status.NO_MEMORY, "quota exhausted: no frame left for page tables")
+        self._install(va, mfn, write, user)
+
+    def _install(self, va: int, mfn: int, write: bool, user: bool) -> None:
+        table = self.pml4 << PAGE_SHIFT
+        for index in _indices(va)[:3]:
+            slot = table + index * 8
+            entry = self.ram.read_u64(slot)
+            if not entry & PTE_P:
+                new = self.frames.pool_take(self.owner, FrameType.PAGE_TABLE)
+                # Tables under the shared kernel slot belong to the kernel half.
+                (self.tables if user else self.kernel.tables).append(new)
+                entry = (new << PAGE_SHIFT) | PTE_P | PTE_W | (PTE_U if user else 0)
+                self.ram.write_u64(slot, entry)
+            table = entry & PTE_ADDR
+        leaf = (mfn << PAGE_SHIFT) | PTE_P | PTE_A | (PTE_W | PTE_D if write else 0)
+        leaf |= PTE_U if user else 0
+        self.ram.write_u64(table + _indices(va)[3] * 8, leaf)
+        frame = self.frames[mfn]
+        frame.map_count += 1
+        frame.writable_count += 1 if write else 0
+
+    def lookup_leaf(self, va: int) -> int | None:
+        """The leaf PTE mapping ``va`` (present), or None."""
+        table = self.pml4 << PAGE_SHIFT
+        for index in _indices(va):
+            entry = self.ram.read_u64(table + index * 8)
+            if not entry & PTE_P:
+                return None
+            last = table + index * 8
+            table = entry & PTE_ADDR
+        return self.ram.read_u64(last)
+
+    def unmap(self, va: int) -> int:
+        """Remove the mapping at ``va``; returns the frame it mapped.
+
+        Errors: SpkError(INVALID_ARGUMENT) unaligned or outside both halves;
+        SpkError(NOT_FOUND) nothing mapped there.
+        """
+        if va & (PAGE_SIZE - 1) or not (
+            USER_BASE <= va < USER_END or KERNEL_BASE <= va < KERNEL_END
+        ):
+            raise SpkError(Status.INVALID_ARGUMENT, f"address {va:#x} cannot be unmapped")
+        table = self.pml4 << PAGE_SHIFT
+        slot = 0
+        for index in _indices(va):
+            slot = table + index * 8
+            entry = self.ram.read_u64(slot)
+            if not entry & PTE_P:
+                raise SpkError(Status.NOT_FOUND, f"nothing mapped at {va:#x}")
+            table = entry & PTE_ADDR
+        leaf = self.ram.read_u64(slot)
+        self.ram.write_u64(slot, 0)
+        mfn = (leaf & PTE_ADDR) >> PAGE_SHIFT
+        frame = self.frames[mfn]
+        frame.map_count -= 1
+        frame.writable_count -= 1 if leaf & PTE_W else 0
+        if frame.map_count < 0 or frame.writable_count < 0:
+            raise InternalError(f"frame {mfn:#x} map counts went negative")
+        self._on_change()
+        return mfn
+
+    def leaves(self, *, user_half_only: bool = False) -> Iterator[tuple[int, int]]:
+        """Every (va, leaf PTE) reachable from this PML4 (kernel slot included)."""
+        slots = range(256) if user_half_only else (*range(256), KERNEL_SLOT)
+        for i4 in slots:
+            yield from self._walk_level(self.pml4 << PAGE_SHIFT, i4, 0, 3)
+
+    def _walk_level(self, table: int, index: int, va: int, levels: int) -> Iterator[tuple[int, int]]:
+        entry = self.ram.read_u64(table + index * 8)
+        if not entry & PTE_P:
+            return
+        shift = 12 + 9 * levels
+        va = va | (index << shift)
+        if levels == 0:
+            if va >> 47:
+                va |= 0xFFFF_0000_0000_0000
+            yield va, entry
+            return
+        child = entry & PTE_ADDR
+        for i in range(512):
+            yield from self._walk_level(child, i, va, levels - 1)
+
+    def destroy_user_half(self) -> list[int]:
+        """Unmap every user mapping and free the private tables (not the PML4).
+
+        Returns the frames that were mapped (so the caller may audit them).
+        """
+        mapped = []
+        for va, _leaf in list(self.leaves(user_half_only=True)):
+            mapped.append(self.unmap(va))
+        base = self.pml4 << PAGE_SHIFT
+        for table in self.tables[1:]:
+            self.frames.pool_return(table)
+        self.tables = [self.pml4]
+        for i in range(256):
+            self.ram.write_u64(base + i * 8, 0)
+        self._on_change()
+        return mapped
+
+    def destroy(self) -> None:
+        """Tear the space down and give its tables back to the quota."""
+        self.destroy_user_half()
+        self.frames.pool_return(self.pml4)
+        self.tables = []
+
+
+class KernelHalf:
+    """The PDPT (and tables below) shared by all the spaces of one partition."""
+
+    def __init__(self, owner: int, frames: FrameTable) -> None:
+        self.owner = owner
+        self.frames = frames
+        self.pdpt = frames.pool_take(owner, FrameType.PAGE_TABLE)
+        self.tables: list[int] = [self.pdpt]

@@ -1,0 +1,84 @@
+"""The partition object: one guest kernel, its spaces, its vCPU state.
+
+A partition is the SPK's unit of isolation. It owns a quota of frames, a
+kernel half shared by its address spaces, a table of handles to those
+spaces, a saved vCPU context, its registered entry points, one virtual
+timer and its counters. It holds no policy: who runs when, and what happens
+after a fault, is decided by ring 1.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from spk.abi import EntryKind
+from spk._engine import Context
+from spk._paging import AddressSpace, KernelHalf
+
+
+class State(enum.Enum):
+    """Mechanism-level state (ring 1 layers its own vocabulary on top)."""
+
+    READY = "ready"  #: may run in its windows
+    BLOCKED = "blocked"  #: waiting for an event (BLOCK)
+    EXITED = "exited"  #: called EXIT
+    FAULTED = "faulted"  #: its kernel faulted; waits for policy
+    STOPPED = "stopped"  #: stopped by ring 1 (halt, pause)
+
+
+@dataclass
+class Counters:
+    """What one partition consumed and caused, for the summary and QoS."""
+
+    instructions: int = 0
+    hypercalls: int = 0
+    syscalls: int = 0
+    faults: int = 0
+    timer_upcalls: int = 0
+    windows: int = 0
+    preemptions: int = 0
+
+
+@dataclass
+class KernelFault:
+    """Why a partition's kernel was stopped (for ring 1's health monitor)."""
+
+    kind: str  #: memory_violation, illegal_instruction, privileged_instruction, unexpected_trap, internal_error
+    vector: int
+    rip: int
+    address: int
+    detail: str
+
+
+@dataclass
+class Module:
+    name: str
+    first_mfn: int
+    pages: int
+    size: int
+
+
+@dataclass
+class Partition:
+    pid: int
+    name: str
+    quota: int
+    kernel: KernelHalf
+    spaces: dict[int, AddressSpace]
+    context: Context
+    modules: list[Module] = field(default_factory=list)
+    state: State = State.READY
+    current_space: int = 0
+    next_handle: int = 1
+    entries: dict[EntryKind, int] = field(default_factory=dict)
+    kernel_stack: int = 0
+    timer_deadline: int = 0
+    timer_pending: bool = False
+    exit_code: int | None = None
+    fault: KernelFault | None = None
+    counters: Counters = field(default_factory=Counters)
+    console_buffer: bytearray = field(default_factory=bytearray)
+
+    def space(self, handle: int) -> AddressSpace | None:
+        return self.spaces.get(handle)
