@@ -147,8 +147,13 @@ class Machine:
         kernel_image: bytes,
         modules: Sequence[tuple[str, bytes]],
         quota_frames: int,
+        *,
+        frame_hint: int = 0,
     ) -> int:
         """Create a partition: grant its quota, load and map its kernel.
+
+        ``frame_hint`` is where ring 1 would like the quota to start in RAM
+        (first fit from there, else from the bottom).
 
         The kernel half of its boot space gets the image (RW, supervisor) at
         KERNEL_IMAGE_VADDR, a zeroed data area, a boot stack and the
@@ -172,7 +177,7 @@ class Machine:
         if quota_frames < pages + overhead:
             raise ImageError(f"{name}: quota of {quota_frames} frames < {pages + overhead} needed to boot")
         pid = self._next_pid
-        self.frames.grant(pid, quota_frames)
+        self.frames.grant(pid, quota_frames, frame_hint)
         try:
             partition = self._build(pid, name, kernel_image, modules, quota_frames)
         except SpkError:

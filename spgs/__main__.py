@@ -1,0 +1,1 @@
+from spgs.cli import main; main()

@@ -1,0 +1,147 @@
+"""Ring 1: build a system from its description and run it in time windows.
+
+Policy lives here, mechanism in ``spk``: this module decides the order of the
+windows (a fixed round-robin for now, one window per partition per major
+frame), their lengths, and what a kernel fault leads to (the partition is
+halted, the others run on). It talks to ring 0 only through ``spk``'s
+public API.
+
+Time: each window has a fixed length in virtual instructions; time a
+partition leaves unused (yield, block, exit, halt) stays idle and is never
+given to another partition, so no partition's behaviour can shift another's
+windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spgs.config import LoadedConfig
+from spgs.images import build
+from spk import Machine, MachineEvent, PartitionInfo
+from spk.abi import PAGE_SIZE
+
+EventListener = Callable[[MachineEvent], None]
+#: Frames at the bottom of RAM left to ring 0 before the first partition.
+RING0_RESERVED_FRAMES = 64
+
+
+@dataclass
+class PartitionPlan:
+    name: str
+    window: int
+    kernel: bytes
+    apps: list[tuple[str, bytes]]
+    quota_frames: int
+
+
+@dataclass
+class SystemReport:
+    """What a run did, per partition, for the summary table."""
+
+    end_time: int
+    major_frames: int
+    partitions: list[PartitionInfo] = field(default_factory=list)
+
+
+def plan(config: LoadedConfig) -> list[PartitionPlan]:
+    """Build every image the description names (Errors: ImageNotFound, AssemblyError)."""
+    desc = config.description
+    wanted = [("kernel", p.image) for p in desc.partition]
+    wanted += [("app", a) for p in desc.partition for a in p.apps]
+    images = build(wanted, config.path.parent)
+    return [
+        PartitionPlan(
+            name=p.name,
+            window=p.window,
+            kernel=images[("kernel", p.image)],
+            apps=[(a, images[("app", a)]) for a in p.apps],
+            quota_frames=p.memory // PAGE_SIZE,
+        )
+        for p in desc.partition
+    ]
+
+
+class System:
+    """A booted system: the machine, its partitions and the window schedule."""
+
+    def __init__(self, config: LoadedConfig, plans: list[PartitionPlan], listener: EventListener,
+                 *, trace_hypercalls: bool = False) -> None:  # fmt: skip
+        desc = config.description
+        self.name = desc.system.name
+        self._listener = listener
+        self.machine = Machine(desc.system.memory, on_event=listener, trace_hypercalls=trace_hypercalls)
+        self.plans = plans
+        hints = self._placement(desc.system.seed)
+        self.pids = [
+            self.machine.create_partition(p.name, p.kernel, p.apps, p.quota_frames, frame_hint=hint)
+            for p, hint in zip(plans, hints, strict=True)
+        ]
+        self.schedule = [(pid, p.window) for pid, p in zip(self.pids, plans, strict=True)]
+        self.major_frame = sum(w for _, w in self.schedule)
+
+    def _placement(self, seed: int) -> list[int]:
+        """First-frame hints: the partitions laid out in RAM in a seed-drawn order.
+
+        The seed moves partitions around physical memory; what a partition
+        observes must not depend on where it sits (a test checks that its
+        console output and virtual times are the same for several seeds).
+        """
+        order = list(range(len(self.plans)))
+        state = seed or 1
+        for i in range(len(order) - 1, 0, -1):
+            state = (state * 6364136223846793005 + 1442695040888963407) & ((1 << 64) - 1)
+            j = (state >> 33) % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        hints = [0] * len(order)
+        cursor = RING0_RESERVED_FRAMES
+        for item in order:
+            hints[item] = cursor
+            cursor += self.plans[item].quota_frames
+        return hints
+
+    def live(self) -> bool:
+        return any(self.machine.info(pid).state in ("ready", "blocked") for pid in self.pids)
+
+    def run(self, max_ticks: int, on_frame: Callable[[SystemReport], None] | None = None) -> SystemReport:
+        """Run major frames until every partition is done or ``max_ticks`` passes."""
+        machine = self.machine
+        frames = 0
+        while self.live() and machine.now < max_ticks:
+            for pid, window in self.schedule:
+                end = min(machine.now + window, max_ticks)
+                self._listener(MachineEvent(machine.now, machine.info(pid).name, "window", {"end": end}))
+                outcome = machine.run(pid, end)
+                if outcome.reason == "fault":
+                    self._apply_health_policy(pid)
+                machine.advance(end)
+                if machine.now >= max_ticks:
+                    break
+            frames += 1
+            if on_frame is not None:
+                on_frame(self.report(frames))
+        return self.report(frames)
+
+    def _apply_health_policy(self, pid: int) -> None:
+        """A faulted guest kernel is halted; every other partition runs on."""
+        info = self.machine.info(pid)
+        self.machine.stop_partition(pid)
+        fault = info.fault
+        self._listener(
+            MachineEvent(
+                self.machine.now, info.name, "health_action",
+                {"action": "halt", "event": fault.kind if fault else "unknown"},
+            )
+        )  # fmt: skip
+
+    def report(self, frames: int) -> SystemReport:
+        return SystemReport(self.machine.now, frames, [self.machine.info(pid) for pid in self.pids])
+
+
+def load_and_plan(path: Path) -> tuple[LoadedConfig, list[PartitionPlan]]:
+    from spgs.config import load
+
+    config = load(path)
+    return config, plan(config)
