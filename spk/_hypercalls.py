@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from spk.abi import (
+    ABI_VERSION,
     APP_FRAME_SIZE,
     APP_FRAME_WORDS,
     KERNEL_BASE,
@@ -27,6 +28,7 @@ from spk.abi import (
     MAP_FLAGS_VALID,
     RFLAGS_FIXED,
     RFLAGS_USER_MASK,
+    USER_BASE,
     USER_END,
     EntryKind,
     Event,
@@ -37,7 +39,6 @@ from spk.abi import (
 from spk.errors import OutOfMemory, SpkError
 from spk._engine import Context
 from spk._frames import FrameType
-from spk._paging import USER_BASE
 from spk._partition import Partition, State
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ def _space(p: Partition, handle: int) -> object:
 @hypercall(Hypercall.VERSION, (), "(major << 16) | minor", ())
 def hc_version(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
     """The ABI version the SPK speaks."""
-    from spk.abi import ABI_VERSION
-
     return ABI_VERSION
 
 

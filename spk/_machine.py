@@ -67,6 +67,9 @@ from spk._trace import EventSink, MachineEvent
 from spk.errors import ImageError, InternalError, SpkError
 
 _RAX, _RCX, _RSP, _R11 = 0, 1, 4, 11
+_MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+_NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
+_TABLE_GET = TABLE.get
 _ARG_SLOTS = (7, 6, 2, 10, 8)  # rdi, rsi, rdx, r10, r8
 #: While a timer upcall waits for the vCPU to reach CPL 3, look again this often.
 TIMER_RECHECK = 256
@@ -120,6 +123,7 @@ class Machine:
         self.frames = FrameTable(self.ram)
         self._spk = build_spk_memory(self.frames)
         self.bringup_capture: object = None
+        self._current: Partition | None = None
         self.engine = Engine(self.ram.address, ram_bytes, self)
         self._templates = bring_up(self.engine, self._spk, self.frames)
         self.walker = Walker(self.ram)
@@ -128,12 +132,17 @@ class Machine:
         self._next_pid = 1
         self._on_event = on_event or (lambda _e: None)
         self._trace_hypercalls = trace_hypercalls
-        self._current: Partition | None = None
         self._loaded_cr3 = -1
         self._run_start = 0
         self._stop_reason: str | None = None
         self._pending_trap: tuple[int, int, int, int] | None = None
         self._hc_ctx = self.engine.new_context()
+        self._hc_words = self._hc_ctx.words
+        self._save_hc = self.engine.saver(self._hc_ctx)
+        self._restore_hc = self.engine.restorer(self._hc_ctx)
+        layout = self._hc_ctx.layout
+        self._gpr0, self._rip_slot, self._cr3_slot = layout.gpr0, layout.rip, layout.cr3
+        self._cs_word, self._cs_shift = layout.cs_word, layout.cs_shift
         self._scratch = self.engine.new_context()
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
@@ -416,31 +425,32 @@ class Machine:
     # Trap sink (called by the engine)
     # ------------------------------------------------------------------
     def on_interrupt(self, vector: int) -> None:
-        capture = self.bringup_capture
-        if capture is not None:
-            capture(vector)  # type: ignore[operator]
-            return
         p = self._current
         if p is None:
-            self.engine.stop()
+            capture = self.bringup_capture
+            if capture is not None:
+                capture(vector)  # type: ignore[operator]
+            else:
+                self.engine.stop()
             return
+        self._save_hc()
+        w = self._hc_words
+        cpl = (w[self._cs_word] >> self._cs_shift) & 3
         try:
-            ctx = self._hc_ctx
-            self.engine.save(ctx)
-            cpl = ctx.cpl
-            if cpl == 2:
-                if vector == HYPERCALL_VECTOR:
-                    self._hypercall(p, ctx)
-                else:
-                    self._kernel_exception(p, ctx, vector)
+            if cpl == 2 and vector == HYPERCALL_VECTOR:
+                self._hypercall(p, w)
+            elif cpl == 2:
+                self._kernel_exception(p, self._hc_ctx, vector)
             elif vector == SYSCALL_VECTOR:
                 p.counters.syscalls += 1
-                self._enter_kernel(p, ctx, EntryKind.SYSCALL, ctx.rip)
+                self._enter_kernel(p, self._hc_ctx, EntryKind.SYSCALL, int(w[self._rip_slot]))
             elif vector < 32:
+                ctx = self._hc_ctx
                 rip, error, address = self._exception_details(ctx, vector, cpl)
                 self._app_trap(p, ctx, vector, error, address, rip)
             else:
                 # int n from CPL 3 through a gate it may not use: #GP(n*8 + 2).
+                ctx = self._hc_ctx
                 self._app_trap(p, ctx, int(Vector.GP), (vector << 3) | 2, 0, ctx.rip - 2)
         except Exception as exc:  # noqa: BLE001 - no host exception may escape a guest action
             self._internal_error(p, exc)
@@ -488,33 +498,31 @@ class Machine:
             self._internal_error(p, InternalError(f"physical access outside RAM at {address:#x}"))
 
     # -- trap helpers ------------------------------------------------------
-    def _hypercall(self, p: Partition, ctx: Context) -> None:
+    def _hypercall(self, p: Partition, w: memoryview) -> None:
+        """Decode and invoke one hypercall; the hot path, kept flat on purpose."""
         p.counters.hypercalls += 1
-        words = ctx.words
-        base = ctx.layout.gpr0
-        number = int(words[base])
-        args = (
-            int(words[base + 7]), int(words[base + 6]), int(words[base + 2]),
-            int(words[base + 10]), int(words[base + 8]),
-        )  # fmt: skip
-        spec = TABLE.get(number)
+        b = self._gpr0
+        number = w[b]
+        spec = _TABLE_GET(number)
+        args = (w[b + 7], w[b + 6], w[b + 2], w[b + 10], w[b + 8])
         if spec is None:
-            result: object = -int(Status.NOT_SUPPORTED)
+            result: object = -_NOT_SUPPORTED
         else:
             try:
-                result = spec.handler(self, p, ctx, args)
+                result = spec.handler(self, p, self._hc_ctx, args)
             except SpkError as err:
                 result = -int(err.status)
         if self._trace_hypercalls:
             name = spec.number.name.lower() if spec else f"unknown_{number}"
-            shown = None if result is NO_RESULT else result
-            self._emit(p, "hypercall", {"name": name, "args": list(args[: len(spec.args)] if spec else args)}, shown)
+            shown = list(args[: len(spec.args)]) if spec else list(args)
+            self._emit(p, "hypercall", {"name": name, "args": shown}, None if result is NO_RESULT else result)
         if result is not NO_RESULT:
-            words[base] = int(result) & 0xFFFF_FFFF_FFFF_FFFF  # type: ignore[call-overload]
-            self.engine.restore(ctx)
-            if ctx.cr3 != self._loaded_cr3:
+            w[b] = result & _MASK64  # type: ignore[operator]
+            self._restore_hc()
+            cr3 = w[self._cr3_slot]
+            if cr3 != self._loaded_cr3:
                 self.engine.flush_tlb()
-                self._loaded_cr3 = ctx.cr3
+                self._loaded_cr3 = cr3
 
     def _exception_details(self, ctx: Context, vector: int, cpl: int) -> tuple[int, int, int]:
         """(rip of the faulting instruction, error code, fault address)."""
@@ -601,14 +609,9 @@ class Machine:
         if trap is not None:
             frame = struct.pack("<3Q", *trap) + frame
         sp = p.kernel_stack - len(frame)
-        pieces = self.walker.spans(ctx.cr3, sp, len(frame), write=True, user=False)
-        if pieces is None:
+        if not self._write_kernel_stack(p, ctx.cr3, sp, frame):
             self._kernel_fault(p, "memory_violation", int(Vector.DF), app_rip, sp, "kernel stack not writable")
             return
-        offset = 0
-        for pa, n in pieces:
-            self.ram.write(pa, frame[offset : offset + n])
-            offset += n
         t = self._templates.cpl2
         t.copy_gprs_from(ctx)
         t.set_gpr(_RSP, sp)
@@ -618,6 +621,32 @@ class Machine:
             t.set_gpr(_RCX, app_rip)
             t.set_gpr(_R11, rflags)
         self.engine.restore(t)
+
+    def _write_kernel_stack(self, p: Partition, cr3: int, sp: int, frame: bytes) -> bool:
+        """Push ``frame`` at ``sp`` on the kernel stack, as the CPU would.
+
+        The translation of the stack's top page is cached per partition and
+        dropped whenever the kernel half loses a mapping (its generation
+        changes) or the stack moves; other pushes take the full walk.
+        """
+        top = p.kernel_stack
+        cache = p.stack_cache
+        if (top - 1) >> 12 == sp >> 12:
+            if cache is None or cache[0] != top or cache[1] != p.kernel.generation:
+                pieces = self.walker.spans(cr3, top - 8, 8, write=True, user=False)
+                if pieces is None:
+                    return False
+                cache = p.stack_cache = (top, p.kernel.generation, pieces[0][0] + 8)
+            self.ram.write(cache[2] - (top - sp), frame)
+            return True
+        pieces = self.walker.spans(cr3, sp, len(frame), write=True, user=False)
+        if pieces is None:
+            return False
+        offset = 0
+        for pa, n in pieces:
+            self.ram.write(pa, frame[offset : offset + n])
+            offset += n
+        return True
 
     def _deliver_timer(self, p: Partition) -> None:
         ctx = self._scratch

@@ -251,6 +251,8 @@ class AddressSpace:
         frame = self.frames[mfn]
         frame.map_count -= 1
         frame.writable_count -= 1 if leaf & PTE_W else 0
+        if va >= KERNEL_BASE:
+            self.kernel.generation += 1
         if frame.map_count < 0 or frame.writable_count < 0:
             raise InternalError(f"frame {mfn:#x} map counts went negative")
         self._on_change()
@@ -309,3 +311,5 @@ class KernelHalf:
         self.frames = frames
         self.pdpt = frames.pool_take(owner, FrameType.PAGE_TABLE)
         self.tables: list[int] = [self.pdpt]
+        #: bumped whenever a kernel-half mapping goes away (drops SPK caches)
+        self.generation = 0

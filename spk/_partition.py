@@ -79,6 +79,8 @@ class Partition:
     fault: KernelFault | None = None
     counters: Counters = field(default_factory=Counters)
     console_buffer: bytearray = field(default_factory=bytearray)
+    #: (stack top, kernel-half generation, physical address of the top)
+    stack_cache: tuple[int, int, int] | None = None
 
     def space(self, handle: int) -> AddressSpace | None:
         return self.spaces.get(handle)

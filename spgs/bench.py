@@ -1,0 +1,124 @@
+"""``spk bench``: what isolation costs, measured against the bare engine.
+
+Every number is wall time on this host, measured in the same run as its
+baseline, so ratios hold across machines better than absolute values. The
+guests are real: the trap costs are whole round trips through the engine,
+the SPK and back, with the counters of the SPK telling how many happened.
+
+* ``hypercall_roundtrip_us``: a CPL 2 loop of null hypercalls (VERSION).
+* ``app_syscall_roundtrip_us``: a CPL 3 loop of getpid through the
+  reference kernel (SPK bounce into the kernel, native iretq back).
+* ``partition_switch_us``: two partitions that yield at once; each window
+  is a switch (save, restore, TLB flush, one hypercall, engine stop/start).
+* ``compute_ratio_vs_raw``: the same compute loop under SPK windows over
+  the bare engine running free. ``compute_ratio_vs_counted_raw`` divides by
+  the bare engine under the exact instruction budget deterministic
+  preemption needs: the SPK's own share of the cost.
+* ``raw_mips``, ``raw_counted_mips``, ``spk_mips``: the three throughputs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from spgs.images import build
+from spk import Machine, bare_run
+from spk.abi import APP_IMAGE_VADDR
+
+
+def _images() -> dict[tuple[str, str], bytes]:
+    from pathlib import Path
+
+    wanted = [("kernel", n) for n in ("bench_hypercall", "bench_yield", "bench_compute", "refkernel")]
+    wanted.append(("app", "bench_getpid"))
+    return build(wanted, Path.cwd())
+
+
+def _timed_run(machine: Machine, pid: int, instructions: int) -> float:
+    start = time.perf_counter()
+    machine.run(pid, machine.now + instructions)
+    return time.perf_counter() - start
+
+
+def _hypercall_us(images: dict[tuple[str, str], bytes], instructions: int) -> float:
+    machine = Machine(8 << 20)
+    pid = machine.create_partition("hc", images[("kernel", "bench_hypercall")], [], 64)
+    _timed_run(machine, pid, 3_000)  # warm the translation cache
+    before = machine.info(pid).counters.hypercalls
+    seconds = _timed_run(machine, pid, instructions)
+    calls = machine.info(pid).counters.hypercalls - before
+    return seconds / calls * 1e6
+
+
+def _syscall_us(images: dict[tuple[str, str], bytes], instructions: int) -> float:
+    machine = Machine(8 << 20)
+    app = [("bench_getpid", images[("app", "bench_getpid")])]
+    pid = machine.create_partition("sys", images[("kernel", "refkernel")], app, 256)
+    _timed_run(machine, pid, 20_000)  # boot and warm
+    before = machine.info(pid).counters.syscalls
+    seconds = _timed_run(machine, pid, instructions)
+    calls = machine.info(pid).counters.syscalls - before
+    return seconds / calls * 1e6
+
+
+def _switch_us(images: dict[tuple[str, str], bytes], switches: int) -> float:
+    machine = Machine(8 << 20)
+    image = images[("kernel", "bench_yield")]
+    pids = [machine.create_partition(f"y{i}", image, [], 64) for i in range(2)]
+    window = 1_000
+    for pid in pids:  # warm
+        machine.run(pid, machine.now + window)
+        machine.advance(machine.now + window)
+    start = time.perf_counter()
+    for i in range(switches):
+        end = machine.now + window
+        machine.run(pids[i & 1], end)
+        machine.advance(end)
+    return (time.perf_counter() - start) / switches * 1e6
+
+
+def _compute(images: dict[tuple[str, str], bytes], instructions: int) -> dict[str, float]:
+    code = images[("kernel", "bench_compute")]
+    # The loop body is 3 instructions (add, dec, jnz); it falls through to the
+    # final 2-byte jmp when rcx reaches 0, which is where the bare runs stop.
+    until = APP_IMAGE_VADDR + len(code) - 2
+    loops = instructions // 3
+
+    def bare(counted: bool, count: int = loops) -> float:
+        return bare_run(code, APP_IMAGE_VADDR, until=until, registers={"rcx": count}, counted=counted)
+
+    bare(True, 100_000)  # warm the engine library
+    raw = bare(False)
+    counted = bare(True)
+    machine = Machine(8 << 20)
+    pid = machine.create_partition("cpu", code, [], 64)
+    window = 1_000_000
+    start = time.perf_counter()
+    while machine.now < 3 * loops:
+        end = min(machine.now + window, 3 * loops)
+        machine.run(pid, end)
+        machine.advance(end)
+    spk = time.perf_counter() - start
+    return {
+        "raw_mips": 3 * loops / raw / 1e6,
+        "raw_counted_mips": 3 * loops / counted / 1e6,
+        "spk_mips": machine.info(pid).counters.instructions / spk / 1e6,
+    }
+
+
+def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
+    """Run every benchmark; ``quick`` uses small counts (for the test suite)."""
+    images = _images()
+    scale = 1 if not quick else 20
+    results: dict[str, Any] = {
+        "hypercall_roundtrip_us": _hypercall_us(images, 400_000 // scale),
+        "app_syscall_roundtrip_us": _syscall_us(images, 1_000_000 // scale),
+        "partition_switch_us": _switch_us(images, 20_000 // scale),
+    }
+    compute = _compute(images, 60_000_000 // scale)
+    results.update(compute)
+    results["compute_ratio_vs_raw"] = compute["spk_mips"] / compute["raw_mips"]
+    results["compute_ratio_vs_counted_raw"] = compute["spk_mips"] / compute["raw_counted_mips"]
+    results["quick"] = quick
+    return results
