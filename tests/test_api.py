@@ -1,0 +1,31 @@
+"""The public API of ring 0 is pinned: a change here is a deliberate ABI/API change."""
+
+from __future__ import annotations
+
+import spk
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(spk.__all__) == [
+        "Counters", "EngineError", "EventSink", "ImageError", "InternalError", "KernelFault",
+        "Machine", "MachineEvent", "OutOfMemory", "PartitionInfo", "RunOutcome", "SpkError",
+        "TraceWriter", "abi", "bare_run",
+    ]  # fmt: skip
+
+
+def test_every_hypercall_is_registered() -> None:
+    from spk._hypercalls import TABLE
+    from spk.abi import Hypercall
+
+    assert sorted(TABLE) == sorted(int(h) for h in Hypercall)
+
+
+def test_bench_quick_profile_reports_every_metric() -> None:
+    from spgs.bench import run_benchmarks
+
+    results = run_benchmarks(quick=True)
+    for key in (
+        "hypercall_roundtrip_us", "app_syscall_roundtrip_us", "partition_switch_us",
+        "compute_ratio_vs_raw", "compute_ratio_vs_counted_raw", "raw_mips", "raw_counted_mips", "spk_mips",
+    ):  # fmt: skip
+        assert results[key] > 0, key

@@ -1,0 +1,66 @@
+"""Engine facts the SPK relies on (unicorn 2.1.4): an upgrade that changes one fails here."""
+
+from __future__ import annotations
+
+from spk._engine import SYSCALL_INSN_LEN, context_layout, counter_offset
+from spk.abi import Vector
+from tests.guests import Recorder, app, bundled, machine
+
+
+def test_context_layout_is_located() -> None:
+    layout = context_layout()
+    # 16 GPRs then RIP, as unicorn-notes.md measured (rax 40 bytes in).
+    assert layout.gpr0 * 8 == 40
+    assert layout.rip == layout.gpr0 + 16
+
+
+def test_instruction_counter_is_located() -> None:
+    assert counter_offset() > 0
+
+
+def test_cpl_slot_found_at_bring_up() -> None:
+    m = machine()
+    assert m._templates.cpl2.cpl == 2  # noqa: SLF001
+    assert m._templates.cpl3.cpl == 3  # noqa: SLF001
+
+
+def test_budget_is_exact() -> None:
+    code = bundled("kernel", "bench_compute")
+    for budget in (1, 2, 3, 1000, 12345):
+        m = machine()
+        pid = m.create_partition("c", code, [], 64)
+        outcome = m.run(pid, budget)
+        assert outcome.executed == budget
+        assert m.info(pid).counters.instructions == budget
+
+
+def test_syscall_hook_adds_instruction_length() -> None:
+    # The engine re-adds the syscall length after its hook; the SPK compensates.
+    assert SYSCALL_INSN_LEN == 2
+    rec = Recorder()
+    from tests.guests import refsystem, run_until_done
+
+    m, pid = refsystem(["counter"], rec)  # counter uses `syscall`
+    run_until_done(m, [pid])
+    assert rec.lines("p")[1:6] == [f"counter: {i}" for i in range(1, 6)]
+
+
+def test_several_faults_in_a_row_each_report_their_vector() -> None:
+    # The escalation quirk: without a context restore a 2nd #GP becomes #DF.
+    rec = Recorder()
+    from tests.guests import refsystem, run_until_done
+
+    apps = ["bad_hlt", "bad_mov_cr3", "bad_out", "bad_hypercall", "bad_divzero", "bad_read_kernel", "bad_hlt"]
+    m, pid = refsystem(apps, rec, quota=512)
+    run_until_done(m, [pid])
+    vectors = [e.args["vector"] for e in rec.of("app_fault")]
+    assert vectors == [Vector.GP, Vector.GP, Vector.GP, Vector.GP, Vector.DE, Vector.PF, Vector.GP]
+
+
+def test_keystone_two_symbol_operand_is_refused() -> None:
+    import pytest
+
+    from spgs.assembler import AssemblyError
+
+    with pytest.raises(AssemblyError, match="more than one symbol"):
+        app("mov rax, [rbx + SI_MODULES + SIM_PAGES]")
