@@ -1,1 +1,5 @@
-from spgs.cli import main; main()
+"""``python -m spgs``: the same as the ``spk`` command."""
+
+from spgs.cli import main
+
+main()

@@ -47,9 +47,12 @@ class _ConsoleAndTrace:
             self._out.write(f"[{event.partition}] {event.args['text']}\n")
         elif event.event == "kernel_fault":
             a = event.args
-            self._out.write(f"[{event.partition}] !! guest kernel fault: {a['kind']} (vector {a['vector']}) at {a['rip']:#x}\n")
+            self._out.write(
+                f"[{event.partition}] !! guest kernel fault: {a['kind']} (vector {a['vector']}) at {a['rip']:#x}\n"
+            )
         elif event.event == "health_action":
-            self._out.write(f"[{event.partition}] !! health monitor: {event.args['action']} after {event.args['event']}\n")
+            args = event.args
+            self._out.write(f"[{event.partition}] !! health monitor: {args['action']} after {args['event']}\n")
 
 
 def _summary(report: SystemReport, name: str) -> Table:
@@ -92,7 +95,8 @@ def launch(
         writer = TraceWriter(stream) if stream else None
         listener = _ConsoleAndTrace(sys.stdout, writer)
         if writer is not None:
-            writer(MachineEvent(0, "-", "system", {"name": desc.system.name, "seed": desc.system.seed, "max_ticks": bound}))
+            header = {"name": desc.system.name, "seed": desc.system.seed, "max_ticks": bound}
+            writer(MachineEvent(0, "-", "system", header))
         try:
             system = System(loaded, plans, listener, trace_hypercalls=bool(stream) and trace_hypercalls)
         except SpkError as exc:

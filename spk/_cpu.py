@@ -19,19 +19,18 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from spk._engine import Context, Engine, find_selector_slot, set_cs_slot
+from spk._frames import FrameTable
+from spk._paging import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.abi import (
     GDT_VADDR,
     PAGE_SHIFT,
-    PAGE_SIZE,
     SEL_GUEST_CODE,
     SEL_GUEST_DATA,
     SEL_USER_CODE,
     SEL_USER_DATA,
     SPK_BASE,
 )
-from spk._engine import Context, Engine, find_selector_slot, set_cs_slot
-from spk._frames import FrameTable, FrameType
-from spk._paging import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.errors import EngineError
 
 #: Flat 64-bit descriptors, accessed bit preset (type 0xB code, 0x3 data).
@@ -102,9 +101,6 @@ def build_spk_memory(frames: FrameTable) -> SpkMemory:
     _install(frames, boot_pml4, _STUB_VADDR - (1 << 39), stub, write=False, user=False)
     _install(frames, boot_pml4, _BOOT_STACK_VADDR - (1 << 39), stack, write=True, user=False)
     _install(frames, boot_pml4, _PROBE_USER_VADDR, probe, write=False, user=True)
-    for mfn, frame in enumerate(frames.entries):
-        if frame.owner == -1 and frame.type is FrameType.SPK:
-            continue
     return SpkMemory(spk_pdpt=spk_pdpt, boot_pml4=boot_pml4)
 
 
@@ -142,7 +138,7 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
     cpl2 = engine.new_context()
     cpl3 = engine.new_context()
     captured: list[Context] = []
-    sink = engine._sink  # noqa: SLF001 - bring-up borrows the trap path once
+    sink = engine._sink
     previous = getattr(sink, "bringup_capture", None)
 
     def capture(vector: int) -> None:
@@ -178,5 +174,3 @@ def _leaf_mfn(frames: FrameTable, pml4: int, va: int) -> int:
         table = entry & PTE_ADDR
     return table >> PAGE_SHIFT
 
-
-assert PAGE_SIZE == 4096

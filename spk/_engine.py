@@ -29,6 +29,7 @@ host, never a guest's doing).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import struct
@@ -131,7 +132,7 @@ class Context:
     the SPK changes registers on its hot paths.
     """
 
-    __slots__ = ("_engine", "handle", "words", "layout", "size")
+    __slots__ = ("_engine", "handle", "layout", "size", "words")
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -151,10 +152,8 @@ class Context:
             self.handle = 0
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order
-        try:
+        with contextlib.suppress(Exception):
             self.free()
-        except Exception:
-            pass
 
     def gpr(self, index: int) -> int:
         """GPR number ``index`` in :data:`spk.abi.GPR_ORDER` order."""
@@ -373,8 +372,6 @@ class Engine:
         """Drop translated code: required after the host writes guest code."""
         self._uc.ctl_flush_tb()
 
-    def close(self) -> None:
-        self._uc.release_handle() if hasattr(self._uc, "release_handle") else None
 
 
 def _check(status: int, what: str) -> None:

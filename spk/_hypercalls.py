@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spk._engine import Context
+from spk._frames import FrameType
+from spk._partition import Partition, State
 from spk.abi import (
     ABI_VERSION,
     APP_FRAME_SIZE,
@@ -37,9 +40,6 @@ from spk.abi import (
     Status,
 )
 from spk.errors import OutOfMemory, SpkError
-from spk._engine import Context
-from spk._frames import FrameType
-from spk._partition import Partition, State
 
 if TYPE_CHECKING:
     from spk._machine import Machine

@@ -38,6 +38,13 @@ from dataclasses import dataclass
 import capstone
 
 from spk import abi
+from spk._cpu import bring_up, build_spk_memory
+from spk._engine import SYSCALL_INSN_LEN, Context, Engine
+from spk._frames import FrameTable, FrameType, PhysicalMemory
+from spk._hypercalls import NO_RESULT, TABLE
+from spk._paging import AddressSpace, KernelHalf, Walker
+from spk._partition import Counters, KernelFault, Module, Partition, State
+from spk._trace import EventSink, MachineEvent
 from spk.abi import (
     HYPERCALL_VECTOR,
     KERNEL_DATA_SIZE,
@@ -57,13 +64,6 @@ from spk.abi import (
     Status,
     Vector,
 )
-from spk._cpu import bring_up, build_spk_memory
-from spk._engine import SYSCALL_INSN_LEN, Context, Engine
-from spk._frames import FrameTable, FrameType, PhysicalMemory
-from spk._hypercalls import NO_RESULT, TABLE
-from spk._paging import AddressSpace, KernelHalf, Walker
-from spk._partition import Counters, KernelFault, Module, Partition, State
-from spk._trace import EventSink, MachineEvent
 from spk.errors import ImageError, InternalError, SpkError
 
 _RAX, _RCX, _RSP, _R11 = 0, 1, 4, 11
@@ -341,7 +341,7 @@ class Machine:
             if result.engine_error and self._stop_reason is None:
                 self._kernel_fault(p, "internal_error", 0, 0, 0, f"engine: {result.engine_error}")
             stop = self._stop_reason
-            if stop in ("yield", "exit", "fault"):
+            if stop is not None and stop in ("yield", "exit", "fault"):
                 reason = stop
                 break
         if reason == "window_end" and p.state is State.READY:
@@ -452,7 +452,7 @@ class Machine:
                 # int n from CPL 3 through a gate it may not use: #GP(n*8 + 2).
                 ctx = self._hc_ctx
                 self._app_trap(p, ctx, int(Vector.GP), (vector << 3) | 2, 0, ctx.rip - 2)
-        except Exception as exc:  # noqa: BLE001 - no host exception may escape a guest action
+        except Exception as exc:
             self._internal_error(p, exc)
 
     def on_port_io(self, port: int, is_write: bool, rip: int) -> None:
@@ -474,7 +474,7 @@ class Machine:
                 return
             p.counters.syscalls += 1
             self._enter_kernel(p, ctx, EntryKind.SYSCALL, rip + SYSCALL_INSN_LEN, from_syscall_insn=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._internal_error(p, exc)
 
     def on_invalid_insn(self) -> bool:
@@ -488,7 +488,7 @@ class Machine:
                 self._app_trap(p, ctx, int(Vector.UD), 0, 0, ctx.rip)
             else:
                 self._kernel_fault(p, "illegal_instruction", int(Vector.UD), ctx.rip, 0, "invalid opcode")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._internal_error(p, exc)
         return True
 
@@ -558,7 +558,7 @@ class Machine:
         for op in insn.operands:
             if op.type == capstone.x86.X86_OP_MEM and op.access & capstone.CS_AC_WRITE:
                 return True
-        return insn.mnemonic.startswith(("push", "call", "stos", "movs"))
+        return bool(insn.mnemonic.startswith(("push", "call", "stos", "movs")))
 
     def _app_trap(self, p: Partition, ctx: Context, vector: int, error: int, address: int, rip: int) -> None:
         p.counters.faults += 1
@@ -571,7 +571,9 @@ class Machine:
             kind = "memory_violation"
         elif vector == Vector.GP:
             insn = self._instruction(ctx.cr3, rip)
-            privileged = insn is not None and (insn.mnemonic in _PRIVILEGED or insn.mnemonic.startswith("mov") and "cr" in insn.op_str)
+            privileged = insn is not None and (
+                insn.mnemonic in _PRIVILEGED or (insn.mnemonic.startswith("mov") and "cr" in insn.op_str)
+            )
             kind = "privileged_instruction" if privileged else "memory_violation"
         elif vector == Vector.UD:
             kind = "illegal_instruction"
@@ -602,7 +604,8 @@ class Machine:
         """Deliver an app event to the guest kernel, as an interrupt gate would."""
         entry = p.entries.get(kind, 0)
         if not entry or not p.kernel_stack:
-            self._kernel_fault(p, "unexpected_trap", trap[0] if trap else 0, app_rip, 0, f"no {kind.name.lower()} entry registered")
+            detail = f"no {kind.name.lower()} entry registered"
+            self._kernel_fault(p, "unexpected_trap", trap[0] if trap else 0, app_rip, 0, detail)
             return
         rflags = self.engine.read("rflags")
         frame = struct.pack("<5Q", app_rip, SEL_USER_CODE, rflags, ctx.gpr(_RSP), SEL_USER_DATA)
@@ -661,7 +664,8 @@ class Machine:
         p.state = State.FAULTED
         p.counters.faults += 1
         p.fault = KernelFault(kind, vector, rip, address, detail)
-        self._emit(p, "kernel_fault", {"kind": kind, "vector": vector, "rip": rip, "address": address, "detail": detail})
+        args = {"kind": kind, "vector": vector, "rip": rip, "address": address, "detail": detail}
+        self._emit(p, "kernel_fault", args)
         self.request_stop("fault")
 
     def _internal_error(self, p: Partition, exc: Exception) -> None:

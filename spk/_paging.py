@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from spk._frames import FrameTable, FrameType, PhysicalMemory
 from spk.abi import (
     KERNEL_BASE,
     KERNEL_END,
@@ -35,7 +36,6 @@ from spk.abi import (
     Status,
 )
 from spk.errors import InternalError, SpkError
-from spk._frames import FrameTable, FrameType, PhysicalMemory
 
 PTE_P = 1 << 0
 PTE_W = 1 << 1

@@ -12,9 +12,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from spk.abi import EntryKind
 from spk._engine import Context
 from spk._paging import AddressSpace, KernelHalf
+from spk.abi import EntryKind
 
 
 class State(enum.Enum):

@@ -20,8 +20,8 @@ def test_instruction_counter_is_located() -> None:
 
 def test_cpl_slot_found_at_bring_up() -> None:
     m = machine()
-    assert m._templates.cpl2.cpl == 2  # noqa: SLF001
-    assert m._templates.cpl3.cpl == 3  # noqa: SLF001
+    assert m._templates.cpl2.cpl == 2
+    assert m._templates.cpl3.cpl == 3
 
 
 def test_budget_is_exact() -> None:

@@ -7,9 +7,11 @@ from spk.abi import (
     KERNEL_BASE,
     USER_END,
     EntryKind,
-    Hypercall as H,
     MapFlags,
     Status,
+)
+from spk.abi import (
+    Hypercall as H,
 )
 from tests.guests import kernel, machine, program, results
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from spk.abi import PF_PRESENT, PF_USER, PF_WRITE, Hypercall as H, MapFlags, Status, Vector
+from spk.abi import PF_PRESENT, PF_USER, PF_WRITE, MapFlags, Status, Vector
+from spk.abi import Hypercall as H
 from tests.guests import Recorder, bundled, kernel, machine, program, refsystem, results, run_until_done
 
 
@@ -46,7 +47,7 @@ def test_kernel_cannot_map_a_frame_it_does_not_own() -> None:
     victim = m.create_partition("victim", kernel("l: jmp l\n"), [], 64)
     foreign = m.partitions[victim].spaces[0].pml4 + 5  # a frame of the victim
     assert m.frames[foreign].owner == victim
-    spk_frame = m._spk.spk_pdpt  # noqa: SLF001 - ring 0's own table
+    spk_frame = m._spk.spk_pdpt
     flags = int(MapFlags.USER | MapFlags.WRITE)
     calls = [(H.MAP, (0, 0x400000, foreign, flags)), (H.MAP, (0, 0x400000, spk_frame, int(MapFlags.USER)))]
     attacker = m.create_partition("attacker", kernel(program(calls)), [], 64)
