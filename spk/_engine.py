@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,6 +202,60 @@ class Context:
         ctypes.memmove(self.handle, other.handle, self.size)
 
 
+class LiveRegisters:
+    """The vCPU's live registers, read and written in place (no engine call).
+
+    Same accessors as :class:`Context`; :meth:`load` is a context restore
+    done as one ``memcpy`` (which is all ``uc_context_restore`` does on x86),
+    so it also clears the fault-escalation state.
+    """
+
+    __slots__ = ("cr3_slot", "cs_shift", "cs_word", "rip_slot", "words")
+
+    def __init__(self, words: memoryview, layout: ContextLayout) -> None:
+        self.words = words
+        self.rip_slot = layout.rip - layout.gpr0
+        self.cr3_slot = layout.cr3 - layout.gpr0
+        self.cs_word = layout.cs_word - layout.gpr0
+        self.cs_shift = layout.cs_shift
+
+    def gpr(self, index: int) -> int:
+        return int(self.words[index])
+
+    def set_gpr(self, index: int, value: int) -> None:
+        self.words[index] = value & 0xFFFF_FFFF_FFFF_FFFF
+
+    @property
+    def rip(self) -> int:
+        return int(self.words[self.rip_slot])
+
+    @rip.setter
+    def rip(self, value: int) -> None:
+        self.words[self.rip_slot] = value & 0xFFFF_FFFF_FFFF_FFFF
+
+    @property
+    def cr3(self) -> int:
+        return int(self.words[self.cr3_slot])
+
+    @cr3.setter
+    def cr3(self, value: int) -> None:
+        self.words[self.cr3_slot] = value
+
+    @property
+    def cpl(self) -> int:
+        return int(self.words[self.cs_word] >> self.cs_shift) & 3
+
+    def load(self, ctx: Context) -> None:
+        """Copy a saved context into the live state (a context restore)."""
+        base = ctx.layout.gpr0
+        self.words[:] = ctx.words[base : base + len(self.words)]
+
+    def load_keeping_gprs(self, ctx: Context) -> None:
+        """A context restore that keeps the 16 live GPRs (the first 16 words)."""
+        base = ctx.layout.gpr0
+        self.words[16:] = ctx.words[base + 16 : base + len(self.words)]
+
+
 @dataclass(frozen=True)
 class ContextLayout:
     """u64 slot indices of the registers inside a saved context."""
@@ -247,6 +302,11 @@ class Engine:
         self._scratch = ctypes.c_uint64()
         self._run_budget = 0
         self._install_hooks()
+        size = int(_LIB.uc_context_size(self.handle)) - self.layout.gpr0 * 8
+        self._env_address = locate_cpu_state(self.handle, self.write)
+        #: The live CPU state as u64 words: word i is context word gpr0 + i.
+        #: Writing it is what a context restore does (a memcpy into it).
+        self.live = memoryview((ctypes.c_uint64 * (size // 8)).from_address(self._env_address)).cast("B").cast("Q")
 
     # -- hooks ------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -295,6 +355,17 @@ class Engine:
         _LIB.uc_reg_read(self.handle, _REG_IDS[name], ctypes.byref(self._scratch))
         return int(self._scratch.value)
 
+    def reader(self, name: str) -> Callable[[], int]:
+        """A pre-bound, argument-free reader of one register, for hot paths."""
+        cell = ctypes.c_uint64()
+        call = functools.partial(_RAW_LIB.uc_reg_read, ctypes.c_void_p(self.handle), _REG_IDS[name], ctypes.byref(cell))
+
+        def read() -> int:
+            call()
+            return cell.value
+
+        return read
+
     def write(self, name: str, value: int) -> None:
         """Write one register by name with one raw C call."""
         self._scratch.value = value & 0xFFFF_FFFF_FFFF_FFFF
@@ -304,6 +375,10 @@ class Engine:
         self._uc.reg_write(_x86.UC_X86_REG_GDTR, (0, base, limit, 0))
 
     # -- contexts ---------------------------------------------------------
+    def live_registers(self) -> LiveRegisters:
+        """A view of the live registers (create it after CPU bring-up)."""
+        return LiveRegisters(self.live, self.layout)
+
     def new_context(self) -> Context:
         return Context(self)
 
@@ -461,6 +536,48 @@ def find_selector_slot(ctx_a: Context, sel_a: int, ctx_b: Context, sel_b: int) -
     if not hits:
         raise EngineError("engine context layout: CS selector not found")
     return hits[0]
+
+
+def locate_cpu_state(uc_handle: int, write_reg: Callable[[str, int], None]) -> int:
+    """Find the address of the engine's live CPU state (QEMU's ``env``).
+
+    A saved context is a byte copy of ``env`` (``uc_context_save`` is a
+    memcpy of it), so with the register slots known the live registers can
+    be read and written in place, with no engine call: the hypercall path
+    needs none at all. ``env`` is found by writing 16 marker values into the
+    GPRs and searching the memory the engine's ``uc_struct`` points to. All
+    reads go through ``/proc/self/mem``, so a stale pointer is an error
+    code, never a crash. Verified by a second marker write.
+
+    Errors: :class:`EngineError` when not found exactly once or not verified.
+    """
+    marks = [_MARK | 0x55_0000 | i for i in range(16)]
+    for name, value in zip(_GPR_NAMES, marks, strict=True):
+        write_reg(name, value)
+    pattern = struct.pack("<16Q", *marks)
+    hits: set[int] = set()
+    fd = os.open("/proc/self/mem", os.O_RDONLY)
+    try:
+        words = struct.unpack("<1024Q", os.pread(fd, 8192, uc_handle))
+        for pointer in words:
+            if not 0x10000 < pointer < (1 << 47):
+                continue
+            try:
+                blob = os.pread(fd, 1 << 16, pointer)
+            except OSError:
+                continue
+            at = blob.find(pattern)
+            if at >= 0 and blob.find(pattern, at + 1) < 0:
+                hits.add(pointer + at)
+    finally:
+        os.close(fd)
+    if len(hits) != 1:
+        raise EngineError(f"engine CPU state: found {len(hits)} candidates, expected one")
+    (address,) = hits
+    write_reg("rax", _MARK | 0xABC)
+    if ctypes.c_uint64.from_address(address).value != _MARK | 0xABC:
+        raise EngineError("engine CPU state: candidate did not verify")
+    return address
 
 
 def counter_offset() -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spk._engine import Context
+from spk._engine import LiveRegisters
 from spk._frames import FrameType
 from spk._partition import Partition, State
 from spk.abi import (
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 #: A handler returns the value for rax, or NO_RESULT when it redirected the vCPU.
 NO_RESULT = object()
-Handler = Callable[["Machine", Partition, Context, tuple[int, int, int, int, int]], object]
+Handler = Callable[["Machine", Partition, LiveRegisters, tuple[int, int, int, int, int]], object]
 
 CONSOLE_MAX = 4096
 MAX_SPACES = 64
@@ -90,7 +90,7 @@ def _space(p: Partition, handle: int) -> object:
 
 
 @hypercall(Hypercall.VERSION, (), "(major << 16) | minor", ())
-def hc_version(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_version(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """The ABI version the SPK speaks."""
     return ABI_VERSION
 
@@ -101,7 +101,7 @@ def hc_version(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> ob
     "bytes written",
     (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS),
 )
-def hc_console_write(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_console_write(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Write bytes to the partition's console (lines are prefixed by its name)."""
     ptr, length = a[0], a[1]
     if length > CONSOLE_MAX:
@@ -117,7 +117,7 @@ def hc_console_write(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...])
     "0",
     (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS),
 )
-def hc_set_entry(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_set_entry(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Register the kernel entry for app syscalls, app traps or timer upcalls."""
     kind, address = a[0], a[1]
     if kind not in EntryKind._value2member_map_:
@@ -129,7 +129,7 @@ def hc_set_entry(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> 
 
 
 @hypercall(Hypercall.SET_KERNEL_STACK, ("rsp",), "0", (Status.BAD_ADDRESS,))
-def hc_set_kernel_stack(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_set_kernel_stack(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Set the stack the SPK switches to when it enters the kernel from an app."""
     rsp = a[0]
     if not KERNEL_BASE < rsp <= KERNEL_END or rsp & 7:
@@ -139,7 +139,7 @@ def hc_set_kernel_stack(m: Machine, p: Partition, ctx: Context, a: tuple[int, ..
 
 
 @hypercall(Hypercall.ASPACE_CREATE, (), "handle (> 0)", (Status.NO_MEMORY,))
-def hc_aspace_create(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_aspace_create(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Create an address space sharing the partition's kernel half."""
     if len(p.spaces) >= MAX_SPACES:
         raise _fail(Status.NO_MEMORY, f"at most {MAX_SPACES} address spaces")
@@ -157,7 +157,7 @@ def hc_aspace_create(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...])
     "0",
     (Status.BAD_HANDLE, Status.DENIED, Status.BUSY),
 )
-def hc_aspace_destroy(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_aspace_destroy(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Destroy an address space and return its tables to the quota."""
     handle = a[0]
     _space(p, handle)
@@ -181,7 +181,7 @@ def hc_aspace_destroy(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]
         Status.NO_MEMORY,
     ),
 )
-def hc_map(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_map(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Map frame mfn at va in a space (validated: owner, type, region, flags)."""
     handle, va, mfn, flags = a[0], a[1], a[2], a[3]
     space = p.spaces.get(handle)
@@ -199,7 +199,7 @@ def hc_map(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object
     "0",
     (Status.BAD_HANDLE, Status.INVALID_ARGUMENT, Status.NOT_FOUND),
 )
-def hc_unmap(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_unmap(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Remove the mapping at va."""
     space = p.spaces.get(a[0])
     if space is None:
@@ -209,7 +209,7 @@ def hc_unmap(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> obje
 
 
 @hypercall(Hypercall.ASPACE_SWITCH, ("handle",), "0", (Status.BAD_HANDLE,))
-def hc_aspace_switch(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_aspace_switch(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Load an address space (CR3) on the calling vCPU."""
     space = p.spaces.get(a[0])
     if space is None:
@@ -226,7 +226,7 @@ def hc_aspace_switch(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...])
     "does not return on success",
     (Status.BAD_HANDLE, Status.BAD_ADDRESS, Status.INVALID_ARGUMENT),
 )
-def hc_iret(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_iret(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Enter an app at CPL 3 in a space, with the 18-word register frame at frame_ptr."""
     handle, frame_ptr = a[0], a[1]
     space = p.spaces.get(handle)
@@ -246,14 +246,14 @@ def hc_iret(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> objec
 
 
 @hypercall(Hypercall.YIELD, (), "0 (when scheduled again)", ())
-def hc_yield(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_yield(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Give up the rest of the current window (it stays idle)."""
     m.request_stop("yield")
     return 0
 
 
 @hypercall(Hypercall.BLOCK, (), "pending event bits (1 = timer)", ())
-def hc_block(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_block(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Wait until an event is pending; return the event bits."""
     if p.timer_pending:
         p.timer_pending = False
@@ -264,7 +264,7 @@ def hc_block(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> obje
 
 
 @hypercall(Hypercall.EXIT, ("code",), "does not return", ())
-def hc_exit(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_exit(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """End the partition with an exit code."""
     p.state = State.EXITED
     p.exit_code = a[0] if a[0] < (1 << 63) else a[0] - (1 << 64)
@@ -273,20 +273,20 @@ def hc_exit(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> objec
 
 
 @hypercall(Hypercall.TIMER_SET, ("deadline",), "0", ())
-def hc_timer_set(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_timer_set(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Arm the one-shot virtual timer at an absolute virtual time (0 cancels)."""
     m.set_timer(p, a[0])
     return 0
 
 
 @hypercall(Hypercall.TIME_NOW, (), "current virtual time", ())
-def hc_time_now(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_time_now(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Current virtual time (instructions since boot, idle time included)."""
     return m.time_now()
 
 
 @hypercall(Hypercall.FRAME_ALLOC, (), "mfn of a zeroed frame", (Status.NO_MEMORY,))
-def hc_frame_alloc(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_frame_alloc(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Take a zeroed frame from the partition's quota."""
     try:
         return m.frames.pool_take(p.pid, FrameType.DATA)
@@ -300,7 +300,7 @@ def hc_frame_alloc(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -
     "0",
     (Status.INVALID_ARGUMENT, Status.DENIED, Status.BUSY),
 )
-def hc_frame_free(m: Machine, p: Partition, ctx: Context, a: tuple[int, ...]) -> object:
+def hc_frame_free(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Give a frame back to the quota; it must not be mapped anywhere."""
     mfn = a[0]
     if not m.frames.valid(mfn):

@@ -39,7 +39,7 @@ import capstone
 
 from spk import abi
 from spk._cpu import bring_up, build_spk_memory
-from spk._engine import SYSCALL_INSN_LEN, Context, Engine
+from spk._engine import SYSCALL_INSN_LEN, Engine
 from spk._frames import FrameTable, FrameType, PhysicalMemory
 from spk._hypercalls import NO_RESULT, TABLE
 from spk._paging import AddressSpace, KernelHalf, Walker
@@ -47,6 +47,7 @@ from spk._partition import Counters, KernelFault, Module, Partition, State
 from spk._trace import EventSink, MachineEvent
 from spk.abi import (
     HYPERCALL_VECTOR,
+    IRET_FRAME_SIZE,
     KERNEL_DATA_SIZE,
     KERNEL_DATA_VADDR,
     KERNEL_IMAGE_MAX,
@@ -59,6 +60,7 @@ from spk.abi import (
     SEL_USER_DATA,
     START_INFO_VADDR,
     SYSCALL_VECTOR,
+    TRAP_FRAME_SIZE,
     EntryKind,
     Event,
     Status,
@@ -136,14 +138,14 @@ class Machine:
         self._run_start = 0
         self._stop_reason: str | None = None
         self._pending_trap: tuple[int, int, int, int] | None = None
-        self._hc_ctx = self.engine.new_context()
-        self._hc_words = self._hc_ctx.words
-        self._save_hc = self.engine.saver(self._hc_ctx)
-        self._restore_hc = self.engine.restorer(self._hc_ctx)
-        layout = self._hc_ctx.layout
-        self._gpr0, self._rip_slot, self._cr3_slot = layout.gpr0, layout.rip, layout.cr3
-        self._cs_word, self._cs_shift = layout.cs_word, layout.cs_shift
-        self._scratch = self.engine.new_context()
+        # Traps read and write the live registers in place: no engine call.
+        self._regs = self.engine.live_registers()
+        self._live = self._regs.words
+        self._rip_slot, self._cr3_slot = self._regs.rip_slot, self._regs.cr3_slot
+        self._cs_word, self._cs_shift = self._regs.cs_word, self._regs.cs_shift
+        # RFLAGS is the one register read on a bounce: the engine keeps the
+        # arithmetic flags lazily, so it must compute them (one C call).
+        self._read_rflags = self.engine.reader("rflags")
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
 
@@ -333,7 +335,7 @@ class Machine:
             self._stop_reason = None
             self._pending_trap = None
             self._run_start = self.now
-            result = self.engine.run(self.engine.read("rip"), budget)
+            result = self.engine.run(self._live[self._rip_slot], budget)
             self.now += result.executed
             p.counters.instructions += result.executed
             if self._pending_trap is not None:
@@ -409,11 +411,11 @@ class Machine:
 
     def enter_app(self, p: Partition, gprs: Sequence[int], rip: int, rflags: int, cr3: int) -> None:
         """Load an app's registers at CPL 3 (the IRET hypercall's invoke step)."""
-        t = self._templates.cpl3
-        t.load_gprs(list(gprs))
-        t.rip = rip
-        t.cr3 = cr3
-        self.engine.restore(t)
+        regs = self._regs
+        regs.load(self._templates.cpl3)
+        self._live[0:16] = memoryview(struct.pack("<16Q", *gprs)).cast("Q")
+        regs.rip = rip
+        regs.cr3 = cr3
         self.engine.write("rflags", rflags)
         if cr3 != self._loaded_cr3:
             self.engine.flush_tlb()
@@ -433,25 +435,22 @@ class Machine:
             else:
                 self.engine.stop()
             return
-        self._save_hc()
-        w = self._hc_words
+        w = self._live
         cpl = (w[self._cs_word] >> self._cs_shift) & 3
         try:
             if cpl == 2 and vector == HYPERCALL_VECTOR:
                 self._hypercall(p, w)
             elif cpl == 2:
-                self._kernel_exception(p, self._hc_ctx, vector)
+                self._kernel_exception(p, vector)
             elif vector == SYSCALL_VECTOR:
                 p.counters.syscalls += 1
-                self._enter_kernel(p, self._hc_ctx, EntryKind.SYSCALL, int(w[self._rip_slot]))
+                self._enter_kernel(p, EntryKind.SYSCALL, int(w[self._rip_slot]))
             elif vector < 32:
-                ctx = self._hc_ctx
-                rip, error, address = self._exception_details(ctx, vector, cpl)
-                self._app_trap(p, ctx, vector, error, address, rip)
+                rip, error, address = self._exception_details(vector, cpl)
+                self._app_trap(p, vector, error, address, rip)
             else:
                 # int n from CPL 3 through a gate it may not use: #GP(n*8 + 2).
-                ctx = self._hc_ctx
-                self._app_trap(p, ctx, int(Vector.GP), (vector << 3) | 2, 0, ctx.rip - 2)
+                self._app_trap(p, int(Vector.GP), (vector << 3) | 2, 0, self._regs.rip - 2)
         except Exception as exc:
             self._internal_error(p, exc)
 
@@ -467,13 +466,11 @@ class Machine:
         if p is None:
             return
         try:
-            ctx = self._hc_ctx
-            self.engine.save(ctx)
-            if ctx.cpl != 3:
+            if self._regs.cpl != 3:
                 self._kernel_fault(p, "illegal_instruction", int(Vector.UD), rip, 0, "syscall at CPL 2")
                 return
             p.counters.syscalls += 1
-            self._enter_kernel(p, ctx, EntryKind.SYSCALL, rip + SYSCALL_INSN_LEN, from_syscall_insn=True)
+            self._enter_kernel(p, EntryKind.SYSCALL, rip + SYSCALL_INSN_LEN, from_syscall_insn=True)
         except Exception as exc:
             self._internal_error(p, exc)
 
@@ -482,12 +479,11 @@ class Machine:
         if p is None:
             return False
         try:
-            ctx = self._hc_ctx
-            self.engine.save(ctx)
-            if ctx.cpl == 3:
-                self._app_trap(p, ctx, int(Vector.UD), 0, 0, ctx.rip)
+            regs = self._regs
+            if regs.cpl == 3:
+                self._app_trap(p, int(Vector.UD), 0, 0, regs.rip)
             else:
-                self._kernel_fault(p, "illegal_instruction", int(Vector.UD), ctx.rip, 0, "invalid opcode")
+                self._kernel_fault(p, "illegal_instruction", int(Vector.UD), regs.rip, 0, "invalid opcode")
         except Exception as exc:
             self._internal_error(p, exc)
         return True
@@ -501,15 +497,14 @@ class Machine:
     def _hypercall(self, p: Partition, w: memoryview) -> None:
         """Decode and invoke one hypercall; the hot path, kept flat on purpose."""
         p.counters.hypercalls += 1
-        b = self._gpr0
-        number = w[b]
+        number = w[0]
         spec = _TABLE_GET(number)
-        args = (w[b + 7], w[b + 6], w[b + 2], w[b + 10], w[b + 8])
+        args = (w[7], w[6], w[2], w[10], w[8])  # rdi, rsi, rdx, r10, r8
         if spec is None:
             result: object = -_NOT_SUPPORTED
         else:
             try:
-                result = spec.handler(self, p, self._hc_ctx, args)
+                result = spec.handler(self, p, self._regs, args)
             except SpkError as err:
                 result = -int(err.status)
         if self._trace_hypercalls:
@@ -517,15 +512,15 @@ class Machine:
             shown = list(args[: len(spec.args)]) if spec else list(args)
             self._emit(p, "hypercall", {"name": name, "args": shown}, None if result is NO_RESULT else result)
         if result is not NO_RESULT:
-            w[b] = result & _MASK64  # type: ignore[operator]
-            self._restore_hc()
+            w[0] = result & _MASK64  # type: ignore[operator]
             cr3 = w[self._cr3_slot]
             if cr3 != self._loaded_cr3:
                 self.engine.flush_tlb()
                 self._loaded_cr3 = cr3
 
-    def _exception_details(self, ctx: Context, vector: int, cpl: int) -> tuple[int, int, int]:
+    def _exception_details(self, vector: int, cpl: int) -> tuple[int, int, int]:
         """(rip of the faulting instruction, error code, fault address)."""
+        ctx = self._regs
         rip = ctx.rip
         if vector in _TRAP_VECTORS:
             return rip, 0, 0
@@ -560,13 +555,14 @@ class Machine:
                 return True
         return bool(insn.mnemonic.startswith(("push", "call", "stos", "movs")))
 
-    def _app_trap(self, p: Partition, ctx: Context, vector: int, error: int, address: int, rip: int) -> None:
+    def _app_trap(self, p: Partition, vector: int, error: int, address: int, rip: int) -> None:
         p.counters.faults += 1
         self._emit(p, "app_fault", {"vector": vector, "error": error, "address": address, "rip": rip})
-        self._enter_kernel(p, ctx, EntryKind.TRAP, rip, trap=(vector, error, address))
+        self._enter_kernel(p, EntryKind.TRAP, rip, trap=(vector, error, address))
 
-    def _kernel_exception(self, p: Partition, ctx: Context, vector: int) -> None:
-        rip, error, address = self._exception_details(ctx, vector, 2)
+    def _kernel_exception(self, p: Partition, vector: int) -> None:
+        ctx = self._regs
+        rip, error, address = self._exception_details(vector, 2)
         if vector == Vector.PF:
             kind = "memory_violation"
         elif vector == Vector.GP:
@@ -584,17 +580,14 @@ class Machine:
     def _resolve_pending_trap(self, p: Partition) -> None:
         vector, error, address, rip = self._pending_trap or (0, 0, 0, 0)
         self._pending_trap = None
-        ctx = self._hc_ctx
-        self.engine.save(ctx)
-        if ctx.cpl == 3:
-            self._app_trap(p, ctx, vector, error, address, rip)
+        if self._regs.cpl == 3:
+            self._app_trap(p, vector, error, address, rip)
         else:
             self._kernel_fault(p, "privileged_instruction", vector, rip, 0, "port I/O at CPL 2")
 
     def _enter_kernel(
         self,
         p: Partition,
-        ctx: Context,
         kind: EntryKind,
         app_rip: int,
         *,
@@ -607,58 +600,59 @@ class Machine:
             detail = f"no {kind.name.lower()} entry registered"
             self._kernel_fault(p, "unexpected_trap", trap[0] if trap else 0, app_rip, 0, detail)
             return
-        rflags = self.engine.read("rflags")
-        frame = struct.pack("<5Q", app_rip, SEL_USER_CODE, rflags, ctx.gpr(_RSP), SEL_USER_DATA)
-        if trap is not None:
-            frame = struct.pack("<3Q", *trap) + frame
-        sp = p.kernel_stack - len(frame)
-        if not self._write_kernel_stack(p, ctx.cr3, sp, frame):
+        live = self._live
+        cr3 = live[self._cr3_slot]
+        rflags = self._read_rflags()
+        rsp = live[_RSP]
+        size = IRET_FRAME_SIZE if trap is None else TRAP_FRAME_SIZE
+        sp = p.kernel_stack - size
+        pa = self._kernel_stack_address(p, cr3, sp, size)
+        if pa < 0:
             self._kernel_fault(p, "memory_violation", int(Vector.DF), app_rip, sp, "kernel stack not writable")
             return
-        t = self._templates.cpl2
-        t.copy_gprs_from(ctx)
-        t.set_gpr(_RSP, sp)
-        t.cr3 = ctx.cr3
-        t.rip = entry - SYSCALL_INSN_LEN if from_syscall_insn else entry
+        if trap is None:
+            struct.pack_into("<5Q", self.ram.view, pa, app_rip, SEL_USER_CODE, rflags, rsp, SEL_USER_DATA)
+        else:
+            struct.pack_into("<8Q", self.ram.view, pa, *trap, app_rip, SEL_USER_CODE, rflags, rsp, SEL_USER_DATA)
+        # The world switch: the CPL 2 template becomes the live state (a
+        # context restore), keeping the app's GPRs, as an interrupt gate would.
+        self._regs.load_keeping_gprs(self._templates.cpl2)
+        live[_RSP] = sp
+        live[self._cr3_slot] = cr3
+        live[self._rip_slot] = entry - SYSCALL_INSN_LEN if from_syscall_insn else entry
         if from_syscall_insn:
-            t.set_gpr(_RCX, app_rip)
-            t.set_gpr(_R11, rflags)
-        self.engine.restore(t)
+            live[_RCX] = app_rip
+            live[_R11] = rflags
 
-    def _write_kernel_stack(self, p: Partition, cr3: int, sp: int, frame: bytes) -> bool:
-        """Push ``frame`` at ``sp`` on the kernel stack, as the CPU would.
+    def _kernel_stack_address(self, p: Partition, cr3: int, sp: int, size: int) -> int:
+        """Physical address of ``[sp, sp+size)`` on the kernel stack, or -1.
 
-        The translation of the stack's top page is cached per partition and
-        dropped whenever the kernel half loses a mapping (its generation
-        changes) or the stack moves; other pushes take the full walk.
+        The frame must lie in one writable supervisor page (the SPK pushes at
+        most 64 bytes below an 8-aligned top). The translation of the top page
+        is cached per partition and dropped whenever the kernel half loses a
+        mapping (its generation changes) or the stack moves.
         """
         top = p.kernel_stack
+        if (top - 1) >> 12 != sp >> 12:
+            pieces = self.walker.spans(cr3, sp, size, write=True, user=False)
+            if pieces is None or len(pieces) != 1:
+                return -1
+            return pieces[0][0]
         cache = p.stack_cache
-        if (top - 1) >> 12 == sp >> 12:
-            if cache is None or cache[0] != top or cache[1] != p.kernel.generation:
-                pieces = self.walker.spans(cr3, top - 8, 8, write=True, user=False)
-                if pieces is None:
-                    return False
-                cache = p.stack_cache = (top, p.kernel.generation, pieces[0][0] + 8)
-            self.ram.write(cache[2] - (top - sp), frame)
-            return True
-        pieces = self.walker.spans(cr3, sp, len(frame), write=True, user=False)
-        if pieces is None:
-            return False
-        offset = 0
-        for pa, n in pieces:
-            self.ram.write(pa, frame[offset : offset + n])
-            offset += n
-        return True
+        if cache is None or cache[0] != top or cache[1] != p.kernel.generation:
+            pieces = self.walker.spans(cr3, top - 8, 8, write=True, user=False)
+            if pieces is None:
+                return -1
+            cache = p.stack_cache = (top, p.kernel.generation, pieces[0][0] + 8)
+        return cache[2] - (top - sp)
 
     def _deliver_timer(self, p: Partition) -> None:
-        ctx = self._scratch
-        self.engine.save(ctx)
-        if ctx.cpl != 3:
+        regs = self._regs
+        if regs.cpl != 3:
             return
         p.timer_pending = False
         p.counters.timer_upcalls += 1
-        self._enter_kernel(p, ctx, EntryKind.TIMER, ctx.rip)
+        self._enter_kernel(p, EntryKind.TIMER, regs.rip)
 
     def _kernel_fault(self, p: Partition, kind: str, vector: int, rip: int, address: int, detail: str) -> None:
         p.state = State.FAULTED
