@@ -1,0 +1,64 @@
+"""Trap paths not covered by the scenarios: #UD, syscall at CPL 2, contained host errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from spk.abi import Vector
+from tests.guests import Recorder, bundled, kernel, machine, refsystem, run_until_done
+
+
+def test_ud2_in_app_is_reflected_as_ud() -> None:
+    rec = Recorder()
+    m, pid = refsystem(["bad_ud2", "hello"], rec)
+    run_until_done(m, [pid])
+    assert [e.args["vector"] for e in rec.of("app_fault")] == [Vector.UD]
+    assert not any("SUCCEEDED" in line for line in rec.lines("p"))
+    assert m.info(pid).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "vector"),
+    [
+        ("ud2\n", "illegal_instruction", Vector.UD),
+        ("syscall\n", "illegal_instruction", Vector.UD),
+        ("hlt\n", "privileged_instruction", Vector.GP),
+        ("mov cr3, rax\n", "privileged_instruction", Vector.GP),
+        ("out 0x80, al\n", "privileged_instruction", Vector.GP),
+        ("mov rax, 0\ndiv rax\n", "unexpected_trap", Vector.DE),
+        ("mov rax, 0x400000\nmov rax, [rax]\n", "memory_violation", Vector.PF),
+        ("int 0x80\n", "unexpected_trap", 0x80),
+    ],
+)
+def test_guest_kernel_faults_are_reported_with_kind_and_vector(source: str, kind: str, vector: int) -> None:
+    rec = Recorder()
+    m = machine(rec)
+    pid = m.create_partition("k", kernel(source + "l: jmp l\n"), [], 64)
+    outcome = m.run(pid, 10_000)
+    assert outcome.reason == "fault"
+    fault = m.info(pid).fault
+    assert fault is not None and (fault.kind, fault.vector) == (kind, vector)
+
+
+def test_host_exception_in_a_handler_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spk import _hypercalls
+    from spk.abi import Hypercall
+
+    spec = _hypercalls.TABLE[Hypercall.VERSION]
+
+    def broken(m: object, p: object, regs: object, args: tuple[int, ...]) -> object:
+        if p.name == "bad":  # type: ignore[attr-defined]
+            raise RuntimeError("injected")
+        return spec.handler(m, p, regs, args)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(_hypercalls.TABLE, int(Hypercall.VERSION), spec.__class__(
+        spec.number, broken, spec.args, spec.returns, spec.errors, spec.summary,
+    ))  # fmt: skip
+    rec = Recorder()
+    m = machine(rec)
+    bad = m.create_partition("bad", kernel("mov rax, HC_VERSION\nint 0x82\nl: jmp l\n"), [], 64)
+    good = m.create_partition("good", bundled("kernel", "refkernel"), [("hello", bundled("app", "hello"))], 256)
+    run_until_done(m, [bad, good])
+    fault = m.info(bad).fault
+    assert fault is not None and fault.kind == "internal_error" and "injected" in fault.detail
+    assert m.info(good).exit_code == 0
