@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from spk._engine import Context, Engine, find_selector_slot, set_cs_slot
+from spk._engine import Context, Engine, find_next_eip_slot, find_selector_slot, set_bringup_slots
 from spk._frames import FrameTable
 from spk._paging import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.abi import (
@@ -158,10 +158,9 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
     if len(captured) != 2 or result.engine_error:
         raise EngineError(f"CPU bring-up failed: {result.engine_error or 'templates not captured'}")
     word, shift = find_selector_slot(cpl2, SEL_GUEST_CODE, cpl3, SEL_USER_CODE)
-    set_cs_slot(word, shift)
-    cpl2.layout = cpl3.layout = engine.layout = type(engine.layout)(
-        engine.layout.gpr0, engine.layout.rip, engine.layout.cr3, word, shift
-    )
+    # Both captures stopped on int3: at stub + 3 (CPL 2) and the probe (CPL 3).
+    int_word = find_next_eip_slot(cpl2, stub + 3, cpl3, _PROBE_USER_VADDR + 1)
+    cpl2.layout = cpl3.layout = engine.layout = set_bringup_slots(word, shift, int_word)
     if cpl2.cpl != 2 or cpl3.cpl != 3:
         raise EngineError("CPU bring-up: privilege levels not reached")
     return Templates(cpl2=cpl2, cpl3=cpl3)

@@ -210,7 +210,7 @@ class LiveRegisters:
     so it also clears the fault-escalation state.
     """
 
-    __slots__ = ("cr3_slot", "cs_shift", "cs_word", "rip_slot", "words")
+    __slots__ = ("cr3_slot", "cs_shift", "cs_word", "int_word", "rip_slot", "words")
 
     def __init__(self, words: memoryview, layout: ContextLayout) -> None:
         self.words = words
@@ -218,6 +218,12 @@ class LiveRegisters:
         self.cr3_slot = layout.cr3 - layout.gpr0
         self.cs_word = layout.cs_word - layout.gpr0
         self.cs_shift = layout.cs_shift
+        self.int_word = layout.int_word - layout.gpr0
+
+    @property
+    def software_interrupt(self) -> bool:
+        """Inside an interrupt hook: was it an ``int n``, not a CPU exception?"""
+        return bool((int(self.words[self.int_word]) >> 32) & 1)
 
     def gpr(self, index: int) -> int:
         return int(self.words[index])
@@ -263,8 +269,10 @@ class ContextLayout:
     gpr0: int
     rip: int
     cr3: int
-    cs_word: int
+    cs_word: int  #: found at bring-up (-1 before)
     cs_shift: int
+    #: word holding QEMU's (error_code, exception_is_int) pair, found at bring-up
+    int_word: int = -1
 
 
 @dataclass(frozen=True)
@@ -509,11 +517,35 @@ def context_layout() -> ContextLayout:
     return _layout_cache
 
 
-def set_cs_slot(word: int, shift: int) -> None:
-    """Record where the CS selector sits in a context (found by the CPU bring-up)."""
+def set_bringup_slots(cs_word: int, cs_shift: int, int_word: int) -> ContextLayout:
+    """Record the slots only a real CPU bring-up can locate; returns the full layout."""
     global _layout_cache
     base = context_layout()
-    _layout_cache = ContextLayout(base.gpr0, base.rip, base.cr3, word, shift)
+    _layout_cache = ContextLayout(base.gpr0, base.rip, base.cr3, cs_word, cs_shift, int_word)
+    return _layout_cache
+
+
+def find_next_eip_slot(ctx_a: Context, next_a: int, ctx_b: Context, next_b: int) -> int:
+    """Find QEMU's ``(error_code, exception_is_int)`` word, from two ``int3`` contexts.
+
+    In a hook for a software interrupt the engine holds ``exception_is_int``
+    = 1 and ``exception_next_eip`` = the next instruction (the same value as
+    RIP, so the RIP slot is skipped). The pair word sits just before it.
+    Errors: :class:`EngineError` unless exactly one word matches.
+    """
+    rip = ctx_a.layout.rip
+    hits = [
+        w - 1
+        for w in range(1, min(len(ctx_a.words), len(ctx_b.words)))
+        if w != rip
+        and int(ctx_a.words[w]) == next_a
+        and int(ctx_b.words[w]) == next_b
+        and (int(ctx_a.words[w - 1]) >> 32) == 1
+        and (int(ctx_b.words[w - 1]) >> 32) == 1
+    ]
+    if len(hits) != 1:
+        raise EngineError(f"engine context layout: exception_is_int found {len(hits)} times")
+    return hits[0]
 
 
 def find_selector_slot(ctx_a: Context, sel_a: int, ctx_b: Context, sel_b: int) -> tuple[int, int]:

@@ -72,11 +72,13 @@ _RAX, _RCX, _RSP, _R11 = 0, 1, 4, 11
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 _NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
 _TABLE_GET = TABLE.get
-_ARG_SLOTS = (7, 6, 2, 10, 8)  # rdi, rsi, rdx, r10, r8
 #: While a timer upcall waits for the vCPU to reach CPL 3, look again this often.
 TIMER_RECHECK = 256
 CONSOLE_LINE_MAX = 512
 _TRAP_VECTORS = frozenset({int(Vector.BP), int(Vector.OF)})
+#: Software-interrupt vectors below 32 an app may raise itself (int3, into),
+#: as their gates have DPL 3 on common systems; any other ``int n`` is #GP.
+_USER_GATES = _TRAP_VECTORS
 _PRIVILEGED = frozenset({
     "hlt", "cli", "sti", "lgdt", "lidt", "lldt", "ltr", "invlpg", "wrmsr", "rdmsr",
     "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "clts", "wbinvd", "invd",
@@ -254,15 +256,18 @@ class Machine:
         return AddressSpace(p.pid, self.frames, p.kernel, self._spk.spk_pdpt, self.cr3_changed)
 
     def destroy_partition(self, pid: int) -> int:
-        """Tear a partition down and return its frames to free RAM; returns how many."""
-        p = self.partitions.pop(pid)
-        boot = p.spaces[0]
-        for handle, space in list(p.spaces.items()):
-            if handle:
-                space.destroy()
-        for va, _leaf in list(boot.leaves()):
-            boot.unmap(va)
+        """Tear a partition down and return its frames to free RAM; returns how many.
+
+        Every mapping of every space goes first, then the tables, then the
+        frames: the frame table never sees a freed frame still mapped.
+        """
+        p = self.partitions[pid]
+        for space in p.spaces.values():
+            for va, _leaf in list(space.leaves()):
+                space.unmap(va)
+        p.spaces.clear()
         p.context.free()
+        del self.partitions[pid]
         if self._current is p:
             self._current = None
         self._loaded_cr3 = -1
@@ -445,11 +450,12 @@ class Machine:
             elif vector == SYSCALL_VECTOR:
                 p.counters.syscalls += 1
                 self._enter_kernel(p, EntryKind.SYSCALL, int(w[self._rip_slot]))
-            elif vector < 32:
+            elif vector < 32 and not (self._regs.software_interrupt and vector not in _USER_GATES):
                 rip, error, address = self._exception_details(vector, cpl)
                 self._app_trap(p, vector, error, address, rip)
             else:
-                # int n from CPL 3 through a gate it may not use: #GP(n*8 + 2).
+                # int n from CPL 3 through a gate it may not use: #GP(n*8 + 2),
+                # reported at the int instruction (2 bytes: CD ib).
                 self._app_trap(p, int(Vector.GP), (vector << 3) | 2, 0, self._regs.rip - 2)
         except Exception as exc:
             self._internal_error(p, exc)

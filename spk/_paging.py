@@ -4,8 +4,8 @@ Every mapping a guest asks for goes through :meth:`AddressSpace.map`, the one
 validation routine (Xen's rule, see :mod:`spk._frames`):
 
 * the frame exists and is owned by the partition, and is of type DATA
-  (PAGE_TABLE frames may be mapped read-only, never writable; SPK, POOL and
-  FREE frames never);
+  (PAGE_TABLE, SPK, POOL and FREE frames are never mappable, so a table is
+  never writable and can always be freed with its space);
 * the virtual address is page aligned and inside the region its flags allow:
   user mappings in the lower half, supervisor mappings in the partition's
   kernel slot (PML4 256); nothing else;
@@ -169,9 +169,10 @@ class AddressSpace:
         if frame.owner != self.owner:
             raise SpkError(Status.DENIED, f"frame {mfn:#x} is not owned by the caller")
         if frame.type is FrameType.PAGE_TABLE:
-            if write:
-                raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never writable")
-        elif frame.type is not FrameType.DATA:
+            # Stricter than Xen (which allows read-only): a guest never sees
+            # a table, so a table can always be freed with its space.
+            raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never mappable")
+        if frame.type is not FrameType.DATA:
             raise SpkError(Status.DENIED, f"frame {mfn:#x} is {frame.type.value}, not mappable")
         if self.lookup_leaf(va) is not None:
             raise SpkError(Status.BUSY, f"address {va:#x} already mapped")

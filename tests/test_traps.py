@@ -62,3 +62,21 @@ def test_host_exception_in_a_handler_is_contained(monkeypatch: pytest.MonkeyPatc
     fault = m.info(bad).fault
     assert fault is not None and fault.kind == "internal_error" and "injected" in fault.detail
     assert m.info(good).exit_code == 0
+
+
+@pytest.mark.parametrize(("instruction", "vector", "error"), [
+    ("int 0x0e", Vector.GP, (0x0E << 3) | 2),  # a software #PF: refused gate
+    ("int 0x0d", Vector.GP, (0x0D << 3) | 2),
+    ("int 0x20", Vector.GP, (0x20 << 3) | 2),
+    ("int3", Vector.BP, 0),  # int3 is an app's own trap
+])  # fmt: skip
+def test_software_interrupts_from_cpl3(instruction: str, vector: int, error: int) -> None:
+    from tests.guests import app
+
+    rec = Recorder()
+    m = machine(rec)
+    mods = [("a", app(f"{instruction}\nl: jmp l\n"))]
+    pid = m.create_partition("p", bundled("kernel", "refkernel"), mods, 256)
+    run_until_done(m, [pid])
+    fault = rec.of("app_fault")[0].args
+    assert (fault["vector"], fault["error"]) == (vector, error)
