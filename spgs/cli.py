@@ -9,6 +9,7 @@ standard output prefixed by the partition's name; the summary table follows.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import IO, Annotated
@@ -16,6 +17,7 @@ from typing import IO, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from spgs.assembler import AssemblyError
 from spgs.config import ConfigError
@@ -24,12 +26,12 @@ from spgs.system import System, SystemReport, load_and_plan
 from spk import MachineEvent, SpkError, TraceWriter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SPK: a secure partitioning kernel emulator.")
-_err = Console(stderr=True)
 EXIT_USAGE = 2
 
 
 def _fail(message: str) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print one plain error line (never rich markup: it is user text) and exit 2."""
+    typer.echo(f"error: {message}", err=True)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -56,7 +58,8 @@ class _ConsoleAndTrace:
 
 
 def _summary(report: SystemReport, name: str) -> Table:
-    table = Table(title=f"{name}: virtual time {report.end_time:,} instructions, {report.major_frames} major frames")
+    title = Text(f"{name}: virtual time {report.end_time:,} instructions, {report.major_frames} major frames")
+    table = Table(title=title)
     for column in ("partition", "state", "instructions", "hypercalls", "syscalls", "faults", "frames used"):
         table.add_column(column, justify="left" if column in ("partition", "state") else "right")
     for info in report.partitions:
@@ -75,7 +78,7 @@ def _summary(report: SystemReport, name: str) -> Table:
 def launch(
     config: Annotated[Path, typer.Argument(help="the system description (partitions.toml)")],
     max_ticks: Annotated[int | None, typer.Option(help="stop after this much virtual time")] = None,
-    seed: Annotated[int | None, typer.Option(help="override [system].seed")] = None,
+    seed: Annotated[int | None, typer.Option(help="override [system].seed", min=0, max=(1 << 63) - 1)] = None,
     trace: Annotated[Path | None, typer.Option(help="write every event as JSON lines")] = None,
     trace_hypercalls: Annotated[bool, typer.Option(help="include every hypercall in the trace")] = True,
 ) -> None:
@@ -90,7 +93,10 @@ def launch(
     bound = max_ticks if max_ticks is not None else desc.system.max_ticks
     if bound <= 0:
         raise _fail("--max-ticks must be positive")
-    stream = trace.open("w", encoding="utf-8") if trace else None
+    try:
+        stream = trace.open("w", encoding="utf-8") if trace else None
+    except OSError as exc:
+        raise _fail(f"cannot write the trace {trace}: {exc.strerror or exc}") from None
     try:
         writer = TraceWriter(stream) if stream else None
         listener = _ConsoleAndTrace(sys.stdout, writer)
@@ -116,7 +122,7 @@ def validate(config: Annotated[Path, typer.Argument(help="the system description
         load_and_plan(config)
     except ConfigError as exc:
         for problem in exc.problems:
-            _err.print(str(problem), highlight=False, markup=False)
+            typer.echo(str(problem), err=True)
         raise typer.Exit(EXIT_USAGE) from None
     except (ImageNotFound, AssemblyError) as exc:
         raise _fail(str(exc)) from None
@@ -144,5 +150,14 @@ def bench(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    A closed standard output (``spk launch ... | head``) ends the run
+    quietly, as for any Unix filter.
+    """
+    try:
+        app()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from spk.abi import PAGE_SIZE
 
@@ -30,7 +31,10 @@ def _parse_size(value: Any) -> Any:
     if isinstance(value, str):
         match = _SIZE.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a size (an integer, or a number with B, KiB, MiB or GiB)")
+            raise PydanticCustomError(
+                "size_syntax", "{value!r} is not a size (an integer, or a number with B, KiB, MiB or GiB)",
+                {"value": value},
+            )  # fmt: skip
         return int(match.group(1)) * _UNITS[match.group(2)]
     return value
 
@@ -52,7 +56,7 @@ class SystemConfig(BaseModel):
     @classmethod
     def _memory_range(cls, value: int) -> int:
         if value % PAGE_SIZE or not (1 << 20) <= value <= (1 << 30):
-            raise ValueError("must be a multiple of 4 KiB between 1 MiB and 1 GiB")
+            raise PydanticCustomError("ram_size", "must be a multiple of 4 KiB between 1 MiB and 1 GiB")
         return value
 
 
@@ -71,14 +75,17 @@ class PartitionConfig(BaseModel):
     @classmethod
     def _name_rule(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError("must be 1-31 characters: lowercase letters, digits, '-' or '_', starting with a letter")
+            raise PydanticCustomError(
+                "partition_name",
+                "must be 1-31 characters: lowercase letters, digits, '-' or '_', starting with a letter",
+            )
         return value
 
     @field_validator("memory")
     @classmethod
     def _quota_rule(cls, value: int) -> int:
         if value % PAGE_SIZE or value < 64 * PAGE_SIZE:
-            raise ValueError("must be a multiple of 4 KiB and at least 256 KiB")
+            raise PydanticCustomError("quota_size", "must be a multiple of 4 KiB and at least 256 KiB")
         return value
 
 
@@ -122,22 +129,32 @@ class LoadedConfig:
 
 
 class _LineIndex:
-    """Maps a field path (``partition.1.memory``) to its line in the TOML text."""
+    """Maps a field path (``partition.1.memory``) to its line in the TOML text.
+
+    A small line scanner: table headers, array-of-table headers and keys
+    (bare or quoted); lines inside multi-line strings are skipped.
+    """
 
     _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+    _KEY = re.compile(r"""^\s*(?:"([^"]+)"|'([^']+)'|([A-Za-z0-9_-]+))\s*=""")
 
     def __init__(self, text: str) -> None:
         self.lines: dict[tuple[str, ...], int] = {}
         counts: dict[str, int] = {}
         table: tuple[str, ...] = ()
+        open_quote: str | None = None
         for number, line in enumerate(text.splitlines(), start=1):
+            if open_quote is not None:
+                if line.count(open_quote) % 2:
+                    open_quote = None
+                continue
             header = self._HEADER.match(line)
             if header:
                 name = header.group(2)
                 if header.group(1) == "[[":
                     index = counts.get(name, 0)
                     counts[name] = index + 1
+                    self.lines.setdefault((name,), number)
                     table = (name, str(index))
                 else:
                     table = (name,)
@@ -145,7 +162,11 @@ class _LineIndex:
                 continue
             key = self._KEY.match(line)
             if key:
-                self.lines.setdefault((*table, key.group(1)), number)
+                self.lines.setdefault((*table, next(g for g in key.groups() if g)), number)
+            for quote in ('"""', "'''"):
+                if line.count(quote) % 2:
+                    open_quote = quote
+                    break
 
     def find(self, path: tuple[str, ...]) -> int | None:
         for cut in range(len(path), 0, -1):
@@ -162,9 +183,14 @@ def load(path: Path) -> LoadedConfig:
     """
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw_bytes = path.read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(name, None, "-", "readable_file", exc.strerror or str(exc))]) from None
+    try:
+        text = raw_bytes.decode("utf-8-sig")  # TOML is UTF-8; a BOM is tolerated
+    except UnicodeDecodeError as exc:
+        bad_line = raw_bytes[: exc.start].count(b"\n") + 1
+        raise ConfigError([Problem(name, bad_line, "-", "utf8_encoding", f"not UTF-8: {exc.reason}")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spgs.config import LoadedConfig
+from spgs.config import ConfigError, LoadedConfig, Problem
 from spgs.images import build
 from spk import Machine, MachineEvent, PartitionInfo
 from spk.abi import PAGE_SIZE
@@ -52,6 +52,19 @@ def plan(config: LoadedConfig) -> list[PartitionPlan]:
     wanted = [("kernel", p.image) for p in desc.partition]
     wanted += [("app", a) for p in desc.partition for a in p.apps]
     images = build(wanted, config.path.parent)
+    problems = []
+    for i, p in enumerate(desc.partition):
+        needed = Machine.frames_to_boot(len(images[("kernel", p.image)]), [len(images[("app", a)]) for a in p.apps])
+        if p.memory // PAGE_SIZE < needed:
+            problems.append(
+                Problem(
+                    str(config.path), config.lines.find(("partition", str(i), "memory")), f"partition.{i}.memory",
+                    "quota_below_boot_size",
+                    f"{p.name}: quota of {p.memory >> 10} KiB < {needed * PAGE_SIZE >> 10} KiB its images need to boot",
+                )
+            )  # fmt: skip
+    if problems:
+        raise ConfigError(problems)
     return [
         PartitionPlan(
             name=p.name,

@@ -583,7 +583,10 @@ def locate_cpu_state(uc_handle: int, write_reg: Callable[[str, int], None]) -> i
 
     Errors: :class:`EngineError` when not found exactly once or not verified.
     """
-    marks = [_MARK | 0x55_0000 | i for i in range(16)]
+    global _probe_serial
+    _probe_serial += 1
+    serial = (_probe_serial & 0xFFFF) << 24
+    marks = [_MARK | serial | 0x55_0000 | i for i in range(16)]
     for name, value in zip(_GPR_NAMES, marks, strict=True):
         write_reg(name, value)
     pattern = struct.pack("<16Q", *marks)
@@ -599,17 +602,22 @@ def locate_cpu_state(uc_handle: int, write_reg: Callable[[str, int], None]) -> i
             except OSError:
                 continue
             at = blob.find(pattern)
-            if at >= 0 and blob.find(pattern, at + 1) < 0:
+            while at >= 0:
                 hits.add(pointer + at)
+                at = blob.find(pattern, at + 1)
+        # Stale copies of the pattern (a buffer the engine copied it into) do
+        # not follow a new write: the live state is the one that does.
+        check = _MARK | serial | 0xABC
+        write_reg("rax", check)
+        live = [a for a in sorted(hits) if struct.unpack("<Q", os.pread(fd, 8, a))[0] == check]
     finally:
         os.close(fd)
-    if len(hits) != 1:
-        raise EngineError(f"engine CPU state: found {len(hits)} candidates, expected one")
-    (address,) = hits
-    write_reg("rax", _MARK | 0xABC)
-    if ctypes.c_uint64.from_address(address).value != _MARK | 0xABC:
-        raise EngineError("engine CPU state: candidate did not verify")
-    return address
+    if len(live) != 1:
+        raise EngineError(f"engine CPU state: {len(live)} live candidates of {len(hits)}, expected one")
+    return live[0]
+
+
+_probe_serial = 0
 
 
 def counter_offset() -> int:

@@ -75,6 +75,9 @@ _TABLE_GET = TABLE.get
 #: While a timer upcall waits for the vCPU to reach CPL 3, look again this often.
 TIMER_RECHECK = 256
 CONSOLE_LINE_MAX = 512
+#: Page-table frames of a fresh boot space: PML4, the shared kernel PDPT, and
+#: the PD/PT pairs below KERNEL_BASE (image and data, start info, stack).
+_BOOT_TABLES = 8
 _TRAP_VECTORS = frozenset({int(Vector.BP), int(Vector.OF)})
 #: Software-interrupt vectors below 32 an app may raise itself (int3, into),
 #: as their gates have DPL 3 on common systems; any other ``int n`` is #GP.
@@ -135,6 +138,7 @@ class Machine:
         self.now = 0
         self._next_pid = 1
         self._on_event = on_event or (lambda _e: None)
+        self._listener_error: Exception | None = None
         self._trace_hypercalls = trace_hypercalls
         self._loaded_cr3 = -1
         self._run_start = 0
@@ -184,11 +188,9 @@ class Machine:
             raise ImageError(f"{name}: kernel image of {len(kernel_image)} bytes (max {KERNEL_IMAGE_MAX})")
         if len(modules) > abi.SI_MAX_MODULES:
             raise ImageError(f"{name}: {len(modules)} modules (max {abi.SI_MAX_MODULES})")
-        pages = _pages(len(kernel_image)) + KERNEL_DATA_SIZE // PAGE_SIZE
-        pages += KERNEL_STACK_SIZE // PAGE_SIZE + 1 + sum(_pages(len(b)) for _, b in modules)
-        overhead = 8  # boot PML4, kernel PDPT, and the tables below them
-        if quota_frames < pages + overhead:
-            raise ImageError(f"{name}: quota of {quota_frames} frames < {pages + overhead} needed to boot")
+        needed = self.frames_to_boot(len(kernel_image), [len(b) for _, b in modules])
+        if quota_frames < needed:
+            raise ImageError(f"{name}: quota of {quota_frames} frames < {needed} needed to boot")
         pid = self._next_pid
         self.frames.grant(pid, quota_frames, frame_hint)
         try:
@@ -200,6 +202,18 @@ class Machine:
         self.partitions[pid] = partition
         self._emit(partition, "created", {"quota": quota_frames, "modules": [m for m, _ in modules]})
         return pid
+
+    @staticmethod
+    def frames_to_boot(kernel_size: int, module_sizes: Sequence[int]) -> int:
+        """Frames a partition needs before its kernel runs a single instruction.
+
+        Image, data area, boot stack, start-info page, modules, and the page
+        tables the SPK builds for them. Ring 1 uses it to refuse a quota that
+        cannot boot before anything is created.
+        """
+        pages = _pages(kernel_size) + KERNEL_DATA_SIZE // PAGE_SIZE + KERNEL_STACK_SIZE // PAGE_SIZE + 1
+        pages += sum(_pages(size) for size in module_sizes)
+        return pages + _BOOT_TABLES
 
     def _build(
         self, pid: int, name: str, image: bytes, modules: Sequence[tuple[str, bytes]], quota: int
@@ -351,11 +365,17 @@ class Machine:
             if stop is not None and stop in ("yield", "exit", "fault"):
                 reason = stop
                 break
+            if self._listener_error is not None:
+                reason = "host_error"
+                break
         if reason == "window_end" and p.state is State.READY:
             p.counters.preemptions += 1
         if p.state not in (State.FAULTED,):
             self.engine.save(p.context)
         self._current = None
+        error, self._listener_error = self._listener_error, None
+        if error is not None:
+            raise error
         return RunOutcome(pid, reason, self.now - start, self.now)
 
     def _load(self, p: Partition) -> None:
@@ -672,8 +692,22 @@ class Machine:
         self._kernel_fault(p, "internal_error", 0, 0, 0, f"{type(exc).__name__}: {exc}")
 
     def _emit(self, p: Partition, event: str, args: dict[str, object], result: object = None) -> None:
+        """Report an event to ring 1's listener.
+
+        The listener is host code: if it raises (a closed pipe, a full disk),
+        that is not the guest's doing. The vCPU is stopped after the current
+        instruction and :meth:`run` raises the error to its caller, with the
+        partition's state saved intact.
+        """
         time = self.time_now() if self._current is not None and event != "created" else self.now
-        self._on_event(MachineEvent(time, p.name, event, args, result))
+        try:
+            self._on_event(MachineEvent(time, p.name, event, args, result))
+        except Exception as exc:
+            if self._current is None:
+                raise  # not inside a run: the caller gets it straight away
+            if self._listener_error is None:
+                self._listener_error = exc  # re-raised by run(), outside the engine
+            self.engine.stop()
 
     def check_invariants(self) -> None:
         """Recount every mapping from the page tables and check the frame rules.

@@ -64,3 +64,17 @@ def test_keystone_two_symbol_operand_is_refused() -> None:
 
     with pytest.raises(AssemblyError, match="more than one symbol"):
         app("mov rax, [rbx + SI_MODULES + SIM_PAGES]")
+
+
+def test_live_cpu_state_is_located_for_many_engines_in_one_process() -> None:
+    machines = [machine() for _ in range(24)]  # stale marker copies must not confuse it
+    for i, m in enumerate(machines):
+        m.engine.write("rbx", 0x1234_0000 + i)
+        assert m.engine.live[3] == 0x1234_0000 + i
+        m.engine.live[3] = 0x4321_0000 + i
+        assert m.engine.read("rbx") == 0x4321_0000 + i
+
+
+def test_software_interrupt_flag_is_located() -> None:
+    m = machine()
+    assert m.engine.layout.int_word > 0

@@ -80,3 +80,22 @@ def test_software_interrupts_from_cpl3(instruction: str, vector: int, error: int
     run_until_done(m, [pid])
     fault = rec.of("app_fault")[0].args
     assert (fault["vector"], fault["error"]) == (vector, error)
+
+
+def test_host_listener_error_is_not_charged_to_the_guest() -> None:
+    """A listener that fails (say, a closed pipe) stops the run, not the partition."""
+
+    class Failing(Recorder):
+        def __call__(self, event: object) -> None:
+            super().__call__(event)  # type: ignore[arg-type]
+            if getattr(event, "event", "") == "console":
+                raise BrokenPipeError("reader went away")
+
+    rec = Failing()
+    m = machine(rec)
+    pid = m.create_partition("p", bundled("kernel", "refkernel"), [("hello", bundled("app", "hello"))], 256)
+    with pytest.raises(BrokenPipeError):
+        m.run(pid, 100_000)
+    assert m.info(pid).state == "ready" and m.info(pid).fault is None
+    m2 = machine(Recorder())
+    del m2
