@@ -32,8 +32,8 @@ def _parse_size(value: Any) -> Any:
         match = _SIZE.match(value)
         if not match:
             raise PydanticCustomError(
-                "size_syntax", "{value!r} is not a size (an integer, or a number with B, KiB, MiB or GiB)",
-                {"value": value},
+                "size_syntax", "{value} is not a size (an integer, or a number with B, KiB, MiB or GiB)",
+                {"value": repr(value)},
             )  # fmt: skip
         return int(match.group(1)) * _UNITS[match.group(2)]
     return value
