@@ -10,11 +10,13 @@ Errors: :class:`ConfigError` with every problem found, not only the first.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -89,12 +91,25 @@ class PartitionConfig(BaseModel):
         return value
 
 
+class TrustConfig(BaseModel):
+    """``[trust]``: which keys sign images, and what secure boot does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secure_boot: Literal["enforce", "warn", "off"] = Field(
+        default="off", description="enforce: refuse a partition whose images do not verify; warn: boot it, say why"
+    )
+    keys: list[str] = Field(default_factory=list, max_length=16, description="trusted public keys (paths)")
+    reference_date: date | None = Field(default=None, description="date signature expiry is checked at (today)")
+
+
 class SystemDescription(BaseModel):
     """The whole file."""
 
     model_config = ConfigDict(extra="forbid")
 
     system: SystemConfig = Field(default_factory=SystemConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
     partition: list[PartitionConfig] = Field(min_length=1, max_length=64)
 
 
@@ -126,6 +141,7 @@ class LoadedConfig:
     path: Path
     description: SystemDescription
     lines: _LineIndex
+    digest: bytes  #: SHA-256 of the file's bytes: what measured boot records
 
 
 class _LineIndex:
@@ -211,7 +227,7 @@ def load(path: Path) -> LoadedConfig:
     problems = _cross_checks(name, description, index)
     if problems:
         raise ConfigError(problems)
-    return LoadedConfig(path, description, index)
+    return LoadedConfig(path, description, index, hashlib.sha256(raw_bytes).digest())
 
 
 def _cross_checks(name: str, desc: SystemDescription, index: _LineIndex) -> list[Problem]:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from spgs.config import ConfigError, LoadedConfig, Problem
 from spgs.images import build
+from spgs.trust import Verdict, sha256, trusted_keys, verify_image
 from spk import Machine, MachineEvent, PartitionInfo
 from spk.abi import PAGE_SIZE
 
@@ -32,9 +34,24 @@ RING0_RESERVED_FRAMES = 64
 class PartitionPlan:
     name: str
     window: int
+    kernel_label: str
     kernel: bytes
     apps: list[tuple[str, bytes]]
     quota_frames: int
+    #: secure-boot verdicts of the partition's images (kernel first); empty when off
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def refusals(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.ok]
+
+
+@dataclass(frozen=True)
+class RefusedPartition:
+    """A partition secure boot did not let boot (enforce mode)."""
+
+    name: str
+    reasons: list[str]
 
 
 @dataclass
@@ -44,10 +61,21 @@ class SystemReport:
     end_time: int
     major_frames: int
     partitions: list[PartitionInfo] = field(default_factory=list)
+    refused: list[RefusedPartition] = field(default_factory=list)
 
 
-def plan(config: LoadedConfig) -> list[PartitionPlan]:
-    """Build every image the description names (Errors: ImageNotFound, AssemblyError)."""
+def image_label(ref: str) -> str:
+    """How an image is named in measurements and start info: its stem."""
+    return Path(ref).stem if ref.endswith((".asm", ".bin")) else ref
+
+
+def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | None = None) -> list[PartitionPlan]:
+    """Build every image the description names and check it against secure boot.
+
+    ``secure_boot`` overrides ``[trust].secure_boot``. Errors: ConfigError
+    (a quota too small for its images), ImageNotFound, AssemblyError,
+    TrustError (an unreadable trusted key).
+    """
     desc = config.description
     wanted = [("kernel", p.image) for p in desc.partition]
     wanted += [("app", a) for p in desc.partition for a in p.apps]
@@ -65,35 +93,86 @@ def plan(config: LoadedConfig) -> list[PartitionPlan]:
             )  # fmt: skip
     if problems:
         raise ConfigError(problems)
-    return [
-        PartitionPlan(
-            name=p.name,
-            window=p.window,
-            kernel=images[("kernel", p.image)],
-            apps=[(a, images[("app", a)]) for a in p.apps],
-            quota_frames=p.memory // PAGE_SIZE,
+    mode = secure_boot or desc.trust.secure_boot
+    trusted = trusted_keys([config.path.parent / k for k in desc.trust.keys]) if mode != "off" else {}
+    when = today or desc.trust.reference_date or date.today()
+
+    def check(kind: str, ref: str) -> Verdict:
+        if not ref.endswith(".bin"):
+            return Verdict(ref, False, "unsigned", "built from source: not a signed image")
+        verdict = verify_image(config.path.parent / ref, trusted, when)
+        if verdict.ok and verdict.digest != sha256(images[(kind, ref)]):
+            return Verdict(ref, False, "tampered", "changed between verification and loading")
+        return verdict
+
+    plans = []
+    for p in desc.partition:
+        verdicts = []
+        if mode != "off":
+            verdicts = [check("kernel", p.image)] + [check("app", a) for a in p.apps]
+        plans.append(
+            PartitionPlan(
+                name=p.name,
+                window=p.window,
+                kernel_label=image_label(p.image),
+                kernel=images[("kernel", p.image)],
+                apps=[(image_label(a), images[("app", a)]) for a in p.apps],
+                quota_frames=p.memory // PAGE_SIZE,
+                verdicts=verdicts,
+            )
         )
-        for p in desc.partition
-    ]
+    return plans
 
 
 class System:
     """A booted system: the machine, its partitions and the window schedule."""
 
-    def __init__(self, config: LoadedConfig, plans: list[PartitionPlan], listener: EventListener,
-                 *, trace_hypercalls: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: LoadedConfig,
+        plans: list[PartitionPlan],
+        listener: EventListener,
+        *,
+        trace_hypercalls: bool = False,
+        secure_boot: str | None = None,
+        attestation_key: bytes | None = None,
+    ) -> None:
         desc = config.description
         self.name = desc.system.name
         self._listener = listener
-        self.machine = Machine(desc.system.memory, on_event=listener, trace_hypercalls=trace_hypercalls)
-        self.plans = plans
+        self.machine = Machine(
+            desc.system.memory, on_event=listener, trace_hypercalls=trace_hypercalls, attestation_key=attestation_key
+        )
+        mode = secure_boot or desc.trust.secure_boot
+        self.refused: list[RefusedPartition] = []
+        booting: list[PartitionPlan] = []
+        for p in plans:
+            reasons = [f"{Path(v.path).name}: {v.code}: {v.reason}" for v in p.refusals]
+            if p.verdicts:
+                decision = "refused" if reasons and mode == "enforce" else "warned" if reasons else "verified"
+                listener(MachineEvent(0, p.name, "secure_boot", {"mode": mode, "decision": decision, "reasons": reasons}))
+            if reasons and mode == "enforce":
+                self.refused.append(RefusedPartition(p.name, reasons))
+            else:
+                booting.append(p)
+        self.plans = booting
         hints = self._placement(desc.system.seed)
         self.pids = [
-            self.machine.create_partition(p.name, p.kernel, p.apps, p.quota_frames, frame_hint=hint)
-            for p, hint in zip(plans, hints, strict=True)
-        ]
-        self.schedule = [(pid, p.window) for pid, p in zip(self.pids, plans, strict=True)]
+            self.machine.create_partition(
+                p.name, p.kernel, p.apps, p.quota_frames, frame_hint=hint,
+                kernel_name=p.kernel_label, config_digest=config.digest,
+            )
+            for p, hint in zip(booting, hints, strict=True)
+        ]  # fmt: skip
+        self.schedule = [(pid, p.window) for pid, p in zip(self.pids, booting, strict=True)]
         self.major_frame = sum(w for _, w in self.schedule)
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid of a booted partition, by name."""
+        for pid in self.pids:
+            if self.machine.info(pid).name == name:
+                return pid
+        return None
 
     def _placement(self, seed: int) -> list[int]:
         """First-frame hints: the partitions laid out in RAM in a seed-drawn order.
@@ -150,11 +229,14 @@ class System:
         )  # fmt: skip
 
     def report(self, frames: int) -> SystemReport:
-        return SystemReport(self.machine.now, frames, [self.machine.info(pid) for pid in self.pids])
+        infos = [self.machine.info(pid) for pid in self.pids]
+        return SystemReport(self.machine.now, frames, infos, list(self.refused))
 
 
-def load_and_plan(path: Path) -> tuple[LoadedConfig, list[PartitionPlan]]:
+def load_and_plan(
+    path: Path, *, secure_boot: str | None = None, today: date | None = None
+) -> tuple[LoadedConfig, list[PartitionPlan]]:
     from spgs.config import load
 
     config = load(path)
-    return config, plan(config)
+    return config, plan(config, secure_boot=secure_boot, today=today)

@@ -14,6 +14,7 @@ is copied in once, then validated (no double fetch).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from spk.abi import (
     KERNEL_BASE,
     KERNEL_END,
     MAP_FLAGS_VALID,
+    MEASURE_MAX,
+    MEASURE_NAME_MAX,
+    NONCE_MAX,
     RFLAGS_FIXED,
     RFLAGS_USER_MASK,
     USER_BASE,
@@ -37,6 +41,7 @@ from spk.abi import (
     Event,
     Hypercall,
     MapFlags,
+    Register,
     Status,
 )
 from spk.errors import OutOfMemory, SpkError
@@ -312,3 +317,39 @@ def hc_frame_free(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
         raise _fail(Status.BUSY, f"frame {mfn:#x} is still mapped")
     m.frames.pool_return(mfn)
     return 0
+
+
+@hypercall(
+    Hypercall.MEASURE,
+    ("ptr", "len", "name_ptr", "name_len"),
+    "0",
+    (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS),
+)
+def hc_measure(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Extend the APPS register with SHA-256 of a region, logging it under a name."""
+    ptr, length, name_ptr, name_len = a[0], a[1], a[2], a[3]
+    if length > MEASURE_MAX or name_len > MEASURE_NAME_MAX:
+        raise _fail(Status.INVALID_ARGUMENT, f"measure of {length} bytes / name of {name_len} bytes too long")
+    data = m.copy_in(ctx.cr3, ptr, length)
+    name = m.copy_in(ctx.cr3, name_ptr, name_len).decode("utf-8", "replace")
+    p.measurements.extend(Register.APPS, hashlib.sha256(data).digest(), "app", name)
+    return 0
+
+
+@hypercall(
+    Hypercall.ATTEST,
+    ("nonce_ptr", "nonce_len", "out_ptr", "out_len"),
+    "length of the quote written at out_ptr",
+    (Status.NOT_SUPPORTED, Status.INVALID_ARGUMENT, Status.BAD_ADDRESS, Status.NO_MEMORY),
+)
+def hc_attest(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Write a quote of the caller's measurements, signed by the platform, over a nonce."""
+    nonce_ptr, nonce_len, out_ptr, out_len = a[0], a[1], a[2], a[3]
+    if nonce_len > NONCE_MAX:
+        raise _fail(Status.INVALID_ARGUMENT, f"nonce of {nonce_len} bytes > {NONCE_MAX}")
+    nonce = m.copy_in(ctx.cr3, nonce_ptr, nonce_len)
+    quote = m.quote(p.pid, nonce)  # raises NOT_SUPPORTED without a platform key
+    if len(quote) > out_len:
+        raise _fail(Status.NO_MEMORY, f"quote of {len(quote)} bytes > buffer of {out_len}")
+    m.copy_out(ctx.cr3, out_ptr, quote)  # BAD_ADDRESS before anything is written
+    return len(quote)

@@ -31,6 +31,7 @@ Errors: :class:`spk.errors.SpkError` (OutOfMemory, ImageError) from
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from spk._cpu import bring_up, build_spk_memory
 from spk._engine import SYSCALL_INSN_LEN, Engine
 from spk._frames import FrameTable, FrameType, PhysicalMemory
 from spk._hypercalls import NO_RESULT, TABLE
+from spk._measure import AttestationKey, MeasurementEvent
 from spk._paging import AddressSpace, KernelHalf, Walker
 from spk._partition import Counters, KernelFault, Module, Partition, State
 from spk._trace import EventSink, MachineEvent
@@ -63,6 +65,7 @@ from spk.abi import (
     TRAP_FRAME_SIZE,
     EntryKind,
     Event,
+    Register,
     Status,
     Vector,
 )
@@ -117,6 +120,8 @@ class Machine:
 
     ``on_event`` receives every :class:`MachineEvent` (console lines,
     faults, exits, and hypercalls when ``trace_hypercalls`` is set).
+    ``attestation_key`` is the platform's 32-byte Ed25519 seed; without it
+    quotes are not supported.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class Machine:
         *,
         on_event: EventSink | None = None,
         trace_hypercalls: bool = False,
+        attestation_key: bytes | None = None,
     ) -> None:
         self.ram = PhysicalMemory(ram_bytes)
         self.frames = FrameTable(self.ram)
@@ -139,6 +145,7 @@ class Machine:
         self._next_pid = 1
         self._on_event = on_event or (lambda _e: None)
         self._listener_error: Exception | None = None
+        self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
         self._trace_hypercalls = trace_hypercalls
         self._loaded_cr3 = -1
         self._run_start = 0
@@ -166,11 +173,16 @@ class Machine:
         quota_frames: int,
         *,
         frame_hint: int = 0,
+        kernel_name: str = "kernel",
+        config_digest: bytes | None = None,
     ) -> int:
         """Create a partition: grant its quota, load and map its kernel.
 
         ``frame_hint`` is where ring 1 would like the quota to start in RAM
-        (first fit from there, else from the bottom).
+        (first fit from there, else from the bottom). Measured boot: ring 0
+        extends the partition's CONFIG register with ``config_digest`` (when
+        given) and its KERNEL register with the SHA-256 of the image it
+        loads, named ``kernel_name`` in the event log.
 
         The kernel half of its boot space gets the image (RW, supervisor) at
         KERNEL_IMAGE_VADDR, a zeroed data area, a boot stack and the
@@ -200,6 +212,10 @@ class Machine:
             raise
         self._next_pid += 1
         self.partitions[pid] = partition
+        if config_digest is not None:
+            partition.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
+        kernel_digest = hashlib.sha256(kernel_image).digest()
+        partition.measurements.extend(Register.KERNEL, kernel_digest, "kernel_image", kernel_name)
         self._emit(partition, "created", {"quota": quota_frames, "modules": [m for m, _ in modules]})
         return pid
 
@@ -396,6 +412,39 @@ class Machine:
         if pieces is None:
             raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{length} is not readable")
         return b"".join(self.ram.read(pa, n) for pa, n in pieces)
+
+    def copy_out(self, cr3: int, va: int, data: bytes) -> None:
+        """Copy bytes into guest memory (supervisor view, writable pages only).
+
+        Errors: SpkError(BAD_ADDRESS) when any byte is not writable; nothing
+        is written then.
+        """
+        pieces = self.walker.spans(cr3, va, len(data), write=True, user=False)
+        if pieces is None:
+            raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{len(data)} is not writable")
+        offset = 0
+        for pa, n in pieces:
+            self.ram.write(pa, data[offset : offset + n])
+            offset += n
+
+    def measurements(self, pid: int) -> tuple[list[bytes], list[MeasurementEvent]]:
+        """A partition's measurement registers and event log (copies)."""
+        m = self.partitions[pid].measurements
+        return list(m.registers), list(m.events)
+
+    def quote(self, pid: int, nonce: bytes) -> bytes:
+        """A quote of partition ``pid``'s measurements over ``nonce``.
+
+        Errors: SpkError(NOT_SUPPORTED) when the machine has no attestation key.
+        """
+        if self._attestation is None:
+            raise SpkError(Status.NOT_SUPPORTED, "this machine has no attestation key")
+        p = self.partitions[pid]
+        return self._attestation.quote(p.name, p.measurements, nonce)
+
+    @property
+    def attestation_public_key(self) -> bytes | None:
+        return self._attestation.public if self._attestation else None
 
     def console(self, p: Partition, data: bytes) -> None:
         buf = p.console_buffer

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 
 from spk._engine import Context
+from spk._measure import Measurements
 from spk._paging import AddressSpace, KernelHalf
 from spk.abi import EntryKind
 
@@ -79,6 +80,7 @@ class Partition:
     fault: KernelFault | None = None
     counters: Counters = field(default_factory=Counters)
     console_buffer: bytearray = field(default_factory=bytearray)
+    measurements: Measurements = field(default_factory=Measurements)
     #: (stack top, kernel-half generation, physical address of the top)
     stack_cache: tuple[int, int, int] | None = None
 

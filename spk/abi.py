@@ -45,6 +45,8 @@ class Hypercall(enum.IntEnum):
     TIME_NOW = 14
     FRAME_ALLOC = 15
     FRAME_FREE = 16
+    MEASURE = 17
+    ATTEST = 18
 
 
 class Status(enum.IntEnum):
@@ -80,6 +82,22 @@ class MapFlags(enum.IntFlag):
 
 
 MAP_FLAGS_VALID = int(MapFlags.WRITE | MapFlags.USER)
+
+
+class Register(enum.IntEnum):
+    """Measurement registers each partition has (SHA-256, reg = H(reg || digest))."""
+
+    CONFIG = 0  #: the system description the partition was created from
+    KERNEL = 1  #: its guest-kernel image (measured by the SPK when loading it)
+    APPS = 2  #: its applications (measured by its guest kernel through MEASURE)
+
+
+#: Largest region MEASURE hashes in one call.
+MEASURE_MAX = 16 << 20
+#: Longest event name MEASURE takes.
+MEASURE_NAME_MAX = 64
+#: Nonce length ATTEST takes (bytes, at most).
+NONCE_MAX = 64
 
 
 class Event(enum.IntFlag):

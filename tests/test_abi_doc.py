@@ -402,8 +402,10 @@ def test_hypercall_enum_and_table_agree() -> None:
         assert len(spec.args) <= len(ARG_REGISTERS), spec
         assert len(set(spec.errors)) == len(spec.errors), f"{spec.number.name} lists an error twice"
         assert Status.OK not in spec.errors
-        # NOT_SUPPORTED is the dispatcher's answer to an unknown number only.
-        assert Status.NOT_SUPPORTED not in spec.errors
+        # NOT_SUPPORTED is the dispatcher's answer to an unknown number, and a
+        # hypercall's answer only for a feature this platform lacks.
+        if spec.number is not Hypercall.ATTEST:
+            assert Status.NOT_SUPPORTED not in spec.errors
         assert spec.summary, f"{spec.number.name} has no docstring summary"
 
 
@@ -431,9 +433,10 @@ def test_checker_reports_an_undocumented_new_hypercall(doc: str) -> None:
 
 
 def test_checker_reports_an_extra_or_renamed_section(doc: str) -> None:
-    extra = doc.replace("### 16 FRAME_FREE", "### 17 FRAME_FREE")
+    beyond = max(hypercalls.TABLE) + 1
+    extra = doc.replace("### 16 FRAME_FREE", f"### {beyond} FRAME_FREE")
     problems = check_hypercalls(extra, hypercalls.TABLE)
-    assert any("no hypercall 17" in p for p in problems), problems
+    assert any(f"no hypercall {beyond}" in p for p in problems), problems
     assert any("hypercall 16 FRAME_FREE has no" in p for p in problems), problems
     renamed = doc.replace("### 7 UNMAP", "### 7 UNMAP_ALL")
     problems = check_hypercalls(renamed, hypercalls.TABLE)
