@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -22,8 +25,23 @@ from rich.text import Text
 from spgs.assembler import AssemblyError
 from spgs.config import ConfigError
 from spgs.images import ImageNotFound
+from spgs.signing import sign_system
 from spgs.system import System, SystemReport, load_and_plan
+from spgs.trust import (
+    TrustError,
+    key_id,
+    load_public_key,
+    load_seed,
+    load_signing_key,
+    sign_image,
+    trusted_keys,
+    verify_file,
+    verify_image,
+    verify_quote,
+)
+from spgs.trust import keygen as keygen_files
 from spk import MachineEvent, SpkError, TraceWriter
+from spk.abi import NONCE_MAX
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SPK: a secure partitioning kernel emulator.")
 EXIT_USAGE = 2
@@ -52,6 +70,9 @@ class _ConsoleAndTrace:
             self._out.write(
                 f"[{event.partition}] !! guest kernel fault: {a['kind']} (vector {a['vector']}) at {a['rip']:#x}\n"
             )
+        elif event.event == "secure_boot" and event.args["decision"] != "verified":
+            for reason in event.args["reasons"]:
+                self._out.write(f"[{event.partition}] !! secure boot ({event.args['decision']}): {reason}\n")
         elif event.event == "health_action":
             args = event.args
             self._out.write(f"[{event.partition}] !! health monitor: {args['action']} after {args['event']}\n")
@@ -62,6 +83,8 @@ def _summary(report: SystemReport, name: str) -> Table:
     table = Table(title=title)
     for column in ("partition", "state", "instructions", "hypercalls", "syscalls", "faults", "frames used"):
         table.add_column(column, justify="left" if column in ("partition", "state") else "right")
+    for refused in report.refused:
+        table.add_row(refused.name, Text("refused by secure boot"), "-", "-", "-", "-", "-")
     for info in report.partitions:
         c = info.counters
         state = info.state if info.exit_code is None else f"{info.state} ({info.exit_code})"
@@ -74,18 +97,43 @@ def _summary(report: SystemReport, name: str) -> Table:
     return table
 
 
-@app.command()
-def launch(
-    config: Annotated[Path, typer.Argument(help="the system description (partitions.toml)")],
-    max_ticks: Annotated[int | None, typer.Option(help="stop after this much virtual time")] = None,
-    seed: Annotated[int | None, typer.Option(help="override [system].seed", min=0, max=(1 << 63) - 1)] = None,
-    trace: Annotated[Path | None, typer.Option(help="write every event as JSON lines")] = None,
-    trace_hypercalls: Annotated[bool, typer.Option(help="include every hypercall in the trace")] = True,
-) -> None:
-    """Boot the system a configuration describes and run it."""
+class SecureBoot(StrEnum):
+    """What secure boot does with an image that does not verify."""
+
+    enforce = "enforce"
+    warn = "warn"
+    off = "off"
+
+
+@dataclass
+class _Booted:
+    system: System
+    report: SystemReport
+    name: str
+
+
+def _boot(
+    config: Path,
+    *,
+    out: IO[str],
+    max_ticks: int | None = None,
+    seed: int | None = None,
+    trace: Path | None = None,
+    trace_hypercalls: bool = True,
+    secure_boot: str | None = None,
+    config_key: Path | None = None,
+    platform_key: Path | None = None,
+    today: date | None = None,
+) -> _Booted:
+    """Verify, build, boot and run a system (shared by launch and attest)."""
     try:
-        loaded, plans = load_and_plan(config)
-    except (ConfigError, ImageNotFound, AssemblyError) as exc:
+        if config_key is not None:
+            verdict = verify_file(config, trusted_keys([config_key]))
+            if not verdict.ok:
+                raise _fail(f"{config}: refused: {verdict.code}: {verdict.reason}")
+        seed_bytes = load_seed(platform_key) if platform_key is not None else None
+        loaded, plans = load_and_plan(config, secure_boot=secure_boot, today=today)
+    except (ConfigError, ImageNotFound, AssemblyError, TrustError) as exc:
         raise _fail(str(exc)) from None
     desc = loaded.description
     if seed is not None:
@@ -99,20 +147,177 @@ def launch(
         raise _fail(f"cannot write the trace {trace}: {exc.strerror or exc}") from None
     try:
         writer = TraceWriter(stream) if stream else None
-        listener = _ConsoleAndTrace(sys.stdout, writer)
+        listener = _ConsoleAndTrace(out, writer)
         if writer is not None:
             header = {"name": desc.system.name, "seed": desc.system.seed, "max_ticks": bound}
             writer(MachineEvent(0, "-", "system", header))
         try:
-            system = System(loaded, plans, listener, trace_hypercalls=bool(stream) and trace_hypercalls)
+            system = System(
+                loaded, plans, listener, trace_hypercalls=bool(stream) and trace_hypercalls,
+                secure_boot=secure_boot, attestation_key=seed_bytes,
+            )  # fmt: skip
         except SpkError as exc:
             raise _fail(f"{config}: {exc}") from None
         report = system.run(bound)
     finally:
         if stream:
             stream.close()
+    return _Booted(system, report, desc.system.name)
+
+
+_SECURE_BOOT_HELP = "override [trust].secure_boot: enforce, warn or off"
+
+
+@app.command()
+def launch(
+    config: Annotated[Path, typer.Argument(help="the system description (partitions.toml)")],
+    max_ticks: Annotated[int | None, typer.Option(help="stop after this much virtual time")] = None,
+    seed: Annotated[int | None, typer.Option(help="override [system].seed", min=0, max=(1 << 63) - 1)] = None,
+    trace: Annotated[Path | None, typer.Option(help="write every event as JSON lines")] = None,
+    trace_hypercalls: Annotated[bool, typer.Option(help="include every hypercall in the trace")] = True,
+    secure_boot: Annotated[SecureBoot | None, typer.Option(help=_SECURE_BOOT_HELP)] = None,
+    config_key: Annotated[Path | None, typer.Option(help="public key the description must verify with")] = None,
+    platform_key: Annotated[Path | None, typer.Option(help="private key ring 0 signs quotes with")] = None,
+    date_: Annotated[str | None, typer.Option("--date", help="check expiry at this date (YYYY-MM-DD)")] = None,
+) -> None:
+    """Boot the system a configuration describes and run it."""
+    booted = _boot(
+        config, out=sys.stdout, max_ticks=max_ticks, seed=seed, trace=trace, trace_hypercalls=trace_hypercalls,
+        secure_boot=secure_boot.value if secure_boot else None, config_key=config_key,
+        platform_key=platform_key, today=_parse_date(date_),
+    )  # fmt: skip
     sys.stdout.flush()
-    Console(width=None if sys.stdout.isatty() else 120).print(_summary(report, desc.system.name))
+    Console(width=None if sys.stdout.isatty() else 120).print(_summary(booted.report, booted.name))
+
+
+def _parse_date(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"--date {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+@app.command()
+def keygen(
+    name: Annotated[str, typer.Argument(help="key name: writes NAME.key (private) and NAME.pub")],
+    out: Annotated[Path, typer.Option(help="directory for the key files")] = Path("keys"),
+) -> None:
+    """Create an Ed25519 key pair (the private file is readable by its owner only)."""
+    try:
+        private, public = keygen_files(out, name)
+    except TrustError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{private} (private, keep it out of the repository)\n{public} (key id {key_id_of(public)})")
+
+
+@app.command()
+def sign(
+    target: Annotated[Path, typer.Argument(help="an image file, or a system description (.toml)")],
+    key: Annotated[Path, typer.Option(help="private key to sign with")],
+    out: Annotated[Path | None, typer.Option(help="for a system: directory for the signed system")] = None,
+    name: Annotated[str | None, typer.Option(help="for an image: its name (default: file stem)")] = None,
+    kind: Annotated[str, typer.Option(help="for an image: kernel or app")] = "app",
+    expires: Annotated[str | None, typer.Option(help="signature expiry date (YYYY-MM-DD)")] = None,
+) -> None:
+    """Sign an image, or a whole system (its images, its description, golden values)."""
+    until = _parse_date(expires)
+    try:
+        if target.suffix == ".toml":
+            if out is None:
+                raise _fail("signing a system needs --out DIR")
+            signed = sign_system(target, key, out, expires=until)
+            typer.echo(f"signed {len(signed.images)} images, {signed.config} and {signed.golden}")
+        else:
+            if kind not in ("kernel", "app"):
+                raise _fail("--kind is kernel or app")
+            manifest = sign_image(target, load_signing_key(key), name=name or target.stem, kind=kind, expires=until)
+            typer.echo(f"signed {target}: {manifest.name}, {target.name}.sig")
+    except (ConfigError, ImageNotFound, AssemblyError, TrustError) as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{exc.filename}: {exc.strerror}") from None
+
+
+@app.command()
+def verify(
+    target: Annotated[Path, typer.Argument(help="a signed image, or a signed file (.toml)")],
+    key: Annotated[list[Path], typer.Option(help="trusted public key (repeatable)")],
+    date_: Annotated[str | None, typer.Option("--date", help="check expiry at this date")] = None,
+) -> None:
+    """Check a signature: exit 0 when it verifies, 1 with the reason otherwise."""
+    try:
+        trusted = trusted_keys(key)
+    except TrustError as exc:
+        raise _fail(str(exc)) from None
+    today = _parse_date(date_) or date.today()
+    verdict = verify_file(target, trusted) if target.suffix == ".toml" else verify_image(target, trusted, today)
+    if verdict.ok:
+        typer.echo(f"{target}: OK ({verdict.reason})")
+        return
+    typer.echo(f"{target}: {verdict.code}: {verdict.reason}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def attest(
+    config: Annotated[Path, typer.Argument(help="the system description")],
+    nonce: Annotated[str, typer.Option(help="the verifier's nonce (text, up to 64 bytes)")],
+    partition: Annotated[str, typer.Option(help="which partition to quote")],
+    platform_key: Annotated[Path, typer.Option(help="private key ring 0 signs quotes with")],
+    out: Annotated[Path | None, typer.Option(help="write the quote here (default: standard output)")] = None,
+    max_ticks: Annotated[int | None, typer.Option(help="run this long before quoting")] = None,
+    secure_boot: Annotated[SecureBoot | None, typer.Option(help=_SECURE_BOOT_HELP)] = None,
+    config_key: Annotated[Path | None, typer.Option(help="public key the description must verify with")] = None,
+    date_: Annotated[str | None, typer.Option("--date", help="check signature expiry at this date")] = None,
+) -> None:
+    """Boot and run a system, then print a quote of one partition's measurements."""
+    raw_nonce = nonce.encode()
+    if not raw_nonce or len(raw_nonce) > NONCE_MAX:
+        raise _fail(f"--nonce must be 1..{NONCE_MAX} bytes")
+    booted = _boot(
+        config, out=sys.stderr, max_ticks=max_ticks, secure_boot=secure_boot.value if secure_boot else None,
+        config_key=config_key, platform_key=platform_key, today=_parse_date(date_),
+    )  # fmt: skip
+    pid = booted.system.pid_of(partition)
+    if pid is None:
+        raise _fail(f"no booted partition named {partition!r}")
+    quote = booted.system.machine.quote(pid, raw_nonce)
+    if out is None:
+        typer.echo(quote.decode())
+    else:
+        out.write_bytes(quote + b"\n")
+        typer.echo(f"quote of {partition} written to {out}", err=True)
+
+
+@app.command("verify-quote")
+def verify_quote_command(
+    quote: Annotated[Path, typer.Argument(help="the quote file")],
+    nonce: Annotated[str, typer.Option(help="the nonce the verifier chose")],
+    partition: Annotated[str, typer.Option(help="the partition the quote must be of")],
+    platform_key: Annotated[Path, typer.Option(help="the platform's public key")],
+    golden: Annotated[Path | None, typer.Option(help="golden values (spk sign writes golden.json)")] = None,
+) -> None:
+    """Check a quote: signature, nonce, partition, log replay, golden values. Exit 0 or 1."""
+    try:
+        key = load_public_key(platform_key)
+        golden_values = json.loads(golden.read_bytes()) if golden else None
+        body = quote.read_bytes()
+    except TrustError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{exc.filename}: {exc.strerror}") from None
+    except ValueError:
+        raise _fail(f"{golden} is not JSON") from None
+    problems = verify_quote(body, platform_key=key, nonce=nonce.encode(), partition=partition, golden=golden_values)
+    if not problems:
+        checked = "signature, nonce, partition, log replay" + (", golden values" if golden else "")
+        typer.echo(f"{quote}: quote of {partition} verifies ({checked})")
+        return
+    for problem in problems:
+        typer.echo(f"{quote}: {problem}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -161,3 +366,7 @@ def main() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(1)
+
+
+def key_id_of(public: Path) -> str:
+    return key_id(bytes(load_public_key(public)))

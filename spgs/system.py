@@ -150,7 +150,8 @@ class System:
             reasons = [f"{Path(v.path).name}: {v.code}: {v.reason}" for v in p.refusals]
             if p.verdicts:
                 decision = "refused" if reasons and mode == "enforce" else "warned" if reasons else "verified"
-                listener(MachineEvent(0, p.name, "secure_boot", {"mode": mode, "decision": decision, "reasons": reasons}))
+                args = {"mode": mode, "decision": decision, "reasons": reasons}
+                listener(MachineEvent(0, p.name, "secure_boot", args))
             if reasons and mode == "enforce":
                 self.refused.append(RefusedPartition(p.name, reasons))
             else:

@@ -171,7 +171,8 @@ def _check_signature(
     try:
         key.verify(body, signature)
     except (BadSignatureError, CryptoError, ValueError):
-        return _fail(path, "bad_signature", f"signature does not verify with key {signer} (manifest or signature changed)")
+        reason = f"signature does not verify with key {signer} (manifest or signature changed)"
+        return _fail(path, "bad_signature", reason)
     return None
 
 
