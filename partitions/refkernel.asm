@@ -67,6 +67,7 @@
 .equ APP_STACK_PAGE, 0x7FF000
 .equ APP_STACK_TOP, 0x800000
 .equ MAX_APP_PAGES, (APP_STACK_PAGE - APP_IMAGE_VADDR) / PAGE_SIZE
+.equ SIM_NAME_MAX, 31              # longest module name (NUL padded to 32)
 
 # ---- app system calls --------------------------------------------------------
 .equ SYS_WRITE, 0
@@ -213,7 +214,13 @@ boot_count_ok:
     js boot_fail
 
     # -- one address space per module ----------------------------------------------
+    # Every slot counts as live up front; an app whose measurement fails is
+    # reaped at once (reap decrements D_LIVE and leaves its slot ST_FREE).
+    mov rax, KERNEL_DATA_VADDR
+    mov [rax + D_NAPPS], r13
+    mov [rax + D_LIVE], r13
     # r14 = slot index, r15 = module entry, rbx = app record, rbp = page index
+    # (then the module name length), r12 = HC_MEASURE's status
     mov r15, START_INFO_VADDR + SI_MODULES
     mov rbx, KERNEL_DATA_VADDR + D_APPS
     xor r14d, r14d
@@ -273,6 +280,61 @@ boot_map_done:
     test rax, rax
     js boot_fail
 
+    # measure the image into the APPS register, in module order: from the
+    # app's own space, HC_MEASURE(APP_IMAGE_VADDR, module bytes, module name,
+    # strlen of the name). The name is read through the kernel half, which
+    # every space of the partition shares.
+    xor ebp, ebp                        # rbp = strlen of the NUL-padded name
+boot_name_len:
+    cmp rbp, SIM_NAME_MAX
+    jae boot_name_done
+    cmp byte ptr [r15 + rbp + SIM_NAME], 0
+    je boot_name_done
+    inc rbp
+    jmp boot_name_len
+boot_name_done:
+
+    mov eax, HC_ASPACE_SWITCH
+    mov rdi, [rbx + R_ASPACE]
+    int 0x82
+    lea rsi, [rip + str_f_switch_app]
+    test rax, rax
+    js boot_fail
+
+    mov eax, HC_MEASURE
+    mov edi, APP_IMAGE_VADDR
+    mov rsi, [r15 + SIM_BYTES]
+    lea rdx, [r15 + SIM_NAME]
+    mov r10, rbp
+    int 0x82
+    mov r12, rax
+
+    mov eax, HC_ASPACE_SWITCH           # back to the boot space
+    xor edi, edi
+    int 0x82
+    lea rsi, [rip + str_f_switch_boot]
+    test rax, rax
+    js boot_fail
+
+    test r12, r12
+    jns boot_measured
+    # "refkernel: measuring <name> failed (<status>)\n"; the app never runs
+    call line_start
+    lea rsi, [rip + str_measuring]
+    call put_str
+    lea rsi, [r15 + SIM_NAME]           # NUL-terminated: at most 31 bytes
+    call put_str
+    lea rsi, [rip + str_m_failed]
+    call put_str
+    mov rax, r12
+    call put_dec
+    lea rsi, [rip + str_close_nl]
+    call put_str
+    call line_flush
+    call reap                           # its space, its stack; slot stays free
+    jmp boot_app_next
+boot_measured:
+
     # register frame: all GPRs zero (the data area starts zeroed)
     mov qword ptr [rbx + F_RIP], APP_IMAGE_VADDR
     mov qword ptr [rbx + F_RSP], APP_STACK_TOP
@@ -281,15 +343,14 @@ boot_map_done:
     mov [rbx + R_PID], rax
     mov qword ptr [rbx + R_STATE], ST_RUNNABLE
 
+boot_app_next:
     inc r14
     add r15, SI_MODULE_SIZE
     add rbx, APP_REC_SIZE
     jmp boot_app_loop
 
 boot_apps_done:
-    mov r12, KERNEL_DATA_VADDR
-    mov [r12 + D_NAPPS], r13
-    mov [r12 + D_LIVE], r13
+    mov r12, KERNEL_DATA_VADDR          # D_NAPPS and D_LIVE are set already
     lea rax, [r13 - 1]                  # so that the first pick is slot 0
     mov [r12 + D_CUR], rax
     jmp schedule                        # (with no app it prints "all apps done")
@@ -810,6 +871,10 @@ str_f_aspace:       .asciz "aspace_create"
 str_f_map_image:    .asciz "map of an image page"
 str_f_alloc:        .asciz "frame_alloc for a stack"
 str_f_map_stack:    .asciz "map of a stack page"
+str_f_switch_app:   .asciz "aspace_switch to an app space"
+str_f_switch_boot:  .asciz "aspace_switch back to the boot space"
+str_measuring:      .asciz "measuring "
+str_m_failed:       .asciz " failed ("
 str_f_timer:        .asciz "timer_set"
 str_f_block:        .asciz "block"
 str_f_iret:         .asciz "iret into an app"
