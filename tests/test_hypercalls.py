@@ -143,3 +143,59 @@ def test_hypercall_from_cpl2_never_raises_on_host() -> None:
     got, m = run_program(calls)
     assert all(isinstance(r, int) for r in got)
     assert not [e for e in m.partitions.values() if e.fault is not None]
+
+
+def test_measure_rules_and_register() -> None:
+    from spk.abi import KERNEL_IMAGE_VADDR, MEASURE_MAX, MEASURE_NAME_MAX
+
+    calls = [
+        (H.MEASURE, (KERNEL_IMAGE_VADDR, 16, KERNEL_IMAGE_VADDR, 4)),
+        (H.MEASURE, (KERNEL_IMAGE_VADDR, MEASURE_MAX + 1, KERNEL_IMAGE_VADDR, 4)),
+        (H.MEASURE, (KERNEL_IMAGE_VADDR, 16, KERNEL_IMAGE_VADDR, MEASURE_NAME_MAX + 1)),
+        (H.MEASURE, (0x1000, 16, KERNEL_IMAGE_VADDR, 4)),
+    ]
+    got, m = run_program(calls)
+    assert got == [0, -Status.INVALID_ARGUMENT, -Status.INVALID_ARGUMENT, -Status.BAD_ADDRESS]
+    _registers, events = m.measurements(1)  # type: ignore[attr-defined]
+    assert [e.type for e in events] == ["kernel_image", "app"]
+
+
+def test_attest_without_platform_key_is_not_supported() -> None:
+    from spk.abi import KERNEL_DATA_VADDR
+
+    got, _ = run_program([(H.ATTEST, (KERNEL_DATA_VADDR, 8, KERNEL_DATA_VADDR + 0x1000, 0x3000))])
+    assert got == [-Status.NOT_SUPPORTED]
+
+
+def test_attest_writes_a_verifiable_quote() -> None:
+    import json
+
+    from nacl.signing import SigningKey
+
+    from spgs.trust import verify_quote
+    from spk import Machine
+    from spk.abi import KERNEL_DATA_VADDR
+
+    seed = bytes(range(32))
+    nonce_at, out_at = KERNEL_DATA_VADDR + 0x800, KERNEL_DATA_VADDR + 0x1000
+    calls = [
+        (H.ATTEST, (nonce_at, 4, out_at, 16)),  # buffer too small
+        (H.ATTEST, (nonce_at, 65, out_at, 0x3000)),  # nonce too long
+        (H.ATTEST, (nonce_at, 4, 0x1000, 0x3000)),  # unwritable output
+        (H.ATTEST, (nonce_at, 4, out_at, 0x3000)),
+    ]
+    prologue = f"mov rax, {nonce_at:#x}\nmov dword ptr [rax], 0x65636e6f\n"  # b"once"
+    m = Machine(16 << 20, attestation_key=seed)
+    pid = m.create_partition("t", kernel(program(calls, prologue)), [], 64)
+    m.run(pid, 200_000)
+    got = results(m, pid, 4)
+    assert got[:3] == [-Status.NO_MEMORY, -Status.INVALID_ARGUMENT, -Status.BAD_ADDRESS]
+    length = got[3]
+    assert length > 0
+    space = m.partitions[pid].spaces[0]
+    quote = b"".join(
+        m.ram.read(pa, n) for pa, n in m.walker.spans(space.cr3, out_at, length, write=False, user=False) or []
+    )
+    key = SigningKey(seed).verify_key
+    assert verify_quote(quote, platform_key=key, nonce=b"once", partition="t") == []
+    assert json.loads(quote)["statement"]["partition"] == "t"
