@@ -127,12 +127,13 @@ def _boot(
 ) -> _Booted:
     """Verify, build, boot and run a system (shared by launch and attest)."""
     try:
-        if config_key is not None:
-            verdict = verify_file(config, trusted_keys([config_key]))
-            if not verdict.ok:
-                raise _fail(f"{config}: refused: {verdict.code}: {verdict.reason}")
+        verdict = verify_file(config, trusted_keys([config_key])) if config_key is not None else None
+        if verdict is not None and not verdict.ok:
+            raise _fail(f"{config}: refused: {verdict.code}: {verdict.reason}")
         seed_bytes = load_seed(platform_key) if platform_key is not None else None
         loaded, plans = load_and_plan(config, secure_boot=secure_boot, today=today)
+        if verdict is not None and verdict.digest != loaded.digest.hex():
+            raise _fail(f"{config}: refused: tampered: changed between verification and loading")
     except (ConfigError, ImageNotFound, AssemblyError, TrustError) as exc:
         raise _fail(str(exc)) from None
     desc = loaded.description
@@ -188,6 +189,9 @@ def launch(
     )  # fmt: skip
     sys.stdout.flush()
     Console(width=None if sys.stdout.isatty() else 120).print(_summary(booted.report, booted.name))
+    if not booted.report.partitions:
+        typer.echo("error: no partition booted", err=True)
+        raise typer.Exit(1)
 
 
 def _parse_date(text: str | None) -> date | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import tomli_w
 
 from spgs.system import image_label, load_and_plan
-from spgs.trust import canonical, golden_values, key_id, load_signing_key, sha256, sign_file, sign_image
+from spgs.trust import TrustError, canonical, golden_values, key_id, load_signing_key, sha256, sign_file, sign_image
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,11 @@ def sign_system(config_path: Path, key_path: Path, out: Path, *, expires: date |
     written: dict[tuple[str, str], str] = {}
     images: list[Path] = []
 
+    contents: dict[tuple[str, str], bytes] = {}
+
     def place(kind: str, label: str, data: bytes) -> str:
+        if contents.setdefault((kind, label), data) != data:
+            raise TrustError(f"two different {kind} images are both named {label!r}: rename one before signing")
         if (kind, label) not in written:
             relative = f"images/{kind}s/{label}.bin"
             target = out / relative

@@ -165,7 +165,10 @@ class System:
             )
             for p, hint in zip(booting, hints, strict=True)
         ]  # fmt: skip
-        self.schedule = [(pid, p.window) for pid, p in zip(self.pids, booting, strict=True)]
+        # A refused partition keeps its window, idle: refusing one partition
+        # must not shift the others' windows (no borrowing, ever).
+        pid_of = {p.name: pid for p, pid in zip(booting, self.pids, strict=True)}
+        self.schedule: list[tuple[int | None, int]] = [(pid_of.get(p.name), p.window) for p in plans]
         self.major_frame = sum(w for _, w in self.schedule)
 
     def pid_of(self, name: str) -> int | None:
@@ -204,14 +207,17 @@ class System:
         frames = 0
         while self.live() and machine.now < max_ticks:
             for pid, window in self.schedule:
+                if machine.now >= max_ticks:
+                    break
                 end = min(machine.now + window, max_ticks)
+                if pid is None:  # refused by secure boot: its window stays idle
+                    machine.advance(end)
+                    continue
                 self._listener(MachineEvent(machine.now, machine.info(pid).name, "window", {"end": end}))
                 outcome = machine.run(pid, end)
                 if outcome.reason == "fault":
                     self._apply_health_policy(pid)
                 machine.advance(end)
-                if machine.now >= max_ticks:
-                    break
             frames += 1
             if on_frame is not None:
                 on_frame(self.report(frames))

@@ -239,12 +239,29 @@ def verify_file(path: Path, trusted: dict[str, VerifyKey]) -> Verdict:
 # Quotes
 # ---------------------------------------------------------------------------
 def replay(log: list[dict[str, Any]]) -> list[str]:
-    """The registers an event log leads to (hex)."""
+    """The registers an event log leads to (hex). The log must be well formed."""
     registers = [bytes(32)] * REGISTERS
     for event in log:
         index = int(event["register"])
         registers[index] = hashlib.sha256(registers[index] + bytes.fromhex(event["digest"])).digest()
     return [r.hex() for r in registers]
+
+
+def _log_problem(log: Any) -> str | None:
+    """Why a log (which travels outside the signature) is malformed, or None."""
+    if not isinstance(log, list):
+        return "event log is not a list"
+    for i, event in enumerate(log):
+        if not isinstance(event, dict):
+            return f"event {i} is not an object"
+        register, digest = event.get("register"), event.get("digest")
+        if not isinstance(register, int) or not 0 <= register < REGISTERS:
+            return f"event {i}: register {register!r} is not 0..{REGISTERS - 1}"
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            return f"event {i}: digest is not 64 lowercase hex digits"
+        if not isinstance(event.get("type"), str) or not isinstance(event.get("description"), str):
+            return f"event {i}: type and description must be strings"
+    return None
 
 
 def golden_values(partitions: dict[str, list[tuple[str, str, str]]]) -> dict[str, Any]:
@@ -264,13 +281,15 @@ def verify_quote(
     platform_key: VerifyKey,
     nonce: bytes,
     partition: str,
-    golden: dict[str, Any] | None = None,
+    golden: Any = None,
 ) -> list[str]:
     """Every reason to reject a quote; an empty list means it verifies."""
     try:
         quote = json.loads(quote_bytes)
         statement, log = quote["statement"], quote["log"]
         signature = bytes.fromhex(quote["signature"])
+        if not isinstance(statement, dict):
+            raise TypeError("statement")
     except (ValueError, KeyError, TypeError):
         return [f"not a {QUOTE_FORMAT} quote"]
     problems: list[str] = []
@@ -288,6 +307,9 @@ def verify_quote(
         problems.append(f"quote of partition {statement.get('partition')!r}, expected {partition!r}")
     if hashlib.sha256(canonical(log)).hexdigest() != statement.get("log_digest"):
         problems.append("event log does not match the signed log digest")
+    malformed = _log_problem(log)
+    if malformed is not None:
+        return [*problems, f"malformed event log: {malformed}"]
     replayed = replay(log)
     for index, (got, quoted) in enumerate(zip(replayed, statement.get("registers", []), strict=False)):
         if got != quoted:
@@ -297,19 +319,30 @@ def verify_quote(
     return problems
 
 
-def _compare_golden(log: list[dict[str, Any]], golden: dict[str, Any], partition: str) -> list[str]:
+def _compare_golden(log: list[dict[str, Any]], golden: Any, partition: str) -> list[str]:
+    """Compare the log with the golden events, in order: every measurement counts."""
+    if not isinstance(golden, dict) or golden.get("format") != GOLDEN_FORMAT:
+        return [f"golden values are not a {GOLDEN_FORMAT} document"]
     expected = golden.get("partitions", {}).get(partition)
-    if expected is None:
+    if not isinstance(expected, list):
         return [f"no golden values for partition {partition!r}"]
     problems = []
-    want = {(e["type"], e["description"]): e["digest"] for e in expected}
-    seen = {(e["type"], e["description"]): e["digest"] for e in log}
-    for key, digest in want.items():
-        got = seen.get(key)
-        if got is None:
-            problems.append(f"{key[0]} {key[1]!r}: expected in the log, not measured")
-        elif got != digest:
-            problems.append(f"{key[0]} {key[1]!r}: measured {got[:16]}…, golden {digest[:16]}…")
-    for key in seen.keys() - want.keys():
-        problems.append(f"{key[0]} {key[1]!r}: measured, but not among the golden values")
+    for i in range(max(len(log), len(expected))):
+        got = log[i] if i < len(log) else None
+        want = expected[i] if i < len(expected) else None
+        if want is None and got is not None:
+            problems.append(f"{got['type']} {got['description']!r}: measured, but not among the golden values")
+        elif got is None and want is not None:
+            problems.append(f"{want['type']} {want['description']!r}: expected in the log, not measured")
+        elif got is not None and want is not None:
+            if (got["type"], got["description"]) != (want["type"], want["description"]):
+                problems.append(
+                    f"event {i}: {got['type']} {got['description']!r} measured where the golden values "
+                    f"have {want['type']} {want['description']!r}"
+                )
+            elif got["digest"] != want["digest"]:
+                problems.append(
+                    f"{got['type']} {got['description']!r}: measured {got['digest'][:16]}…, "
+                    f"golden {want['digest'][:16]}…"
+                )
     return problems

@@ -259,3 +259,77 @@ def test_log_edit_detected(signed: Path, keys: Path) -> None:
     platform = load_public_key(keys / "platform.pub")
     problems = verify_quote(json.dumps(quote).encode(), platform_key=platform, nonce=b"n", partition="alpha")
     assert problems == ["event log does not match the signed log digest"]
+
+
+# -- regressions from review ----------------------------------------------------
+def _resigned(signed: Path, keys: Path, edit: object) -> bytes:
+    """A quote whose statement was re-signed by the platform after ``edit`` (a forger with the key)."""
+    from nacl.signing import SigningKey
+
+    from spgs.trust import canonical
+
+    quote = json.loads(_quote(signed, keys, b"n"))
+    edit(quote)  # type: ignore[operator]
+    quote["statement"]["log_digest"] = __import__("hashlib").sha256(canonical(quote["log"])).hexdigest()
+    key = SigningKey(load_seed(keys / "platform.key"))
+    quote["signature"] = key.sign(canonical(quote["statement"])).signature.hex()
+    return json.dumps(quote).encode()
+
+
+@pytest.mark.parametrize(
+    "log",
+    [[{"register": 7, "digest": "00" * 32, "type": "x", "description": "y"}],
+     [{"register": 0, "digest": "zz", "type": "x", "description": "y"}],
+     [1],
+     "nope"],
+)  # fmt: skip
+def test_malformed_log_is_a_finding_not_a_crash(signed: Path, keys: Path, log: object) -> None:
+    quote = json.loads(_quote(signed, keys, b"n"))
+    quote["log"] = log
+    platform = load_public_key(keys / "platform.pub")
+    problems = verify_quote(json.dumps(quote).encode(), platform_key=platform, nonce=b"n", partition="alpha")
+    assert problems[-1].startswith("malformed event log")
+
+
+def test_bad_golden_document_is_a_finding(signed: Path, keys: Path) -> None:
+    platform = load_public_key(keys / "platform.pub")
+    problems = verify_quote(_quote(signed, keys, b"n"), platform_key=platform, nonce=b"n", partition="alpha", golden=[])
+    assert problems == ["golden values are not a spk-golden/1 document"]
+
+
+def test_golden_counts_every_measurement_in_order(signed: Path, keys: Path) -> None:
+    def measure_twice(quote: dict[str, object]) -> None:
+        log = quote["log"]
+        assert isinstance(log, list)
+        bad = dict(log[2], digest="11" * 32)
+        log.insert(2, bad)  # a bad hello measured before the good one
+
+    quote = _resigned(signed, keys, measure_twice)
+    golden = json.loads((signed / "golden.json").read_bytes())
+    platform = load_public_key(keys / "platform.pub")
+    problems = verify_quote(quote, platform_key=platform, nonce=b"n", partition="alpha", golden=golden)
+    assert any("measured 1111" in p for p in problems)
+
+
+def test_refused_partition_keeps_its_window_idle(signed: Path) -> None:
+    _clean, clean_rec = boot(signed / "partitions.toml")
+    tamper(signed / "images/apps/counter.bin")
+    refused, refused_rec = boot(signed / "partitions.toml")
+    assert [r.name for r in refused.refused] == ["alpha"]
+
+    def windows(rec: Recorder) -> list[tuple[str, int]]:
+        return [(e.partition, e.time) for e in rec.of("window") if e.partition != "alpha"]
+
+    assert windows(clean_rec) == windows(refused_rec)
+    assert clean_rec.lines("gamma") == refused_rec.lines("gamma")
+
+
+def test_sign_refuses_two_images_with_one_name(tmp_path: Path, keys: Path) -> None:
+    from spgs.trust import TrustError
+
+    (tmp_path / "x").mkdir()
+    shutil.copy(ROOT / "apps/counter.asm", tmp_path / "x/hello.asm")
+    config = tmp_path / "p.toml"
+    config.write_text('[[partition]]\nname = "a"\nimage = "refkernel"\napps = ["hello", "x/hello.asm"]\n')
+    with pytest.raises(TrustError, match="both named 'hello'"):
+        sign_system(config, keys / "vendor.key", tmp_path / "out")

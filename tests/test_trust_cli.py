@@ -68,3 +68,9 @@ def test_bad_key_file_is_a_clean_error(world: Path) -> None:
     (world / "bad.pub").write_text("zz\n")
     code, _, err = spk("verify", "signed/partitions.toml", "--key", "bad.pub")
     assert code == 2 and "not a hex-encoded public key" in err
+
+
+def test_launch_fails_when_nothing_boots(world: Path) -> None:
+    code, out, err = spk("launch", "partitions.toml", "--secure-boot", "enforce", "--max-ticks", "100000")
+    assert code == 1 and "no partition booted" in err
+    assert out.count("refused by secure boot") == 3
