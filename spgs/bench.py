@@ -43,25 +43,25 @@ def _timed_run(machine: Machine, pid: int, instructions: int) -> float:
     return time.perf_counter() - start
 
 
+def _per_trap_us(machine: Machine, pid: int, warm: int, instructions: int, counter: str) -> float:
+    """Wall time per trap of one kind, counted by the SPK itself, after a warm-up."""
+    _timed_run(machine, pid, warm)  # boot, and fill the translation cache
+    before = getattr(machine.info(pid).counters, counter)
+    seconds = _timed_run(machine, pid, instructions)
+    return seconds / (getattr(machine.info(pid).counters, counter) - before) * 1e6
+
+
 def _hypercall_us(images: dict[tuple[str, str], bytes], instructions: int) -> float:
     machine = Machine(8 << 20)
     pid = machine.create_partition("hc", images[("kernel", "bench_hypercall")], [], 64)
-    _timed_run(machine, pid, 3_000)  # warm the translation cache
-    before = machine.info(pid).counters.hypercalls
-    seconds = _timed_run(machine, pid, instructions)
-    calls = machine.info(pid).counters.hypercalls - before
-    return seconds / calls * 1e6
+    return _per_trap_us(machine, pid, 3_000, instructions, "hypercalls")
 
 
 def _syscall_us(images: dict[tuple[str, str], bytes], instructions: int) -> float:
     machine = Machine(8 << 20)
     app = [("bench_getpid", images[("app", "bench_getpid")])]
     pid = machine.create_partition("sys", images[("kernel", "refkernel")], app, 256)
-    _timed_run(machine, pid, 20_000)  # boot and warm
-    before = machine.info(pid).counters.syscalls
-    seconds = _timed_run(machine, pid, instructions)
-    calls = machine.info(pid).counters.syscalls - before
-    return seconds / calls * 1e6
+    return _per_trap_us(machine, pid, 20_000, instructions, "syscalls")
 
 
 def _switch_us(images: dict[tuple[str, str], bytes], switches: int) -> float:

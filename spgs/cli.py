@@ -291,7 +291,10 @@ def attest(
     if out is None:
         typer.echo(quote.decode())
     else:
-        out.write_bytes(quote + b"\n")
+        try:
+            out.write_bytes(quote + b"\n")
+        except OSError as exc:
+            raise _fail(f"cannot write the quote {out}: {exc.strerror or exc}") from None
         typer.echo(f"quote of {partition} written to {out}", err=True)
 
 
