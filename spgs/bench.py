@@ -46,9 +46,9 @@ def _timed_run(machine: Machine, pid: int, instructions: int) -> float:
 def _per_trap_us(machine: Machine, pid: int, warm: int, instructions: int, counter: str) -> float:
     """Wall time per trap of one kind, counted by the SPK itself, after a warm-up."""
     _timed_run(machine, pid, warm)  # boot, and fill the translation cache
-    before = getattr(machine.info(pid).counters, counter)
+    before = int(getattr(machine.info(pid).counters, counter))
     seconds = _timed_run(machine, pid, instructions)
-    return seconds / (getattr(machine.info(pid).counters, counter) - before) * 1e6
+    return seconds / (int(getattr(machine.info(pid).counters, counter)) - before) * 1e6
 
 
 def _hypercall_us(images: dict[tuple[str, str], bytes], instructions: int) -> float:
