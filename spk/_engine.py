@@ -81,17 +81,13 @@ _LIB.uc_reg_write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 _LIB.uc_reg_write.restype = ctypes.c_int
 _LIB.uc_emu_stop.argtypes = [ctypes.c_void_p]
 _LIB.uc_emu_stop.restype = ctypes.c_int
-# Argument-free twins of the two context calls: bound once with c_void_p
-# objects, they skip ctypes' per-call conversion (measured ~0.1 us each).
+# An argtypes-free twin of the library, for pre-bound hot-path calls that
+# skip ctypes' per-call conversion (see Engine.reader).
 _RAW_LIB = ctypes.CDLL(_LIB._name)
-_RAW_SAVE = _RAW_LIB.uc_context_save
-_RAW_RESTORE = _RAW_LIB.uc_context_restore
 _HOOK_INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 #: uc_ctl codes: (type | arg count << 26 | io << 30), as unicorn.h's UC_CTL macro.
 _CTL_TLB_FLUSH = unicorn.UC_CTL_TLB_FLUSH | (unicorn.UC_CTL_IO_WRITE << 30)
 
-#: Fault vectors the engine raises through the interrupt hook.
-EXCEPTION_VECTORS = frozenset(range(32))
 #: RIP value used as ``until``: non-canonical, so no instruction ever sits there.
 _NEVER = 0xFFFF_0000_0000_0000 - 1
 #: Size of the x86 ``syscall`` instruction, re-added by the engine after its hook.
@@ -183,15 +179,6 @@ class Context:
     def cpl(self) -> int:
         """Current privilege level, from the saved CS selector."""
         return int(self.words[self.layout.cs_word] >> self.layout.cs_shift) & 3
-
-    def gprs(self) -> list[int]:
-        base = self.layout.gpr0
-        return list(self.words[base : base + 16])
-
-    def copy_gprs_from(self, other: Context) -> None:
-        """Copy the 16 GPRs of ``other`` (one memmove)."""
-        base = self.layout.gpr0
-        self.words[base : base + 16] = other.words[base : base + 16]
 
     def load_gprs(self, values: memoryview | list[int] | tuple[int, ...]) -> None:
         base = self.layout.gpr0
@@ -390,14 +377,6 @@ class Engine:
     def new_context(self) -> Context:
         return Context(self)
 
-    def saver(self, ctx: Context) -> Callable[[], object]:
-        """A pre-bound ``save(ctx)`` for hot paths (no argument conversion)."""
-        return functools.partial(_RAW_SAVE, ctypes.c_void_p(self.handle), ctypes.c_void_p(ctx.handle))
-
-    def restorer(self, ctx: Context) -> Callable[[], object]:
-        """A pre-bound ``restore(ctx)`` for hot paths."""
-        return functools.partial(_RAW_RESTORE, ctypes.c_void_p(self.handle), ctypes.c_void_p(ctx.handle))
-
     def save(self, ctx: Context) -> None:
         """Save the vCPU state into ``ctx`` (one C call)."""
         _LIB.uc_context_save(self.handle, ctx.handle)
@@ -507,11 +486,9 @@ def context_layout() -> ContextLayout:
             raise EngineError(f"engine context layout: GPR {_GPR_NAMES[i]} not contiguous")
     rip = find(_MARK | 0x100, "rip")
     cr3 = find(0x7654_3000, "cr3")
-    # CS selector: QEMU keeps segs[ES, CS, SS, ...] as {u32 selector, u64 base,
-    # u32 limit, u32 flags}; find CS by writing distinct selectors is not
-    # possible without a GDT, so locate the segment array relative to a
-    # marker-free anchor: the selector words change with the CPL; the SPK
-    # verifies the slot at boot (Machine self-test) against a real CPL switch.
+    # The CS selector (hence the CPL) cannot be located here: loading a
+    # selector needs a GDT. CPU bring-up finds it from two real contexts at
+    # CPL 2 and CPL 3 (find_selector_slot) and records it (set_bringup_slots).
     _LIB.uc_context_free(ctx)
     _layout_cache = ContextLayout(gpr0=gpr0, rip=rip, cr3=cr3, cs_word=-1, cs_shift=0)
     return _layout_cache
@@ -549,22 +526,20 @@ def find_next_eip_slot(ctx_a: Context, next_a: int, ctx_b: Context, next_b: int)
 
 
 def find_selector_slot(ctx_a: Context, sel_a: int, ctx_b: Context, sel_b: int) -> tuple[int, int]:
-    """Find the (u64 word, bit shift) where two contexts hold selectors a and b.
+    """Find the (u64 word, bit shift) where two contexts hold CS selectors a and b.
 
     Used once at bring-up with two real contexts (CPL 2 and CPL 3) whose CS
-    selectors are known. Errors: :class:`EngineError` unless exactly one
-    position matches.
+    selectors are known. QEMU keeps ``segs[ES, CS, SS, ...]`` in that order,
+    so the first match is CS (SS, which follows, holds other selectors).
+    Errors: :class:`EngineError` when no position matches.
     """
     hits = []
-    n = min(len(ctx_a.words), len(ctx_b.words)) - 1
+    n = min(len(ctx_a.words), len(ctx_b.words))
     for w in range(n):
         a, b = int(ctx_a.words[w]), int(ctx_b.words[w])
         for shift in (0, 32):
             if (a >> shift) & 0xFFFF_FFFF == sel_a and (b >> shift) & 0xFFFF_FFFF == sel_b:
                 hits.append((w, shift))
-    # segs[] is ES, CS, SS, DS...: CS is the first hit whose next segment (SS,
-    # 24 bytes = 3 words later) also differs in the same way is not needed:
-    # the caller passes CS selectors only present once in each context.
     if not hits:
         raise EngineError("engine context layout: CS selector not found")
     return hits[0]

@@ -195,9 +195,6 @@ class FrameTable:
     def pool_free_count(self, owner: int) -> int:
         return sum(1 for f in self.entries if f.owner == owner and f.type is FrameType.POOL)
 
-    def owned_count(self, owner: int) -> int:
-        return sum(1 for f in self.entries if f.owner == owner)
-
     def check_invariant(self) -> None:
         """Assert the page-table/writable rule for every frame.
 

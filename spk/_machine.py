@@ -71,7 +71,7 @@ from spk.abi import (
 )
 from spk.errors import ImageError, InternalError, SpkError
 
-_RAX, _RCX, _RSP, _R11 = 0, 1, 4, 11
+_RCX, _RSP, _R11 = 1, 4, 11
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 _NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
 _TABLE_GET = TABLE.get
