@@ -192,6 +192,21 @@ class FrameTable:
         self.ram.zero_frame(mfn)
         frame.type = FrameType.POOL
 
+    def reset_pool(self, owner: int) -> int:
+        """Give every frame of ``owner`` back to its own pool, zeroed (a restart).
+
+        Errors: :class:`InternalError` if one is still mapped.
+        """
+        count = 0
+        for mfn, frame in enumerate(self.entries):
+            if frame.owner == owner:
+                if frame.map_count:
+                    raise InternalError(f"frame {mfn:#x} of {owner} reset while mapped")
+                self.ram.zero_frame(mfn)
+                frame.type = FrameType.POOL
+                count += 1
+        return count
+
     def pool_free_count(self, owner: int) -> int:
         return sum(1 for f in self.entries if f.owner == owner and f.type is FrameType.POOL)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spk._channels import Port
 from spk._engine import LiveRegisters
 from spk._frames import FrameType
 from spk._partition import Partition, State
@@ -33,6 +34,9 @@ from spk.abi import (
     MEASURE_MAX,
     MEASURE_NAME_MAX,
     NONCE_MAX,
+    PART_ENTRY_SIZE,
+    PART_QUERY_WORDS,
+    PORT_NAME_MAX,
     RFLAGS_FIXED,
     RFLAGS_USER_MASK,
     USER_BASE,
@@ -41,6 +45,7 @@ from spk.abi import (
     Event,
     Hypercall,
     MapFlags,
+    PartOp,
     Register,
     Status,
 )
@@ -353,3 +358,144 @@ def hc_attest(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) 
         raise _fail(Status.NO_MEMORY, f"quote of {len(quote)} bytes > buffer of {out_len}")
     m.copy_out(ctx.cr3, out_ptr, quote)  # BAD_ADDRESS before anything is written
     return len(quote)
+
+
+def _port(p: Partition, handle: int) -> Port:
+    if not 0 <= handle < len(p.open_ports):
+        raise _fail(Status.BAD_HANDLE, f"no open port with handle {handle}")
+    return p.open_ports[handle]
+
+
+@hypercall(
+    Hypercall.PORT_OPEN,
+    ("name_ptr", "name_len"),
+    "port handle (>= 0)",
+    (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS, Status.NOT_FOUND),
+)
+def hc_port_open(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Open one of the partition's configured ports by name; opening twice gives the same handle."""
+    if not 0 < a[1] <= PORT_NAME_MAX:
+        raise _fail(Status.INVALID_ARGUMENT, f"port name of {a[1]} bytes (1..{PORT_NAME_MAX})")
+    name = m.copy_in(ctx.cr3, a[0], a[1]).decode("utf-8", "replace")
+    port = p.ports.get(name)
+    if port is None:
+        raise _fail(Status.NOT_FOUND, f"no port {name!r} configured for {p.name}")
+    if port not in p.open_ports:
+        p.open_ports.append(port)
+    return p.open_ports.index(port)
+
+
+@hypercall(
+    Hypercall.PORT_SEND,
+    ("handle", "ptr", "len"),
+    "0",
+    (Status.BAD_HANDLE, Status.DENIED, Status.INVALID_ARGUMENT, Status.BAD_ADDRESS, Status.BUSY),
+)
+def hc_port_send(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Send a message on a source port (copied in once; all-or-nothing for queues)."""
+    port = _port(p, a[0])
+    channel = port.channel
+    if a[2] > channel.message_size:
+        raise _fail(Status.INVALID_ARGUMENT, f"message of {a[2]} bytes > {channel.message_size}")
+    message = m.copy_in(ctx.cr3, a[1], a[2])
+    channel.send(port, message, m.time_now())
+    return 0
+
+
+@hypercall(
+    Hypercall.PORT_RECEIVE,
+    ("handle", "ptr", "len"),
+    "length of the message copied to ptr",
+    (Status.BAD_HANDLE, Status.DENIED, Status.NOT_FOUND, Status.NO_MEMORY, Status.BAD_ADDRESS),
+)
+def hc_port_receive(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Receive the oldest (queuing) or latest (sampling) message on a destination port."""
+    port = _port(p, a[0])
+    message = port.channel.peek(port)
+    if len(message) > a[2]:
+        raise _fail(Status.NO_MEMORY, f"message of {len(message)} bytes > buffer of {a[2]}")
+    m.copy_out(ctx.cr3, a[1], message)  # BAD_ADDRESS before the message is consumed
+    port.channel.consume(port)
+    return len(message)
+
+
+@hypercall(
+    Hypercall.PORT_STATUS,
+    ("handle",),
+    "queuing: messages waiting (destination) or free slots (source); sampling: age of the latest message",
+    (Status.BAD_HANDLE, Status.NOT_FOUND),
+)
+def hc_port_status(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """A port's state: queue length or free slots, or a sampling message's age."""
+    port = _port(p, a[0])
+    return port.channel.status(port, m.time_now())
+
+
+@hypercall(Hypercall.RAISE_ERROR, ("code",), "0", ())
+def hc_raise_error(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Report a guest-declared error to the health monitor (ring 1 applies its policy)."""
+    m.health_event(p, "guest_error", f"code {a[0]}")
+    return 0
+
+
+def _manager(p: Partition) -> None:
+    if not p.may_manage:
+        raise _fail(Status.DENIED, f"{p.name} is not a system partition")
+
+
+@hypercall(
+    Hypercall.PART_LIST,
+    ("out_ptr", "max_entries"),
+    "number of partitions (entries written: at most max_entries)",
+    (Status.DENIED, Status.BAD_ADDRESS),
+)
+def hc_part_list(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """List partitions: id, state and name, PART_ENTRY_SIZE bytes each (system partitions only)."""
+    _manager(p)
+    entries = m.partition_table()
+    shown = entries[: a[1]]
+    blob = bytearray(len(shown) * PART_ENTRY_SIZE)
+    for i, (pid, state, name) in enumerate(shown):
+        struct.pack_into("<QQ", blob, i * PART_ENTRY_SIZE, pid, state)
+        encoded = name.encode()[:31]
+        blob[i * PART_ENTRY_SIZE + 16 : i * PART_ENTRY_SIZE + 16 + len(encoded)] = encoded
+    m.copy_out(ctx.cr3, a[0], bytes(blob))
+    return len(entries)
+
+
+@hypercall(
+    Hypercall.PART_QUERY,
+    ("id", "out_ptr"),
+    "0",
+    (Status.DENIED, Status.BAD_HANDLE, Status.BAD_ADDRESS),
+)
+def hc_part_query(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Usage of a partition: PART_QUERY_WORDS counters (system partitions only)."""
+    _manager(p)
+    target = m.partitions.get(a[0])
+    if target is None:
+        raise _fail(Status.BAD_HANDLE, f"no running partition {a[0]}")
+    c = target.counters
+    used = target.quota - m.frames.pool_free_count(target.pid)
+    record = (c.instructions, c.hypercalls, c.syscalls, c.faults, c.windows, c.preemptions, used, target.quota,
+              target.restarts)  # fmt: skip
+    assert len(record) == PART_QUERY_WORDS
+    m.copy_out(ctx.cr3, a[1], struct.pack(f"<{PART_QUERY_WORDS}Q", *record))
+    return 0
+
+
+@hypercall(
+    Hypercall.PART_CONTROL,
+    ("id", "op"),
+    "0: the request is accepted; ring 1 carries it out when the caller's run ends",
+    (Status.DENIED, Status.BAD_HANDLE, Status.INVALID_ARGUMENT),
+)
+def hc_part_control(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
+    """Ask ring 1 to pause, resume, halt, restart, start or destroy a partition."""
+    _manager(p)
+    if a[1] not in PartOp._value2member_map_:
+        raise _fail(Status.INVALID_ARGUMENT, f"unknown operation {a[1]}")
+    if not m.knows_partition(a[0]):
+        raise _fail(Status.BAD_HANDLE, f"no partition {a[0]}")
+    m.management_request(p, a[0], PartOp(a[1]))
+    return 0

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import capstone
 
 from spk import abi
+from spk._channels import Channel, ChannelKind, Direction, Port
 from spk._cpu import bring_up, build_spk_memory
 from spk._engine import SYSCALL_INSN_LEN, Engine
 from spk._frames import FrameTable, FrameType, PhysicalMemory
@@ -65,6 +66,8 @@ from spk.abi import (
     TRAP_FRAME_SIZE,
     EntryKind,
     Event,
+    PartOp,
+    PartState,
     Register,
     Status,
     Vector,
@@ -102,6 +105,30 @@ class RunOutcome:
 
 
 @dataclass(frozen=True)
+class HealthEvent:
+    """Something the health monitor (ring 1) must decide about."""
+
+    pid: int
+    event: str  #: a KernelFault kind, or guest_error
+    detail: str
+
+
+@dataclass(frozen=True)
+class ManagementRequest:
+    """A system partition asked ring 1 to act on a partition (PART_CONTROL)."""
+
+    requester: int
+    target: int
+    op: PartOp
+
+
+_STATE_CODES = {
+    State.READY: PartState.READY, State.BLOCKED: PartState.BLOCKED, State.EXITED: PartState.EXITED,
+    State.FAULTED: PartState.FAULTED, State.STOPPED: PartState.STOPPED,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class PartitionInfo:
     """A read-only view of one partition for ring 1."""
 
@@ -113,6 +140,7 @@ class PartitionInfo:
     exit_code: int | None
     fault: KernelFault | None
     counters: Counters
+    restarts: int = 0
 
 
 class Machine:
@@ -146,6 +174,10 @@ class Machine:
         self._on_event = on_event or (lambda _e: None)
         self._listener_error: Exception | None = None
         self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
+        self.channels: dict[int, Channel] = {}
+        self.declared: dict[int, str] = {}
+        self._health: list[HealthEvent] = []
+        self._requests: list[ManagementRequest] = []
         self._trace_hypercalls = trace_hypercalls
         self._loaded_cr3 = -1
         self._run_start = 0
@@ -175,6 +207,8 @@ class Machine:
         frame_hint: int = 0,
         kernel_name: str = "kernel",
         config_digest: bytes | None = None,
+        pid: int | None = None,
+        may_manage: bool = False,
     ) -> int:
         """Create a partition: grant its quota, load and map its kernel.
 
@@ -182,7 +216,9 @@ class Machine:
         (first fit from there, else from the bottom). Measured boot: ring 0
         extends the partition's CONFIG register with ``config_digest`` (when
         given) and its KERNEL register with the SHA-256 of the image it
-        loads, named ``kernel_name`` in the event log.
+        loads, named ``kernel_name`` in the event log. ``pid`` starts a
+        partition declared earlier (:meth:`declare_partition`);
+        ``may_manage`` grants the management hypercalls (role "system").
 
         The kernel half of its boot space gets the image (RW, supervisor) at
         KERNEL_IMAGE_VADDR, a zeroed data area, a boot stack and the
@@ -203,14 +239,19 @@ class Machine:
         needed = self.frames_to_boot(len(kernel_image), [len(b) for _, b in modules])
         if quota_frames < needed:
             raise ImageError(f"{name}: quota of {quota_frames} frames < {needed} needed to boot")
-        pid = self._next_pid
+        if pid is None:
+            pid = self._next_pid
+            self._next_pid += 1
+        elif self.declared.get(pid) != name:
+            raise ImageError(f"{name}: partition {pid} is not declared under that name")
         self.frames.grant(pid, quota_frames, frame_hint)
         try:
             partition = self._build(pid, name, kernel_image, modules, quota_frames)
         except SpkError:
             self.frames.reclaim(pid)
             raise
-        self._next_pid += 1
+        self.declared.pop(pid, None)
+        partition.may_manage = may_manage
         self.partitions[pid] = partition
         if config_digest is not None:
             partition.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
@@ -304,7 +345,109 @@ class Machine:
         self.engine.flush_tlb()
         self.engine.flush_code()
         self._emit(p, "destroyed", {})
+        self.declared[pid] = p.name  # it may be started again
         return self.frames.reclaim(pid)
+
+    def declare_partition(self, name: str) -> int:
+        """Reserve a partition id for a partition that is not started yet."""
+        pid = self._next_pid
+        self._next_pid += 1
+        self.declared[pid] = name
+        return pid
+
+    def partition_table(self) -> list[tuple[int, int, str]]:
+        """(id, PartState, name) of every running or declared partition, by id."""
+        rows = [(pid, int(_STATE_CODES[p.state]), p.name) for pid, p in self.partitions.items()]
+        rows += [(pid, int(PartState.DECLARED), name) for pid, name in self.declared.items()]
+        return sorted(rows)
+
+    def knows_partition(self, pid: int) -> bool:
+        return pid in self.partitions or pid in self.declared
+
+    def reset_partition(
+        self,
+        pid: int,
+        kernel_image: bytes,
+        modules: Sequence[tuple[str, bytes]],
+        *,
+        warm: bool = False,
+        kernel_name: str = "kernel",
+        config_digest: bytes | None = None,
+    ) -> None:
+        """Restart a partition on its own quota (the health monitor's restarts).
+
+        Every space is torn down and every frame goes back to the quota,
+        zeroed; then the kernel is loaded again as at creation. A cold
+        restart also resets the measurements and measures again; a warm one
+        keeps them, and keeps the kernel's data area as it was. Ports stay,
+        closed; messages waiting for the partition are dropped.
+        """
+        old = self.partitions[pid]
+        data = self._read_kernel_data(old) if warm else None
+        for space in old.spaces.values():
+            for va, _leaf in list(space.leaves()):
+                space.unmap(va)
+        old.context.free()
+        self.frames.reset_pool(pid)
+        self.engine.flush_tlb()
+        self.engine.flush_code()
+        self._loaded_cr3 = -1
+        new = self._build(pid, old.name, kernel_image, modules, old.quota)
+        new.ports, new.may_manage = old.ports, old.may_manage
+        new.counters, new.restarts = old.counters, old.restarts + 1
+        for port in new.ports.values():
+            port.queue.clear()
+        if warm and data is not None:
+            new.measurements = old.measurements
+            tr = self.walker.translate(new.spaces[0].cr3, KERNEL_DATA_VADDR)
+            for offset in range(0, len(data), PAGE_SIZE):
+                page = self.walker.translate(new.spaces[0].cr3, KERNEL_DATA_VADDR + offset)
+                if tr is not None and page is not None:
+                    self.ram.write(page.paddr, data[offset : offset + PAGE_SIZE])
+        else:
+            if config_digest is not None:
+                new.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
+            new.measurements.extend(
+                Register.KERNEL, hashlib.sha256(kernel_image).digest(), "kernel_image", kernel_name
+            )
+        self.partitions[pid] = new
+        self._emit(new, "restarted", {"warm": warm, "restarts": new.restarts})
+
+    def _read_kernel_data(self, p: Partition) -> bytes:
+        out = bytearray()
+        for offset in range(0, KERNEL_DATA_SIZE, PAGE_SIZE):
+            tr = self.walker.translate(p.spaces[0].cr3, KERNEL_DATA_VADDR + offset)
+            out += self.ram.read(tr.paddr, PAGE_SIZE) if tr is not None else bytes(PAGE_SIZE)
+        return bytes(out)
+
+    # -- channels ------------------------------------------------------------
+    def create_channel(self, kind: str, message_size: int, *, depth: int = 1, refresh: int = 0) -> int:
+        """A channel (sampling or queuing) with no ports yet; returns its id."""
+        cid = len(self.channels) + 1
+        self.channels[cid] = Channel(cid, ChannelKind(kind), message_size, depth, refresh)
+        return cid
+
+    def attach_port(self, pid: int, name: str, cid: int, direction: str) -> None:
+        """Give partition ``pid`` a port named ``name`` on channel ``cid``."""
+        p = self.partitions[pid]
+        p.ports[name] = Port(pid, name, Direction(direction), self.channels[cid])
+
+    # -- what ring 1 must decide about -----------------------------------------
+    def health_event(self, p: Partition, event: str, detail: str) -> None:
+        self._health.append(HealthEvent(p.pid, event, detail))
+        self._emit(p, "health_event", {"event": event, "detail": detail})
+
+    def take_health_events(self) -> list[HealthEvent]:
+        events, self._health = self._health, []
+        return events
+
+    def management_request(self, requester: Partition, target: int, op: PartOp) -> None:
+        self._requests.append(ManagementRequest(requester.pid, target, op))
+        self._emit(requester, "management_request", {"target": target, "op": op.name.lower()})
+
+    def take_requests(self) -> list[ManagementRequest]:
+        requests, self._requests = self._requests, []
+        return requests
 
     def stop_partition(self, pid: int) -> None:
         """Take a partition off the CPU for good (ring 1's halt or pause)."""
@@ -321,7 +464,7 @@ class Machine:
         return PartitionInfo(
             pid=p.pid, name=p.name, state=p.state.value, quota_frames=p.quota,
             frames_in_use=p.quota - self.frames.pool_free_count(pid),
-            exit_code=p.exit_code, fault=p.fault, counters=p.counters,
+            exit_code=p.exit_code, fault=p.fault, counters=p.counters, restarts=p.restarts,
         )  # fmt: skip
 
     # ------------------------------------------------------------------
@@ -735,6 +878,7 @@ class Machine:
         p.fault = KernelFault(kind, vector, rip, address, detail)
         args = {"kind": kind, "vector": vector, "rip": rip, "address": address, "detail": detail}
         self._emit(p, "kernel_fault", args)
+        self._health.append(HealthEvent(p.pid, kind, detail))
         self.request_stop("fault")
 
     def _internal_error(self, p: Partition, exc: Exception) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from spk._channels import Port
 from spk._engine import Context
 from spk._measure import Measurements
 from spk._paging import AddressSpace, KernelHalf
@@ -81,6 +82,12 @@ class Partition:
     counters: Counters = field(default_factory=Counters)
     console_buffer: bytearray = field(default_factory=bytearray)
     measurements: Measurements = field(default_factory=Measurements)
+    #: ports ring 1 gave this partition, by name, and those it opened (handles)
+    ports: dict[str, Port] = field(default_factory=dict)
+    open_ports: list[Port] = field(default_factory=list)
+    #: granted by ring 1 to partitions of role "system": management hypercalls
+    may_manage: bool = False
+    restarts: int = 0
     #: (stack top, kernel-half generation, physical address of the top)
     stack_cache: tuple[int, int, int] | None = None
 

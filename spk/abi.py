@@ -47,6 +47,14 @@ class Hypercall(enum.IntEnum):
     FRAME_FREE = 16
     MEASURE = 17
     ATTEST = 18
+    PORT_OPEN = 19
+    PORT_SEND = 20
+    PORT_RECEIVE = 21
+    PORT_STATUS = 22
+    RAISE_ERROR = 23
+    PART_LIST = 24
+    PART_QUERY = 25
+    PART_CONTROL = 26
 
 
 class Status(enum.IntEnum):
@@ -98,6 +106,39 @@ MEASURE_MAX = 16 << 20
 MEASURE_NAME_MAX = 64
 #: Nonce length ATTEST takes (bytes, at most).
 NONCE_MAX = 64
+
+
+#: Longest port name PORT_OPEN takes.
+PORT_NAME_MAX = 31
+
+
+class PartOp(enum.IntEnum):
+    """Operations of PART_CONTROL (system partitions only)."""
+
+    PAUSE = 0
+    RESUME = 1
+    HALT = 2
+    RESTART = 3  #: cold restart
+    START = 4  #: a partition declared with boot = false
+    DESTROY = 5  #: tear it down; it may be started again
+
+
+class PartState(enum.IntEnum):
+    """Partition states as PART_LIST and PART_QUERY report them."""
+
+    READY = 0
+    BLOCKED = 1
+    EXITED = 2
+    FAULTED = 3
+    STOPPED = 4
+    DECLARED = 5  #: declared, not running: never started, or destroyed
+
+
+#: PART_LIST entry: id, state, then the name (32 bytes, NUL padded).
+PART_ENTRY_SIZE = 48
+#: PART_QUERY record: instructions, hypercalls, syscalls, faults, windows,
+#: preemptions, frames in use, quota (frames), restarts; u64 each.
+PART_QUERY_WORDS = 9
 
 
 class Event(enum.IntFlag):
@@ -235,13 +276,15 @@ def asm_equates() -> str:
         lines.append(f".equ ENTRY_{kind.name}, {int(kind)}")
     for flag in MapFlags:
         lines.append(f".equ MAP_{flag.name}, {int(flag)}")
+    for op in PartOp:
+        lines.append(f".equ PART_{op.name}, {int(op)}")
     names = (
         "PAGE_SIZE", "KERNEL_BASE", "KERNEL_DATA_VADDR", "KERNEL_DATA_SIZE",
         "START_INFO_VADDR", "KERNEL_STACK_TOP", "APP_IMAGE_VADDR", "USER_END",
         "START_INFO_MAGIC", "SI_MODULE_COUNT", "SI_MODULES", "SI_MODULE_SIZE",
         "SIM_FIRST_MFN", "SIM_PAGES", "SIM_BYTES", "SIM_NAME", "SI_PARTITION_ID",
         "SEL_USER_CODE", "SEL_USER_DATA", "APP_FRAME_SIZE", "RFLAGS_FIXED",
-        "HYPERCALL_VECTOR", "SYSCALL_VECTOR",
+        "HYPERCALL_VECTOR", "SYSCALL_VECTOR", "PART_ENTRY_SIZE",
     )  # fmt: skip
     for name in names:
         lines.append(f".equ {name}, {int(globals()[name]):#x}")
