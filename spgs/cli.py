@@ -76,23 +76,33 @@ class _ConsoleAndTrace:
         elif event.event == "health_action":
             args = event.args
             self._out.write(f"[{event.partition}] !! health monitor: {args['action']} after {args['event']}\n")
+        elif event.event == "management":
+            args = event.args
+            self._out.write(f"[{event.partition}] -- {args['requester']} asked {args['op']}: {args['outcome']}\n")
 
 
 def _summary(report: SystemReport, name: str) -> Table:
     title = Text(f"{name}: virtual time {report.end_time:,} instructions, {report.major_frames} major frames")
     table = Table(title=title)
-    for column in ("partition", "state", "instructions", "hypercalls", "syscalls", "faults", "frames used"):
+    columns = ("partition", "state", "instructions", "hypercalls", "syscalls", "faults", "window use", "overruns",
+               "restarts", "frames used")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column in ("partition", "state") else "right")
+    blank = ["-"] * (len(columns) - 2)
     for refused in report.refused:
-        table.add_row(refused.name, Text("refused by secure boot"), "-", "-", "-", "-", "-")
+        table.add_row(refused.name, Text("refused by secure boot"), *blank)
+    for declared in report.declared:
+        table.add_row(declared, Text("declared, not running"), *blank)
     for info in report.partitions:
         c = info.counters
         state = info.state if info.exit_code is None else f"{info.state} ({info.exit_code})"
-        if info.fault is not None:
+        if info.fault is not None and info.state in ("faulted", "stopped"):
             state = f"{info.state}: {info.fault.kind}"
+        usage = report.usage.get(info.name)
         table.add_row(
-            info.name, state, f"{c.instructions:,}", f"{c.hypercalls:,}", f"{c.syscalls:,}",
-            f"{c.faults:,}", f"{info.frames_in_use}/{info.quota_frames}",
+            info.name, Text(state), f"{c.instructions:,}", f"{c.hypercalls:,}", f"{c.syscalls:,}", f"{c.faults:,}",
+            f"{usage.use:.0%}" if usage else "-", f"{usage.overruns:,}" if usage else "-", str(info.restarts),
+            f"{info.frames_in_use}/{info.quota_frames}",
         )  # fmt: skip
     return table
 
@@ -188,7 +198,7 @@ def launch(
         platform_key=platform_key, today=_parse_date(date_),
     )  # fmt: skip
     sys.stdout.flush()
-    Console(width=None if sys.stdout.isatty() else 120).print(_summary(booted.report, booted.name))
+    Console(width=None if sys.stdout.isatty() else 150).print(_summary(booted.report, booted.name))
     if not booted.report.partitions:
         typer.echo("error: no partition booted", err=True)
         raise typer.Exit(1)

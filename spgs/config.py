@@ -1,15 +1,18 @@
 """``partitions.toml``: parsed with tomllib, validated by pydantic models.
 
 Every error names the file, the line, the field and the rule, so a user can
-fix the file without reading code. pydantic reports a field path such as
-``partition.1.memory``; :class:`_LineIndex` maps it back to the line of the
-TOML source (tomllib keeps no positions).
+fix the file without reading code. pydantic checks each field on its own and
+reports a field path such as ``partition.1.memory``; the rules that span
+several fields are in :mod:`spgs.rules`, run once every field has passed.
+:class:`_LineIndex` maps a path back to the line of the TOML source
+(tomllib keeps no positions). docs/config.md documents every field and rule.
 
 Errors: :class:`ConfigError` with every problem found, not only the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import tomllib
@@ -26,6 +29,11 @@ from spk.abi import PAGE_SIZE
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
 _UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+#: Longest major frame, window, period or refresh (instructions).
+MAX_TIME = 10_000_000_000
+#: Channel limits: bytes per message, messages queued per destination.
+MAX_MESSAGE_SIZE = 4096
+MAX_DEPTH = 256
 
 
 def _parse_size(value: Any) -> Any:
@@ -51,7 +59,14 @@ class SystemConfig(BaseModel):
 
     name: str = "spk"
     memory: Size = Field(default=64 << 20, description="physical RAM in bytes")
+    cpus: int = Field(default=1, ge=1, le=1, description="vCPUs (one is emulated in this version)")
     seed: int = Field(default=0, ge=0, lt=1 << 63)
+    clock_rate: int = Field(
+        default=100_000_000, ge=1_000, le=MAX_TIME, description="virtual instructions per virtual second"
+    )
+    major_frame: int | None = Field(
+        default=None, ge=1_000, le=MAX_TIME, description="major frame length (instructions)"
+    )
     max_ticks: int = Field(default=20_000_000, gt=0, description="virtual-time bound of a launch")
 
     @field_validator("memory")
@@ -60,6 +75,65 @@ class SystemConfig(BaseModel):
         if value % PAGE_SIZE or not (1 << 20) <= value <= (1 << 30):
             raise PydanticCustomError("ram_size", "must be a multiple of 4 KiB between 1 MiB and 1 GiB")
         return value
+
+
+def _check_name(value: str, rule: str) -> str:
+    if not _NAME.match(value):
+        raise PydanticCustomError(
+            rule, "must be 1-31 characters: lowercase letters, digits, '-' or '_', starting with a letter"
+        )
+    return value
+
+
+HealthAction = Literal["ignore", "log", "halt", "cold_restart", "warm_restart", "propagate"]
+#: Events after which the guest kernel cannot go on by itself.
+FATAL_EVENTS = (
+    "memory_violation", "illegal_instruction", "privileged_instruction", "unexpected_trap", "internal_error",
+)  # fmt: skip
+#: Events the partition survives.
+NONFATAL_EVENTS = ("overrun", "guest_error")
+
+
+class HealthConfig(BaseModel):
+    """``[partition.health]``: the health monitor's table, event -> action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_violation: HealthAction = "halt"
+    illegal_instruction: HealthAction = "halt"
+    privileged_instruction: HealthAction = "halt"
+    unexpected_trap: HealthAction = "halt"
+    internal_error: HealthAction = "halt"
+    overrun: HealthAction = "ignore"
+    guest_error: HealthAction = "log"
+    restart_limit: int = Field(default=3, ge=0, le=1000, description="restarts before the partition is halted")
+
+    def action(self, event: str) -> str:
+        return str(getattr(self, event))
+
+
+class WindowConfig(BaseModel):
+    """One window of a partition inside the major frame."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(ge=0, le=MAX_TIME, description="offset from the start of the major frame (instructions)")
+    duration: int = Field(ge=1_000, le=MAX_TIME, description="length (instructions)")
+    cpu: int = Field(default=0, ge=0, le=63, description="vCPU (rule window_cpu: below [system].cpus)")
+
+
+class PortConfig(BaseModel):
+    """A port of a partition: one end of a channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    direction: Literal["source", "destination"]
+
+    @field_validator("name")
+    @classmethod
+    def _port_name(cls, value: str) -> str:
+        return _check_name(value, "port_name")
 
 
 class PartitionConfig(BaseModel):
@@ -71,23 +145,66 @@ class PartitionConfig(BaseModel):
     image: str = Field(description="guest kernel: a bundled name (refkernel) or a path to .asm/.bin")
     apps: list[str] = Field(default_factory=list, max_length=8)
     memory: Size = Field(default=1 << 20, description="memory quota in bytes")
-    window: int = Field(default=50_000, ge=1_000, le=100_000_000, description="window length (instructions)")
+    address: Size | None = Field(default=None, description="fixed physical base of the quota (bytes)")
+    role: Literal["guest", "system"] = Field(default="guest", description="system: may use management hypercalls")
+    boot: bool = Field(default=True, description="start at boot; false: declared, started by a system partition")
+    window: int = Field(default=50_000, ge=1_000, le=100_000_000, description="window length, when no `windows`")
+    windows: list[WindowConfig] = Field(default_factory=list, max_length=64)
+    period: int | None = Field(default=None, ge=1_000, le=MAX_TIME, description="the windows repeat every period")
+    ports: list[PortConfig] = Field(default_factory=list, max_length=16)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @field_validator("name")
     @classmethod
     def _name_rule(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise PydanticCustomError(
-                "partition_name",
-                "must be 1-31 characters: lowercase letters, digits, '-' or '_', starting with a letter",
-            )
-        return value
+        return _check_name(value, "partition_name")
 
     @field_validator("memory")
     @classmethod
     def _quota_rule(cls, value: int) -> int:
         if value % PAGE_SIZE or value < 64 * PAGE_SIZE:
             raise PydanticCustomError("quota_size", "must be a multiple of 4 KiB and at least 256 KiB")
+        return value
+
+
+class ChannelConfig(BaseModel):
+    """``[[channel]]``: a one-way channel from one source port to destination ports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["sampling", "queuing"]
+    source: str = Field(description='"partition.port"')
+    destinations: list[str] = Field(min_length=1, max_length=8, description='["partition.port", ...]')
+    message_size: int = Field(description="largest message (bytes), 1 to 4096")
+    depth: int = Field(default=8, description="queuing only: messages held per destination, 1 to 256")
+    refresh: int = Field(
+        default=1_000_000, ge=1, le=MAX_TIME, description="sampling only: validity period of a message (instructions)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _channel_name(cls, value: str) -> str:
+        return _check_name(value, "channel_name")
+
+    @field_validator("message_size")
+    @classmethod
+    def _message_size_rule(cls, value: int) -> int:
+        if not 1 <= value <= MAX_MESSAGE_SIZE:
+            raise PydanticCustomError(
+                "message_size_range", "{value} bytes: must be from 1 to {limit} bytes",
+                {"value": value, "limit": MAX_MESSAGE_SIZE},
+            )  # fmt: skip
+        return value
+
+    @field_validator("depth")
+    @classmethod
+    def _depth_rule(cls, value: int) -> int:
+        if not 1 <= value <= MAX_DEPTH:
+            raise PydanticCustomError(
+                "depth_range", "{value} messages: must be from 1 to {limit} messages",
+                {"value": value, "limit": MAX_DEPTH},
+            )  # fmt: skip
         return value
 
 
@@ -111,6 +228,7 @@ class SystemDescription(BaseModel):
     system: SystemConfig = Field(default_factory=SystemConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)
     partition: list[PartitionConfig] = Field(min_length=1, max_length=64)
+    channel: list[ChannelConfig] = Field(default_factory=list, max_length=64)
 
 
 @dataclass(frozen=True)
@@ -147,49 +265,208 @@ class LoadedConfig:
 class _LineIndex:
     """Maps a field path (``partition.1.memory``) to its line in the TOML text.
 
-    A small line scanner: table headers, array-of-table headers and keys
-    (bare or quoted); lines inside multi-line strings are skipped.
+    tomllib keeps no positions, so :class:`_Scanner` reads the text again
+    (text tomllib already accepted) and records the line where each path
+    is defined. :meth:`find` falls back to the nearest enclosing path that
+    has a line: a missing key points at its table.
     """
 
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
-    _KEY = re.compile(r"""^\s*(?:"([^"]+)"|'([^']+)'|([A-Za-z0-9_-]+))\s*=""")
-
     def __init__(self, text: str) -> None:
-        self.lines: dict[tuple[str, ...], int] = {}
-        counts: dict[str, int] = {}
-        table: tuple[str, ...] = ()
-        open_quote: str | None = None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if open_quote is not None:
-                if line.count(open_quote) % 2:
-                    open_quote = None
-                continue
-            header = self._HEADER.match(line)
-            if header:
-                name = header.group(2)
-                if header.group(1) == "[[":
-                    index = counts.get(name, 0)
-                    counts[name] = index + 1
-                    self.lines.setdefault((name,), number)
-                    table = (name, str(index))
-                else:
-                    table = (name,)
-                self.lines.setdefault(table, number)
-                continue
-            key = self._KEY.match(line)
-            if key:
-                self.lines.setdefault((*table, next(g for g in key.groups() if g)), number)
-            for quote in ('"""', "'''"):
-                if line.count(quote) % 2:
-                    open_quote = quote
-                    break
+        self.lines: dict[tuple[str, ...], int] = _Scanner(text).scan()
 
-    def find(self, path: tuple[str, ...]) -> int | None:
-        for cut in range(len(path), 0, -1):
-            found = self.lines.get(path[:cut])
+    def find(self, path: tuple[str | int, ...]) -> int | None:
+        key = tuple(str(part) for part in path)
+        for cut in range(len(key), 0, -1):
+            found = self.lines.get(key[:cut])
             if found:
                 return found
         return None
+
+
+class _Scanner:
+    """The positions tomllib does not keep: which line defines which path.
+
+    Understands what the paths need: table headers ``[a.b]`` and array of
+    tables headers ``[[a.b]]``, resolved as TOML does (``[partition.health]``
+    and ``[[partition.windows]]`` belong to the last ``[[partition]]``);
+    keys, bare, quoted or dotted; arrays, each element on the line where it
+    starts (``windows.1``, ``destinations.0``); inline tables, each key on
+    its line; strings of all four kinds and comments, skipped. A path keeps
+    the first line that defines it.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.line = 1
+        self.found: dict[tuple[str, ...], int] = {}
+        self.arrays: dict[tuple[str, ...], int] = {}  #: array of tables -> elements so far
+
+    def scan(self) -> dict[tuple[str, ...], int]:
+        with contextlib.suppress(ValueError, IndexError):  # not what tomllib accepts: keep the lines found so far
+            self._document()
+        return self.found
+
+    # -- characters --
+    def _peek(self, n: int = 1) -> str:
+        return self.text[self.pos : self.pos + n]
+
+    def _advance(self, n: int = 1) -> None:
+        chunk = self.text[self.pos : self.pos + n]
+        if not chunk:
+            raise ValueError("unexpected end of text")
+        self.line += chunk.count("\n")
+        self.pos += len(chunk)
+
+    def _expect(self, token: str) -> None:
+        if self._peek(len(token)) != token:
+            raise ValueError(f"expected {token!r} on line {self.line}")
+        self._advance(len(token))
+
+    def _blank(self, newlines: bool) -> None:
+        """Skip spaces, tabs and comments; line ends too when ``newlines``."""
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char in " \t\r" or (newlines and char == "\n"):
+                self.pos += 1
+                self.line += char == "\n"
+            elif char == "#":
+                end = self.text.find("\n", self.pos)
+                self.pos = len(self.text) if end < 0 else end
+            else:
+                return
+
+    def _mark(self, path: tuple[str, ...]) -> None:
+        self.found.setdefault(path, self.line)
+
+    # -- grammar --
+    def _document(self) -> None:
+        table: tuple[str, ...] = ()
+        while True:
+            self._blank(newlines=True)
+            if self.pos >= len(self.text):
+                return
+            if self._peek(2) == "[[":
+                self._advance(2)
+                keys = self._key()
+                self._expect("]]")
+                array = (*self._resolve(keys[:-1]), keys[-1])
+                index = self.arrays.get(array, 0)
+                self.arrays[array] = index + 1
+                self._mark(array)
+                table = (*array, str(index))
+                self._mark(table)
+            elif self._peek() == "[":
+                self._advance()
+                table = self._resolve(self._key())
+                self._expect("]")
+                self._mark(table)
+            else:
+                self._pair(table)
+            self._blank(newlines=False)
+            if self._peek() not in ("", "\n"):
+                raise ValueError(f"unexpected {self._peek()!r} on line {self.line}")
+
+    def _resolve(self, keys: list[str]) -> tuple[str, ...]:
+        """A header's path: a prefix that is an array of tables means its last element."""
+        path: tuple[str, ...] = ()
+        for key in keys:
+            path = (*path, key)
+            if path in self.arrays:
+                path = (*path, str(self.arrays[path] - 1))
+            self._mark(path)
+        return path
+
+    def _pair(self, table: tuple[str, ...]) -> None:
+        """``key = value``, the key possibly dotted."""
+        path = table
+        for key in self._key():
+            path = (*path, key)
+            self._mark(path)
+        self._expect("=")
+        self._blank(newlines=False)
+        self._value(path)
+
+    def _key(self) -> list[str]:
+        parts = []
+        while True:
+            self._blank(newlines=False)
+            start = self.pos
+            if self._peek() in ('"', "'"):
+                self._string()
+                raw = self.text[start : self.pos]
+                if raw.startswith('"') and "\\" in raw:  # escapes: let tomllib decode them
+                    parts.append(str(tomllib.loads(f"k = {raw}")["k"]))
+                else:
+                    parts.append(raw[1:-1])
+            else:
+                while self._peek() and ((self._peek().isascii() and self._peek().isalnum()) or self._peek() in "_-"):
+                    self.pos += 1
+                if self.pos == start:
+                    raise ValueError(f"no key on line {self.line}")
+                parts.append(self.text[start : self.pos])
+            self._blank(newlines=False)
+            if self._peek() != ".":
+                return parts
+            self._advance()
+
+    def _value(self, path: tuple[str, ...]) -> None:
+        self._mark(path)
+        char = self._peek()
+        if char == "[":
+            self._advance()
+            index = 0
+            while True:
+                self._blank(newlines=True)
+                if self._peek() == "]":
+                    self._advance()
+                    return
+                self._value((*path, str(index)))
+                index += 1
+                self._blank(newlines=True)
+                if self._peek() == ",":
+                    self._advance()
+                elif self._peek() != "]":
+                    raise ValueError(f"unexpected {self._peek()!r} in an array on line {self.line}")
+        elif char == "{":
+            self._advance()
+            while True:
+                self._blank(newlines=True)
+                if self._peek() == "}":
+                    self._advance()
+                    return
+                self._pair(path)
+                self._blank(newlines=True)
+                if self._peek() == ",":
+                    self._advance()
+                elif self._peek() != "}":
+                    raise ValueError(f"unexpected {self._peek()!r} in an inline table on line {self.line}")
+        elif char in ('"', "'"):
+            self._string()
+        else:  # number, boolean, date: up to the next delimiter
+            start = self.pos
+            while self._peek() not in ("", ",", "]", "}", "#", "\n"):
+                self.pos += 1
+            if self.pos == start:
+                raise ValueError(f"no value on line {self.line}")
+
+    def _string(self) -> None:
+        quote = self._peek()
+        basic = quote == '"'
+        delimiter = quote * 3 if self._peek(3) == quote * 3 else quote
+        self._advance(len(delimiter))
+        while True:
+            if basic and self._peek() == "\\":
+                self._advance(2)
+            elif self._peek(len(delimiter)) == delimiter:
+                self._advance(len(delimiter))
+                if len(delimiter) == 3:  # up to two more quotes belong to the content
+                    for _ in range(2):
+                        if self._peek() == quote:
+                            self._advance()
+                return
+            else:
+                self._advance()
 
 
 def load(path: Path) -> LoadedConfig:
@@ -224,34 +501,9 @@ def load(path: Path) -> LoadedConfig:
                 Problem(name, index.find(loc), ".".join(loc) or "-", error["type"], error["msg"])
             )
         raise ConfigError(problems) from None
-    problems = _cross_checks(name, description, index)
+    from spgs.rules import Context, check_all  # the rules read these models
+
+    problems = check_all(Context(description, name, path.parent, index))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(path, description, index, hashlib.sha256(raw_bytes).digest())
-
-
-def _cross_checks(name: str, desc: SystemDescription, index: _LineIndex) -> list[Problem]:
-    """Rules that span several fields."""
-    problems: list[Problem] = []
-    seen: dict[str, int] = {}
-    for i, part in enumerate(desc.partition):
-        if part.name in seen:
-            first = seen[part.name]
-            problems.append(
-                Problem(
-                    name, index.find(("partition", str(i), "name")), f"partition.{i}.name", "duplicate_name",
-                    f"{part.name!r} already names partition {first} "
-                    f"(line {index.find(('partition', str(first), 'name'))})",
-                )
-            )  # fmt: skip
-        seen.setdefault(part.name, i)
-    total = sum(p.memory for p in desc.partition)
-    budget = desc.system.memory - (1 << 20)  # ring 0 keeps 1 MiB
-    if total > budget:
-        problems.append(
-            Problem(
-                name, index.find(("system", "memory")), "system.memory", "quota_exceeds_ram",
-                f"partition quotas total {total >> 10} KiB > {budget >> 10} KiB available to partitions",
-            )
-        )  # fmt: skip
-    return problems

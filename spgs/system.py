@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from spgs.config import ConfigError, LoadedConfig, Problem
+from spgs.config import ConfigError, LoadedConfig, PartitionConfig, Problem
 from spgs.images import build
+from spgs.rules import effective_windows
 from spgs.trust import Verdict, sha256, trusted_keys, verify_image
 from spk import Machine, MachineEvent, PartitionInfo
-from spk.abi import PAGE_SIZE
+from spk.abi import PAGE_SIZE, PartOp
 
 EventListener = Callable[[MachineEvent], None]
 #: Frames at the bottom of RAM left to ring 0 before the first partition.
@@ -38,6 +39,7 @@ class PartitionPlan:
     kernel: bytes
     apps: list[tuple[str, bytes]]
     quota_frames: int
+    config: PartitionConfig
     #: secure-boot verdicts of the partition's images (kernel first); empty when off
     verdicts: list[Verdict] = field(default_factory=list)
 
@@ -62,6 +64,8 @@ class SystemReport:
     major_frames: int
     partitions: list[PartitionInfo] = field(default_factory=list)
     refused: list[RefusedPartition] = field(default_factory=list)
+    usage: dict[str, Usage] = field(default_factory=dict)
+    declared: list[str] = field(default_factory=list)
 
 
 def image_label(ref: str) -> str:
@@ -118,14 +122,31 @@ def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | 
                 kernel=images[("kernel", p.image)],
                 apps=[(image_label(a), images[("app", a)]) for a in p.apps],
                 quota_frames=p.memory // PAGE_SIZE,
+                config=p,
                 verdicts=verdicts,
             )
         )
     return plans
 
 
+@dataclass
+class Usage:
+    """Per-partition time accounting, for the summary and the monitor."""
+
+    windows: int = 0
+    window_time: int = 0  #: virtual time of its windows so far
+    used: int = 0  #: instructions it ran in them
+    overruns: int = 0  #: windows that ended with the partition still running
+    last_frame_use: float = 0.0  #: fraction of its window time used in the last major frame
+    health_events: int = 0
+
+    @property
+    def use(self) -> float:
+        return self.used / self.window_time if self.window_time else 0.0
+
+
 class System:
-    """A booted system: the machine, its partitions and the window schedule."""
+    """A booted system: the machine, its partitions, windows, channels, health monitor."""
 
     def __init__(
         self,
@@ -138,6 +159,7 @@ class System:
         attestation_key: bytes | None = None,
     ) -> None:
         desc = config.description
+        self.config = config
         self.name = desc.system.name
         self._listener = listener
         self.machine = Machine(
@@ -145,7 +167,11 @@ class System:
         )
         mode = secure_boot or desc.trust.secure_boot
         self.refused: list[RefusedPartition] = []
-        booting: list[PartitionPlan] = []
+        self.plans = plans
+        self.pids: dict[str, int] = {}  #: every partition that has an id: running or declared
+        self.usage: dict[str, Usage] = {p.name: Usage() for p in plans}
+        self.paused: set[int] = set()
+        allowed = []
         for p in plans:
             reasons = [f"{Path(v.path).name}: {v.code}: {v.reason}" for v in p.refusals]
             if p.verdicts:
@@ -155,28 +181,52 @@ class System:
             if reasons and mode == "enforce":
                 self.refused.append(RefusedPartition(p.name, reasons))
             else:
-                booting.append(p)
-        self.plans = booting
-        hints = self._placement(desc.system.seed)
-        self.pids = [
-            self.machine.create_partition(
-                p.name, p.kernel, p.apps, p.quota_frames, frame_hint=hint,
-                kernel_name=p.kernel_label, config_digest=config.digest,
-            )
-            for p, hint in zip(booting, hints, strict=True)
-        ]  # fmt: skip
-        # A refused partition keeps its window, idle: refusing one partition
-        # must not shift the others' windows (no borrowing, ever).
-        pid_of = {p.name: pid for p, pid in zip(booting, self.pids, strict=True)}
-        self.schedule: list[tuple[int | None, int]] = [(pid_of.get(p.name), p.window) for p in plans]
-        self.major_frame = sum(w for _, w in self.schedule)
+                allowed.append(p)
+        self.hints = self._placement(desc.system.seed)
+        # Fixed regions first, so that no partition placed by the seed takes them.
+        for p in sorted(allowed, key=lambda q: q.config.address is None):
+            if p.config.boot:
+                self._start(p)
+            else:
+                self.pids[p.name] = self.machine.declare_partition(p.name)
+        self.channel_ids = {
+            ch.name: self.machine.create_channel(ch.kind, ch.message_size, depth=ch.depth, refresh=ch.refresh)
+            for ch in desc.channel
+        }
+        for p in allowed:
+            if p.name in self.pids and self.pids[p.name] in self.machine.partitions:
+                self._attach_ports(p)
+        # A refused or stopped partition keeps its windows, idle: no
+        # partition's fate may shift another's windows (no borrowing, ever).
+        windows, self.major_frame = effective_windows(desc)
+        self.windows = [(plans[w.partition].name, w.start, w.duration) for w in windows if w.cpu == 0]
+
+    # -- partitions ------------------------------------------------------------
+    def _plan(self, name: str) -> PartitionPlan:
+        return next(p for p in self.plans if p.name == name)
+
+    def _start(self, p: PartitionPlan) -> None:
+        index = self.plans.index(p)
+        address = p.config.address
+        hint = address // PAGE_SIZE if address is not None else self.hints[index]
+        self.pids[p.name] = self.machine.create_partition(
+            p.name, p.kernel, p.apps, p.quota_frames, frame_hint=hint, kernel_name=p.kernel_label,
+            config_digest=self.config.digest, pid=self.pids.get(p.name), may_manage=p.config.role == "system",
+        )  # fmt: skip
+
+    def _attach_ports(self, p: PartitionPlan) -> None:
+        pid = self.pids[p.name]
+        for ch in self.config.description.channel:
+            ends = [(ch.source, "source")] + [(d, "destination") for d in ch.destinations]
+            for ref, direction in ends:
+                part, _, port = ref.partition(".")
+                if part == p.name:
+                    self.machine.attach_port(pid, port, self.channel_ids[ch.name], direction)
 
     def pid_of(self, name: str) -> int | None:
-        """The pid of a booted partition, by name."""
-        for pid in self.pids:
-            if self.machine.info(pid).name == name:
-                return pid
-        return None
+        """The pid of a running partition, by name."""
+        pid = self.pids.get(name)
+        return pid if pid is not None and pid in self.machine.partitions else None
 
     def _placement(self, seed: int) -> list[int]:
         """First-frame hints: the partitions laid out in RAM in a seed-drawn order.
@@ -199,45 +249,118 @@ class System:
         return hints
 
     def live(self) -> bool:
-        return any(self.machine.info(pid).state in ("ready", "blocked") for pid in self.pids)
+        return any(self.machine.info(pid).state in ("ready", "blocked") for pid in self.machine.partitions) or any(
+            pid in self.paused for pid in self.machine.partitions
+        )
 
+    # -- time --------------------------------------------------------------------
     def run(self, max_ticks: int, on_frame: Callable[[SystemReport], None] | None = None) -> SystemReport:
         """Run major frames until every partition is done or ``max_ticks`` passes."""
         machine = self.machine
         frames = 0
         while self.live() and machine.now < max_ticks:
-            for pid, window in self.schedule:
-                if machine.now >= max_ticks:
+            frame_start = machine.now
+            used_this_frame: dict[str, int] = {}
+            for name, start, duration in self.windows:
+                begin = frame_start + start
+                if begin >= max_ticks:
                     break
-                end = min(machine.now + window, max_ticks)
-                if pid is None:  # refused by secure boot: its window stays idle
-                    machine.advance(end)
-                    continue
-                self._listener(MachineEvent(machine.now, machine.info(pid).name, "window", {"end": end}))
-                outcome = machine.run(pid, end)
-                if outcome.reason == "fault":
-                    self._apply_health_policy(pid)
+                machine.advance(begin)
+                end = min(begin + duration, max_ticks)
+                self._window(name, begin, end, used_this_frame)
                 machine.advance(end)
+            machine.advance(min(frame_start + self.major_frame, max_ticks))
             frames += 1
+            for name, usage in self.usage.items():
+                share = sum(d for n, _s, d in self.windows if n == name)
+                usage.last_frame_use = used_this_frame.get(name, 0) / share if share else 0.0
             if on_frame is not None:
                 on_frame(self.report(frames))
         return self.report(frames)
 
-    def _apply_health_policy(self, pid: int) -> None:
-        """A faulted guest kernel is halted; every other partition runs on."""
+    def _window(self, name: str, begin: int, end: int, used: dict[str, int]) -> None:
+        machine = self.machine
+        pid = self.pid_of(name)
+        usage = self.usage[name]
+        usage.windows += 1
+        usage.window_time += end - begin
+        if pid is None or pid in self.paused:
+            return  # refused, declared, destroyed or paused: the window passes idle
+        self._listener(MachineEvent(begin, name, "window", {"end": end}))
+        outcome = machine.run(pid, end)
+        usage.used += outcome.executed
+        used[name] = used.get(name, 0) + outcome.executed
+        if outcome.reason == "window_end" and machine.info(pid).state == "ready":
+            usage.overruns += 1
+            self._health(pid, "overrun", f"still running at the end of its window ({end})")
+        for event in machine.take_health_events():
+            self._health(event.pid, event.event, event.detail)
+        for request in machine.take_requests():
+            self._manage(request.requester, request.target, request.op)
+
+    # -- health monitor ------------------------------------------------------------
+    def _health(self, pid: int, event: str, detail: str) -> None:
+        """Apply the partition's health table to one event; every decision is traced."""
         info = self.machine.info(pid)
-        self.machine.stop_partition(pid)
-        fault = info.fault
-        self._listener(
-            MachineEvent(
-                self.machine.now, info.name, "health_action",
-                {"action": "halt", "event": fault.kind if fault else "unknown"},
+        plan = self._plan(info.name)
+        table = plan.config.health
+        action = table.action(event)
+        self.usage[info.name].health_events += 1
+        if action in ("cold_restart", "warm_restart") and info.restarts >= table.restart_limit:
+            action = "halt"
+            detail = f"{detail}; restart limit {table.restart_limit} reached"
+        if action != "ignore":
+            args = {"event": event, "action": action, "detail": detail}
+            self._listener(MachineEvent(self.machine.now, info.name, "health_action", args))
+        if action == "halt":
+            self.machine.stop_partition(pid)
+        elif action in ("cold_restart", "warm_restart"):
+            self.machine.reset_partition(
+                pid, plan.kernel, plan.apps, warm=action == "warm_restart", kernel_name=plan.kernel_label,
+                config_digest=self.config.digest,
+            )  # fmt: skip
+        elif action == "propagate":
+            self.machine.propagate(pid, event)
+
+    # -- management (requests of system partitions) ----------------------------------
+    def _manage(self, requester: int, target: int, op: PartOp) -> None:
+        machine = self.machine
+        name = next((n for n, pid in self.pids.items() if pid == target), None)
+        running = target in machine.partitions
+        outcome = "done"
+        if name is None:
+            outcome = "ignored: unknown partition"
+        elif op is PartOp.START:
+            if running:
+                outcome = "ignored: already running"
+            else:
+                plan = self._plan(name)
+                self._start(plan)
+                self._attach_ports(plan)
+        elif not running:
+            outcome = "ignored: not running"
+        elif op is PartOp.PAUSE:
+            self.paused.add(target)
+        elif op is PartOp.RESUME:
+            self.paused.discard(target)
+        elif op is PartOp.HALT:
+            machine.stop_partition(target)
+        elif op is PartOp.RESTART:
+            plan = self._plan(name)
+            machine.reset_partition(
+                target, plan.kernel, plan.apps, kernel_name=plan.kernel_label, config_digest=self.config.digest
             )
-        )  # fmt: skip
+        elif op is PartOp.DESTROY:
+            self.paused.discard(target)
+            machine.destroy_partition(target)
+        who = machine.info(requester).name if requester in machine.partitions else str(requester)
+        args = {"requester": who, "op": op.name.lower(), "outcome": outcome}
+        self._listener(MachineEvent(machine.now, name or str(target), "management", args))
 
     def report(self, frames: int) -> SystemReport:
-        infos = [self.machine.info(pid) for pid in self.pids]
-        return SystemReport(self.machine.now, frames, infos, list(self.refused))
+        infos = [self.machine.info(pid) for pid in sorted(self.machine.partitions)]
+        return SystemReport(self.machine.now, frames, infos, list(self.refused), dict(self.usage),
+                            sorted(name for pid, name in self.machine.declared.items()))  # fmt: skip
 
 
 def load_and_plan(

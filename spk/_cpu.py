@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from spk._engine import Context, Engine, find_next_eip_slot, find_selector_slot, set_bringup_slots
+from spk._engine import Context, Engine, find_next_eip_slot, find_value_slot, set_bringup_slots
 from spk._frames import FrameTable
 from spk._paging import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.abi import (
@@ -55,7 +55,7 @@ _BOOT_STACK_VADDR = SPK_BASE + 0x2000
 _PROBE_USER_VADDR = 0x1000
 # Stub: iretq (to CPL 2) ; int3 ; iretq (to CPL 3)
 _STUB_CODE = b"\x48\xcf" + b"\xcc" + b"\x48\xcf"
-_PROBE_CODE = b"\xcc" + b"\xeb\xfe"  # int3 ; jmp $
+_PROBE_CODE = b"\xcc" + b"\xf4" + b"\xeb\xfe"  # int3 ; hlt (#GP at CPL 3) ; jmp $
 
 
 def _install(frames: FrameTable, pml4: int, va: int, mfn: int, *, write: bool, user: bool) -> None:
@@ -137,17 +137,19 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
 
     cpl2 = engine.new_context()
     cpl3 = engine.new_context()
+    fault = engine.new_context()
     captured: list[Context] = []
     sink = engine._sink
     previous = getattr(sink, "bringup_capture", None)
+    expected = (3, 3, 13)  # int3 at CPL 2, int3 at CPL 3, then a real #GP (hlt at CPL 3)
 
     def capture(vector: int) -> None:
-        if vector != 3:
+        if len(captured) >= len(expected) or vector != expected[len(captured)]:
             raise EngineError(f"bring-up trapped with vector {vector}")
-        target = cpl2 if not captured else cpl3
+        target = (cpl2, cpl3, fault)[len(captured)]
         engine.save(target)
         captured.append(target)
-        if len(captured) == 2:
+        if len(captured) == len(expected):
             engine.stop()
 
     sink.bringup_capture = capture  # type: ignore[attr-defined]
@@ -155,12 +157,16 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
         result = engine.run(stub, 16)
     finally:
         sink.bringup_capture = previous  # type: ignore[attr-defined]
-    if len(captured) != 2 or result.engine_error:
+    if len(captured) != len(expected) or result.engine_error:
         raise EngineError(f"CPU bring-up failed: {result.engine_error or 'templates not captured'}")
-    word, shift = find_selector_slot(cpl2, SEL_GUEST_CODE, cpl3, SEL_USER_CODE)
+    word, shift = find_value_slot(cpl2, SEL_GUEST_CODE, cpl3, SEL_USER_CODE)
     # Both captures stopped on int3: at stub + 3 (CPL 2) and the probe (CPL 3).
     int_word = find_next_eip_slot(cpl2, stub + 3, cpl3, _PROBE_USER_VADDR + 1)
-    cpl2.layout = cpl3.layout = engine.layout = set_bringup_slots(word, shift, int_word)
+    # QEMU's "exception in flight" (old_exception): no exception in the
+    # templates (-1), the #GP's vector once the CPU has raised one.
+    exc_word, exc_shift = find_value_slot(cpl3, 0xFFFF_FFFF, fault, 13)
+    fault.free()
+    cpl2.layout = cpl3.layout = engine.layout = set_bringup_slots(word, shift, int_word, exc_word, exc_shift)
     if cpl2.cpl != 2 or cpl3.cpl != 3:
         raise EngineError("CPU bring-up: privilege levels not reached")
     return Templates(cpl2=cpl2, cpl3=cpl3)

@@ -197,7 +197,7 @@ class LiveRegisters:
     so it also clears the fault-escalation state.
     """
 
-    __slots__ = ("cr3_slot", "cs_shift", "cs_word", "int_word", "rip_slot", "words")
+    __slots__ = ("cr3_slot", "cs_shift", "cs_word", "exc_mask", "exc_word", "int_word", "rip_slot", "words")
 
     def __init__(self, words: memoryview, layout: ContextLayout) -> None:
         self.words = words
@@ -206,6 +206,18 @@ class LiveRegisters:
         self.cs_word = layout.cs_word - layout.gpr0
         self.cs_shift = layout.cs_shift
         self.int_word = layout.int_word - layout.gpr0
+        self.exc_word = layout.exc_word - layout.gpr0
+        self.exc_mask = 0xFFFF_FFFF << layout.exc_shift
+
+    def clear_exception_state(self) -> None:
+        """Forget the exception "in flight" (QEMU's old_exception := -1).
+
+        The engine never delivers exceptions, so nothing clears this state:
+        left alone, a partition's next fault would escalate to #DF, and the
+        one after would vanish (see unicorn-notes). Every partition load and
+        every hypercall clears it.
+        """
+        self.words[self.exc_word] |= self.exc_mask
 
     @property
     def software_interrupt(self) -> bool:
@@ -260,6 +272,9 @@ class ContextLayout:
     cs_shift: int
     #: word holding QEMU's (error_code, exception_is_int) pair, found at bring-up
     int_word: int = -1
+    #: where QEMU's old_exception (the exception "in flight") sits, found at bring-up
+    exc_word: int = -1
+    exc_shift: int = 0
 
 
 @dataclass(frozen=True)
@@ -488,17 +503,17 @@ def context_layout() -> ContextLayout:
     cr3 = find(0x7654_3000, "cr3")
     # The CS selector (hence the CPL) cannot be located here: loading a
     # selector needs a GDT. CPU bring-up finds it from two real contexts at
-    # CPL 2 and CPL 3 (find_selector_slot) and records it (set_bringup_slots).
+    # CPL 2 and CPL 3 (find_value_slot) and records it (set_bringup_slots).
     _LIB.uc_context_free(ctx)
     _layout_cache = ContextLayout(gpr0=gpr0, rip=rip, cr3=cr3, cs_word=-1, cs_shift=0)
     return _layout_cache
 
 
-def set_bringup_slots(cs_word: int, cs_shift: int, int_word: int) -> ContextLayout:
+def set_bringup_slots(cs_word: int, cs_shift: int, int_word: int, exc_word: int, exc_shift: int) -> ContextLayout:
     """Record the slots only a real CPU bring-up can locate; returns the full layout."""
     global _layout_cache
     base = context_layout()
-    _layout_cache = ContextLayout(base.gpr0, base.rip, base.cr3, cs_word, cs_shift, int_word)
+    _layout_cache = ContextLayout(base.gpr0, base.rip, base.cr3, cs_word, cs_shift, int_word, exc_word, exc_shift)
     return _layout_cache
 
 
@@ -525,13 +540,13 @@ def find_next_eip_slot(ctx_a: Context, next_a: int, ctx_b: Context, next_b: int)
     return hits[0]
 
 
-def find_selector_slot(ctx_a: Context, sel_a: int, ctx_b: Context, sel_b: int) -> tuple[int, int]:
-    """Find the (u64 word, bit shift) where two contexts hold CS selectors a and b.
+def find_value_slot(ctx_a: Context, sel_a: int, ctx_b: Context, sel_b: int) -> tuple[int, int]:
+    """Find the (u64 word, bit shift) of a u32 field holding a in one context, b in the other.
 
-    Used once at bring-up with two real contexts (CPL 2 and CPL 3) whose CS
-    selectors are known. QEMU keeps ``segs[ES, CS, SS, ...]`` in that order,
-    so the first match is CS (SS, which follows, holds other selectors).
-    Errors: :class:`EngineError` when no position matches.
+    Used at bring-up with real contexts whose values are known: the CS
+    selector at CPL 2 and CPL 3 (QEMU keeps ``segs[ES, CS, SS, ...]`` in that
+    order, so the first match is CS), and old_exception before and after a
+    #GP. Errors: :class:`EngineError` when no position matches.
     """
     hits = []
     n = min(len(ctx_a.words), len(ctx_b.words))
@@ -541,7 +556,7 @@ def find_selector_slot(ctx_a: Context, sel_a: int, ctx_b: Context, sel_b: int) -
             if (a >> shift) & 0xFFFF_FFFF == sel_a and (b >> shift) & 0xFFFF_FFFF == sel_b:
                 hits.append((w, shift))
     if not hits:
-        raise EngineError("engine context layout: CS selector not found")
+        raise EngineError(f"engine context layout: no u32 field holds {sel_a:#x} then {sel_b:#x}")
     return hits[0]
 
 

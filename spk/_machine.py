@@ -49,6 +49,8 @@ from spk._paging import AddressSpace, KernelHalf, Walker
 from spk._partition import Counters, KernelFault, Module, Partition, State
 from spk._trace import EventSink, MachineEvent
 from spk.abi import (
+    HEALTH_EVENT_CODES,
+    HEALTH_VECTOR,
     HYPERCALL_VECTOR,
     IRET_FRAME_SIZE,
     KERNEL_DATA_SIZE,
@@ -445,6 +447,15 @@ class Machine:
         self._requests.append(ManagementRequest(requester.pid, target, op))
         self._emit(requester, "management_request", {"target": target, "op": op.name.lower()})
 
+    def propagate(self, pid: int, event: str) -> None:
+        """Deliver a health event to the partition's guest kernel (ring 1's choice).
+
+        It arrives at the kernel's trap entry with vector HEALTH_VECTOR and
+        the event's code as error code, the next time the vCPU runs an app
+        (the guest kernel is never interrupted at CPL 2).
+        """
+        self.partitions[pid].pending_traps.append((HEALTH_VECTOR, HEALTH_EVENT_CODES[event], 0))
+
     def take_requests(self) -> list[ManagementRequest]:
         requests, self._requests = self._requests, []
         return requests
@@ -503,12 +514,14 @@ class Machine:
                 p.timer_pending = True
             if p.timer_pending:
                 self._deliver_timer(p)
+            if p.pending_traps:
+                self._deliver_pending_trap(p)
             budget = until - self.now
             if budget <= 0:
                 break
             if p.timer_deadline:
                 budget = min(budget, p.timer_deadline - self.now)
-            if p.timer_pending:
+            if p.timer_pending or p.pending_traps:
                 budget = min(budget, TIMER_RECHECK)
             self._stop_reason = None
             self._pending_trap = None
@@ -539,6 +552,7 @@ class Machine:
 
     def _load(self, p: Partition) -> None:
         self.engine.restore(p.context)
+        self._regs.clear_exception_state()
         if p.context.cr3 != self._loaded_cr3 or self._current is not p:
             self.engine.flush_tlb()
             self._loaded_cr3 = p.context.cr3
@@ -729,6 +743,7 @@ class Machine:
             name = spec.number.name.lower() if spec else f"unknown_{number}"
             shown = list(args[: len(spec.args)]) if spec else list(args)
             self._emit(p, "hypercall", {"name": name, "args": shown}, None if result is NO_RESULT else result)
+        self._regs.clear_exception_state()
         if result is not NO_RESULT:
             w[0] = result & _MASK64  # type: ignore[operator]
             cr3 = w[self._cr3_slot]
@@ -863,6 +878,12 @@ class Machine:
                 return -1
             cache = p.stack_cache = (top, p.kernel.generation, pieces[0][0] + 8)
         return cache[2] - (top - sp)
+
+    def _deliver_pending_trap(self, p: Partition) -> None:
+        if self._regs.cpl != 3 or p.state is not State.READY:
+            return
+        vector, error, address = p.pending_traps.pop(0)
+        self._enter_kernel(p, EntryKind.TRAP, self._regs.rip, trap=(vector, error, address))
 
     def _deliver_timer(self, p: Partition) -> None:
         regs = self._regs

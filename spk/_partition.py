@@ -88,6 +88,8 @@ class Partition:
     #: granted by ring 1 to partitions of role "system": management hypercalls
     may_manage: bool = False
     restarts: int = 0
+    #: health events ring 1 propagates, waiting for the vCPU to be at CPL 3
+    pending_traps: list[tuple[int, int, int]] = field(default_factory=list)
     #: (stack top, kernel-half generation, physical address of the top)
     stack_cache: tuple[int, int, int] | None = None
 

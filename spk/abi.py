@@ -254,6 +254,11 @@ class Vector(enum.IntEnum):
     XM = 19
 
 
+#: Vector of a health-monitor event propagated to the guest kernel's trap
+#: entry (error code: the event, see HEALTH_EVENT_CODES).
+HEALTH_VECTOR = 32
+HEALTH_EVENT_CODES = {"overrun": 1, "guest_error": 2}
+
 #: Page-fault error-code bits (as the CPU defines them).
 PF_PRESENT = 1 << 0
 PF_WRITE = 1 << 1

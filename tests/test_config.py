@@ -77,9 +77,22 @@ def test_repo_partitions_toml_loads() -> None:
 
 def test_defaults_when_only_name_and_image_given(tmp_path: Path) -> None:
     desc = loads(tmp_path, ONE_PARTITION).description
-    assert desc.system.model_dump() == {"name": "spk", "memory": 64 << 20, "seed": 0, "max_ticks": 20_000_000}
+    assert desc.system.model_dump() == {
+        "name": "spk", "memory": 64 << 20, "cpus": 1, "seed": 0, "clock_rate": 100_000_000, "major_frame": None,
+        "max_ticks": 20_000_000,
+    }  # fmt: skip
     part = desc.partition[0]
     assert (part.name, part.image, part.apps, part.memory, part.window) == ("alpha", "refkernel", [], 1 << 20, 50_000)
+    assert (part.address, part.role, part.boot, part.windows, part.period, part.ports) == (
+        None, "guest", True, [], None, [],
+    )  # fmt: skip
+    assert part.health.model_dump() == {
+        "memory_violation": "halt", "illegal_instruction": "halt", "privileged_instruction": "halt",
+        "unexpected_trap": "halt", "internal_error": "halt", "overrun": "ignore", "guest_error": "log",
+        "restart_limit": 3,
+    }  # fmt: skip
+    assert desc.channel == []
+    assert desc.trust.model_dump() == {"secure_boot": "off", "keys": [], "reference_date": None}
 
 
 @pytest.mark.parametrize(
@@ -165,10 +178,12 @@ def test_sixty_four_partitions_accepted(tmp_path: Path) -> None:
     assert len(loads(tmp_path, body).description.partition) == 64
 
 
-def test_images_are_not_resolved_by_load(tmp_path: Path) -> None:
-    """load() checks the schema only; image names are resolved by spgs.images (spk validate does both)."""
-    desc = loads(tmp_path, '[[partition]]\nname = "a"\nimage = "no-such-kernel"\napps = ["nope.asm"]\n').description
-    assert desc.partition[0].image == "no-such-kernel"
+def test_images_are_resolved_but_not_built_by_load(tmp_path: Path) -> None:
+    """load() checks that every image exists (rules unknown_image, unknown_app: tests/test_rules.py);
+    assembling them is spgs.images' job, so a source that does not assemble still loads."""
+    (tmp_path / "broken.asm").write_text("this is not an instruction\n")
+    desc = loads(tmp_path, '[[partition]]\nname = "a"\nimage = "broken.asm"\napps = ["broken.asm"]\n').description
+    assert desc.partition[0].image == "broken.asm"
 
 
 # --- file and TOML ------------------------------------------------------------------------------
@@ -221,14 +236,14 @@ def test_toml_error_at_end_of_document_has_no_line(tmp_path: Path) -> None:
 
 
 def test_unknown_field_rejected(tmp_path: Path) -> None:
-    path = write(tmp_path, ONE_PARTITION + "windows = 40_000\n")
+    path = write(tmp_path, ONE_PARTITION + "windw = 40_000\n")
     problem = only_problem(path)
-    check(problem, path, line_of(path, "windows ="), "partition.0.windows", "extra_forbidden")
+    check(problem, path, line_of(path, "windw ="), "partition.0.windw", "extra_forbidden")
 
 
 def test_unknown_system_field_rejected(tmp_path: Path) -> None:
-    path = write(tmp_path, "[system]\ncpus = 2\n" + ONE_PARTITION)
-    check(only_problem(path), path, line_of(path, "cpus ="), "system.cpus", "extra_forbidden")
+    path = write(tmp_path, "[system]\ncores = 2\n" + ONE_PARTITION)
+    check(only_problem(path), path, line_of(path, "cores ="), "system.cores", "extra_forbidden")
 
 
 def test_unknown_table_rejected(tmp_path: Path) -> None:
@@ -237,14 +252,20 @@ def test_unknown_table_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_array_of_tables_rejected(tmp_path: Path) -> None:
-    """Planned tables ([[channel]]) are not accepted yet."""
-    path = write(tmp_path, ONE_PARTITION + '\n[[channel]]\nname = "c"\n')
-    check(only_problem(path), path, line_of(path, "[[channel]]"), "channel", "extra_forbidden")
+    """Only [[partition]] and [[channel]] are arrays of tables."""
+    path = write(tmp_path, ONE_PARTITION + '\n[[link]]\nname = "c"\n')
+    check(only_problem(path), path, line_of(path, "[[link]]"), "link", "extra_forbidden")
 
 
 def test_unknown_subtable_of_partition_rejected(tmp_path: Path) -> None:
-    path = write(tmp_path, ONE_PARTITION + "\n[partition.health]\nfault = 'halt'\n")
-    check(only_problem(path), path, line_of(path, "[[partition]]"), "partition.0.health", "extra_forbidden")
+    """A sub-table is resolved as TOML does: [partition.x] belongs to the last [[partition]]."""
+    path = write(tmp_path, ONE_PARTITION + ONE_PARTITION.replace("alpha", "beta") + "\n[partition.scheduler]\nx = 1\n")
+    check(only_problem(path), path, line_of(path, "[partition.scheduler]"), "partition.1.scheduler", "extra_forbidden")
+
+
+def test_unknown_key_of_known_subtable_points_at_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, ONE_PARTITION + "\n[partition.health]\noverrun = 'log'\nfault = 'halt'\n")
+    check(only_problem(path), path, line_of(path, "fault ="), "partition.0.health.fault", "extra_forbidden")
 
 
 def test_system_memory_not_page_multiple_rejected(tmp_path: Path) -> None:

@@ -99,3 +99,19 @@ def test_host_listener_error_is_not_charged_to_the_guest() -> None:
     assert m.info(pid).state == "ready" and m.info(pid).fault is None
     m2 = machine(Recorder())
     del m2
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 5])
+def test_kernel_fault_is_reported_whatever_ran_before(yields: int) -> None:
+    """The engine's "exception in flight" must not survive a window or a hypercall:
+    without clearing it, a fault after two windows was escalated, then swallowed."""
+    source = "mov eax, HC_YIELD\nint 0x82\n" * yields + "mov eax, HC_VERSION\nint 0x82\n" * 3
+    source += "xor eax, eax\nmov qword ptr [rax], 1\nl: jmp l\n"
+    m = machine()
+    pid = m.create_partition("k", kernel(source), [], 64)
+    for _ in range(yields + 1):
+        end = m.now + 5_000
+        m.run(pid, end)
+        m.advance(end)
+    fault = m.info(pid).fault
+    assert fault is not None and (fault.kind, fault.vector) == ("memory_violation", 14)

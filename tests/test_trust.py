@@ -187,7 +187,7 @@ def test_signed_description_verifies_and_detects_edits(signed: Path) -> None:
 def test_measurements_are_stable_across_runs(signed: Path) -> None:
     first, _ = boot(signed / "partitions.toml")
     second, _ = boot(signed / "partitions.toml")
-    for a, b in zip(first.pids, second.pids, strict=True):
+    for a, b in zip(first.pids.values(), second.pids.values(), strict=True):
         assert first.machine.measurements(a)[0] == second.machine.measurements(b)[0]
 
 
