@@ -17,6 +17,11 @@ the SPK and back, with the counters of the SPK telling how many happened.
 * ``raw_mips``, ``raw_counted_mips``, ``spk_mips``: the three throughputs.
 * ``boot_64_signed_s``: secure and measured boot of 64 signed partitions
   (signature, size and digest checks, load, measurement), end to end.
+* ``channel_roundtrip_us``: a queuing-port ping-pong between two partitions
+  (two windows, two switches, and both sides' port hypercalls per trip).
+* ``sched_cost_ratio_64_vs_1``: the cost of one window with 64 partitions
+  over the cost with one (target <= 1.10: scheduling does not grow with
+  the number of partitions).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from spk.abi import APP_IMAGE_VADDR
 def _images() -> dict[tuple[str, str], bytes]:
     from pathlib import Path
 
-    wanted = [("kernel", n) for n in ("bench_hypercall", "bench_yield", "bench_compute", "refkernel")]
+    kernels = ("bench_hypercall", "bench_yield", "bench_compute", "refkernel", "bench_ping", "bench_pong")
+    wanted = [("kernel", n) for n in kernels]
     wanted += [("app", "bench_getpid"), ("app", "hello")]
     return build(wanted, Path.cwd())
 
@@ -147,6 +153,58 @@ def _boot_signed_s(images: dict[tuple[str, str], bytes], partitions: int) -> flo
         return time.perf_counter() - start
 
 
+def _channel_roundtrip_us(images: dict[tuple[str, str], bytes], rounds: int) -> float:
+    """Queuing-port ping-pong between two partitions: one round trip per major frame.
+
+    A round trip is two windows (two partition switches) and the sends,
+    receives and yields of both sides.
+    """
+    machine = Machine(8 << 20)
+    ping = machine.create_partition("ping", images[("kernel", "bench_ping")], [], 64)
+    pong = machine.create_partition("pong", images[("kernel", "bench_pong")], [], 64)
+    there = machine.create_channel("queuing", 8, depth=1)
+    back = machine.create_channel("queuing", 8, depth=1)
+    machine.attach_port(ping, "out", there, "source")
+    machine.attach_port(pong, "in", there, "destination")
+    machine.attach_port(pong, "out", back, "source")
+    machine.attach_port(ping, "in", back, "destination")
+
+    def frame() -> None:
+        for pid in (ping, pong):
+            end = machine.now + 2_000
+            machine.run(pid, end)
+            machine.advance(end)
+
+    for _ in range(3):  # open the ports, warm the caches
+        frame()
+    before = machine.channels[back].received
+    start = time.perf_counter()
+    for _ in range(rounds):
+        frame()
+    trips = machine.channels[back].received - before
+    return (time.perf_counter() - start) / trips * 1e6
+
+
+def _sched_cost_us(images: dict[tuple[str, str], bytes], partitions: int, windows: int) -> float:
+    """Wall time ring 1 and ring 0 spend per window, with ``partitions`` yielding partitions."""
+
+    machine = Machine((partitions * 64 + 512) * 4096)
+    image = images[("kernel", "bench_yield")]
+    pids = [machine.create_partition(f"p{i}", image, [], 64) for i in range(partitions)]
+    frames = max(1, windows // partitions)
+    for pid in pids:  # warm
+        end = machine.now + 1_000
+        machine.run(pid, end)
+        machine.advance(end)
+    start = time.perf_counter()
+    for _ in range(frames):
+        for pid in pids:
+            end = machine.now + 1_000
+            machine.run(pid, end)
+            machine.advance(end)
+    return (time.perf_counter() - start) / (frames * partitions) * 1e6
+
+
 def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     """Run every benchmark; ``quick`` uses small counts (for the test suite)."""
     images = _images()
@@ -161,5 +219,9 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     results["compute_ratio_vs_raw"] = compute["spk_mips"] / compute["raw_mips"]
     results["compute_ratio_vs_counted_raw"] = compute["spk_mips"] / compute["raw_counted_mips"]
     results["boot_64_signed_s"] = _boot_signed_s(images, 64 if not quick else 8)
+    results["channel_roundtrip_us"] = _channel_roundtrip_us(images, 2_000 // scale)
+    one = _sched_cost_us(images, 1, 6_400 // scale)
+    many = _sched_cost_us(images, 64, 6_400 // scale)
+    results["sched_cost_ratio_64_vs_1"] = many / one
     results["quick"] = quick
     return results

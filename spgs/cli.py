@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -134,6 +137,7 @@ def _boot(
     config_key: Path | None = None,
     platform_key: Path | None = None,
     today: date | None = None,
+    on_frame: Callable[[SystemReport], None] | None = None,
 ) -> _Booted:
     """Verify, build, boot and run a system (shared by launch and attest)."""
     try:
@@ -169,7 +173,7 @@ def _boot(
             )  # fmt: skip
         except SpkError as exc:
             raise _fail(f"{config}: {exc}") from None
-        report = system.run(bound)
+        report = system.run(bound, on_frame)
     finally:
         if stream:
             stream.close()
@@ -190,18 +194,42 @@ def launch(
     config_key: Annotated[Path | None, typer.Option(help="public key the description must verify with")] = None,
     platform_key: Annotated[Path | None, typer.Option(help="private key ring 0 signs quotes with")] = None,
     date_: Annotated[str | None, typer.Option("--date", help="check expiry at this date (YYYY-MM-DD)")] = None,
+    monitor: Annotated[bool, typer.Option(help="show a live table of the partitions while the system runs")] = False,
 ) -> None:
     """Boot the system a configuration describes and run it."""
-    booted = _boot(
-        config, out=sys.stdout, max_ticks=max_ticks, seed=seed, trace=trace, trace_hypercalls=trace_hypercalls,
-        secure_boot=secure_boot.value if secure_boot else None, config_key=config_key,
-        platform_key=platform_key, today=_parse_date(date_),
-    )  # fmt: skip
+    options: dict[str, Any] = {
+        "max_ticks": max_ticks, "seed": seed, "trace": trace, "trace_hypercalls": trace_hypercalls,
+        "secure_boot": secure_boot.value if secure_boot else None, "config_key": config_key,
+        "platform_key": platform_key, "today": _parse_date(date_),
+    }  # fmt: skip
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    if monitor:
+        booted = _monitored(config, console, options)
+    else:
+        booted = _boot(config, out=sys.stdout, **options)
     sys.stdout.flush()
-    Console(width=None if sys.stdout.isatty() else 150).print(_summary(booted.report, booted.name))
+    console.print(_summary(booted.report, booted.name))
     if not booted.report.partitions:
         typer.echo("error: no partition booted", err=True)
         raise typer.Exit(1)
+
+
+def _monitored(config: Path, console: Console, options: dict[str, Any]) -> _Booted:
+    """Run with a live table (state, window use, overruns, faults, restarts), redrawn per major frame.
+
+    Wall time only paces the redrawing (at most ten times a second); it
+    never touches the run, which stays deterministic.
+    """
+    last = [0.0]
+    with Live(Text("booting…"), console=console, refresh_per_second=10, transient=True) as live:
+
+        def redraw(report: SystemReport) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.1:
+                last[0] = now
+                live.update(_summary(report, "live"))
+
+        return _boot(config, out=sys.stdout, on_frame=redraw, **options)
 
 
 def _parse_date(text: str | None) -> date | None:

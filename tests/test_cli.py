@@ -413,3 +413,14 @@ def test_non_utf8_config_is_a_clean_error() -> None:
 def test_unwritable_trace_path_is_a_clean_error() -> None:
     result = invoke("launch", ROOT / "partitions.toml", "--max-ticks", "1000", "--trace", "no/t.jsonl")
     assert_clean_failure(result.exit_code, result.stderr)
+
+
+def test_launch_monitor_shows_the_live_table_and_the_summary() -> None:
+    from typer.testing import CliRunner
+
+    from spgs.cli import app
+
+    result = CliRunner().invoke(app, ["launch", str(ROOT / "examples/arinc.toml"), "--monitor", "--max-ticks", "400000"])
+    assert result.exit_code == 0, result.output
+    assert "[faulty] !! health monitor: cold_restart after memory_violation" in result.stdout
+    assert "window use" in result.stdout and "faulty" in result.stdout
