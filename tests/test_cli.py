@@ -420,7 +420,8 @@ def test_launch_monitor_shows_the_live_table_and_the_summary() -> None:
 
     from spgs.cli import app
 
-    result = CliRunner().invoke(app, ["launch", str(ROOT / "examples/arinc.toml"), "--monitor", "--max-ticks", "400000"])
+    args = ["launch", str(ROOT / "examples/arinc.toml"), "--monitor", "--max-ticks", "400000"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "[faulty] !! health monitor: cold_restart after memory_violation" in result.stdout
     assert "window use" in result.stdout and "faulty" in result.stdout
