@@ -50,12 +50,15 @@ def _parse_size(value: Any) -> Any:
 
 
 Size = Annotated[int, BeforeValidator(_parse_size)]
+#: Every table: unknown keys are errors, and values keep their TOML type (strict:
+#: no "40000" for 40 000, no "no" or 0 for false; sizes convert in _parse_size).
+_MODEL = ConfigDict(extra="forbid", strict=True)
 
 
 class SystemConfig(BaseModel):
     """``[system]``: the emulated host."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     name: str = "spk"
     memory: Size = Field(default=64 << 20, description="physical RAM in bytes")
@@ -97,7 +100,7 @@ NONFATAL_EVENTS = ("overrun", "guest_error")
 class HealthConfig(BaseModel):
     """``[partition.health]``: the health monitor's table, event -> action."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     memory_violation: HealthAction = "halt"
     illegal_instruction: HealthAction = "halt"
@@ -115,7 +118,7 @@ class HealthConfig(BaseModel):
 class WindowConfig(BaseModel):
     """One window of a partition inside the major frame."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     start: int = Field(ge=0, le=MAX_TIME, description="offset from the start of the major frame (instructions)")
     duration: int = Field(ge=1_000, le=MAX_TIME, description="length (instructions)")
@@ -125,7 +128,7 @@ class WindowConfig(BaseModel):
 class PortConfig(BaseModel):
     """A port of a partition: one end of a channel."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     name: str
     direction: Literal["source", "destination"]
@@ -139,7 +142,7 @@ class PortConfig(BaseModel):
 class PartitionConfig(BaseModel):
     """``[[partition]]``: one guest kernel and its apps."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     name: str
     image: str = Field(description="guest kernel: a bundled name (refkernel) or a path to .asm/.bin")
@@ -170,7 +173,7 @@ class PartitionConfig(BaseModel):
 class ChannelConfig(BaseModel):
     """``[[channel]]``: a one-way channel from one source port to destination ports."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     name: str
     kind: Literal["sampling", "queuing"]
@@ -211,7 +214,7 @@ class ChannelConfig(BaseModel):
 class TrustConfig(BaseModel):
     """``[trust]``: which keys sign images, and what secure boot does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     secure_boot: Literal["enforce", "warn", "off"] = Field(
         default="off", description="enforce: refuse a partition whose images do not verify; warn: boot it, say why"
@@ -223,7 +226,7 @@ class TrustConfig(BaseModel):
 class SystemDescription(BaseModel):
     """The whole file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL
 
     system: SystemConfig = Field(default_factory=SystemConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from spgs.config import FATAL_EVENTS, PartitionConfig, Problem, SystemDescription, _LineIndex
+from spgs.config import FATAL_EVENTS, MAX_TIME, PartitionConfig, Problem, SystemDescription, _LineIndex
 from spgs.images import bundled
 from spk.abi import PAGE_SIZE
 
@@ -237,9 +237,12 @@ def effective_windows(desc: SystemDescription) -> tuple[list[Window], int]:
     instructions on vCPU 0, in configuration order, from offset 0. With
     explicit windows, a partition's windows repeat every ``period`` inside
     the major frame (see :func:`major_frame`). Raises ValueError past
-    :data:`MAX_WINDOWS` (rule ``too_many_windows``: never after ``load``).
+    :data:`MAX_WINDOWS` windows or a frame longer than MAX_TIME (rules
+    ``too_many_windows``, ``major_frame_too_long``: never after ``load``).
     """
     frame = major_frame(desc)
+    if frame > MAX_TIME:
+        raise ValueError(f"a major frame longer than {MAX_TIME}")
     if not explicit(desc.partition):
         windows, cursor = [], 0
         for i, p in enumerate(desc.partition):
@@ -321,9 +324,42 @@ def window_cpu(ctx: Context) -> Iterator[Problem]:
 
 
 @rule
+def major_frame_too_long(ctx: Context) -> Iterator[Problem]:
+    """A major frame derived from the windows is at most MAX_TIME long, as a given one is."""
+    parts = ctx.desc.partition
+    if ctx.desc.system.major_frame or not explicit(parts) or major_frame(ctx.desc) <= MAX_TIME:
+        return
+    unit, periodic = 1, []
+    for i, p in enumerate(parts):
+        if p.period:
+            unit = math.lcm(unit, p.period)
+            periodic.append(f"{p.name} {p.period}")
+            if unit > MAX_TIME:
+                yield ctx.problem(
+                    ("partition", i, "period"), "major_frame_too_long",
+                    f"{p.name}: the least common multiple of the periods ({', '.join(periodic)}) is longer than "
+                    f"{MAX_TIME}, the longest major frame; set [system].major_frame",
+                )  # fmt: skip
+                return
+    i, j, w = max(
+        ((i, j, w) for i, p in enumerate(parts) if not p.period for j, w in enumerate(p.windows)),
+        key=lambda found: found[2].start + found[2].duration,
+    )
+    yield ctx.problem(
+        ("partition", i, "windows", j), "major_frame_too_long",
+        f"{parts[i].name} window {j} [{w.start}, {w.start + w.duration}) makes the derived major frame "
+        f"{major_frame(ctx.desc)} longer than {MAX_TIME}",
+    )  # fmt: skip
+
+
+def _frame_fits(ctx: Context) -> bool:
+    return major_frame(ctx.desc) <= MAX_TIME
+
+
+@rule
 def too_many_windows(ctx: Context) -> Iterator[Problem]:
     """A major frame holds at most MAX_WINDOWS windows, repetitions by period included."""
-    if not explicit(ctx.desc.partition) or window_count(ctx.desc) <= MAX_WINDOWS:
+    if not explicit(ctx.desc.partition) or not _frame_fits(ctx) or window_count(ctx.desc) <= MAX_WINDOWS:
         return
     frame = major_frame(ctx.desc)
     counts = [len(p.windows) * _repeats(p, frame) for p in ctx.desc.partition]
@@ -338,13 +374,13 @@ def too_many_windows(ctx: Context) -> Iterator[Problem]:
 
 def _schedulable(ctx: Context) -> bool:
     """Explicit windows, few enough to list: what the frame rules below check."""
-    return explicit(ctx.desc.partition) and window_count(ctx.desc) <= MAX_WINDOWS
+    return explicit(ctx.desc.partition) and _frame_fits(ctx) and window_count(ctx.desc) <= MAX_WINDOWS
 
 
 @rule
 def major_frame_not_multiple_of_period(ctx: Context) -> Iterator[Problem]:
     """The major frame is a whole number of every partition's period."""
-    if not explicit(ctx.desc.partition):
+    if not explicit(ctx.desc.partition) or not _frame_fits(ctx):
         return
     frame = major_frame(ctx.desc)
     for i, p in enumerate(ctx.desc.partition):
@@ -358,6 +394,8 @@ def major_frame_not_multiple_of_period(ctx: Context) -> Iterator[Problem]:
 @rule
 def window_outside_major_frame(ctx: Context) -> Iterator[Problem]:
     """Every window ends inside the major frame, and a periodic window inside its period."""
+    if not _frame_fits(ctx):
+        return
     frame = major_frame(ctx.desc)
     where = _frame_words(ctx)
     if not explicit(ctx.desc.partition):

@@ -1,10 +1,10 @@
 """Ring 1: build a system from its description and run it in time windows.
 
-Policy lives here, mechanism in ``spk``: this module decides the order of the
-windows (a fixed round-robin for now, one window per partition per major
-frame), their lengths, and what a kernel fault leads to (the partition is
-halted, the others run on). It talks to ring 0 only through ``spk``'s
-public API.
+Policy lives here, mechanism in ``spk``: this module lays the windows of the
+major frame out from the configuration (:func:`spgs.rules.effective_windows`),
+wires the channels, applies each partition's health table to the events
+ring 0 reports (and to overruns), and carries out the management requests
+of system partitions. It talks to ring 0 only through ``spk``'s public API.
 
 Time: each window has a fixed length in virtual instructions; time a
 partition leaves unused (yield, block, exit, halt) stays idle and is never
@@ -21,20 +21,19 @@ from pathlib import Path
 
 from spgs.config import ConfigError, LoadedConfig, PartitionConfig, Problem
 from spgs.images import build
-from spgs.rules import effective_windows
+from spgs.rules import RING0_RESERVED, effective_windows
 from spgs.trust import Verdict, sha256, trusted_keys, verify_image
 from spk import Machine, MachineEvent, PartitionInfo
 from spk.abi import PAGE_SIZE, PartOp
 
 EventListener = Callable[[MachineEvent], None]
-#: Frames at the bottom of RAM left to ring 0 before the first partition.
-RING0_RESERVED_FRAMES = 64
+#: Frames at the bottom of RAM left to ring 0 (1 MiB, as the rules say).
+RING0_RESERVED_FRAMES = RING0_RESERVED // PAGE_SIZE
 
 
 @dataclass
 class PartitionPlan:
     name: str
-    window: int
     kernel_label: str
     kernel: bytes
     apps: list[tuple[str, bytes]]
@@ -117,7 +116,6 @@ def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | 
         plans.append(
             PartitionPlan(
                 name=p.name,
-                window=p.window,
                 kernel_label=image_label(p.image),
                 kernel=images[("kernel", p.image)],
                 apps=[(image_label(a), images[("app", a)]) for a in p.apps],
@@ -207,10 +205,9 @@ class System:
 
     def _start(self, p: PartitionPlan) -> None:
         index = self.plans.index(p)
-        address = p.config.address
-        hint = address // PAGE_SIZE if address is not None else self.hints[index]
         self.pids[p.name] = self.machine.create_partition(
-            p.name, p.kernel, p.apps, p.quota_frames, frame_hint=hint, kernel_name=p.kernel_label,
+            p.name, p.kernel, p.apps, p.quota_frames, frame_hint=self.hints[index],
+            exact_placement=p.config.address is not None, kernel_name=p.kernel_label,
             config_digest=self.config.digest, pid=self.pids.get(p.name), may_manage=p.config.role == "system",
         )  # fmt: skip
 
@@ -241,11 +238,23 @@ class System:
             state = (state * 6364136223846793005 + 1442695040888963407) & ((1 << 64) - 1)
             j = (state >> 33) % (i + 1)
             order[i], order[j] = order[j], order[i]
+        fixed = sorted(
+            (p.config.address // PAGE_SIZE, p.config.address // PAGE_SIZE + p.quota_frames)
+            for p in self.plans
+            if p.config.address is not None
+        )
         hints = [0] * len(order)
         cursor = RING0_RESERVED_FRAMES
         for item in order:
+            plan = self.plans[item]
+            if plan.config.address is not None:
+                hints[item] = plan.config.address // PAGE_SIZE
+                continue
+            for start, end in fixed:  # never lay a partition over a fixed region
+                if cursor < end and start < cursor + plan.quota_frames:
+                    cursor = end
             hints[item] = cursor
-            cursor += self.plans[item].quota_frames
+            cursor += plan.quota_frames
         return hints
 
     def live(self) -> bool:

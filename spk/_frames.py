@@ -112,13 +112,18 @@ class FrameTable:
             self.entries[mfn] = Frame(owner=SPK_OWNER, type=FrameType.SPK)
         return mfns
 
-    def grant(self, owner: int, count: int, start_hint: int = 0) -> list[int]:
+    def grant(self, owner: int, count: int, start_hint: int = 0, *, exact: bool = False) -> list[int]:
         """Grant ``count`` free frames to partition ``owner`` as its quota pool.
 
         Frames are taken as one contiguous run when possible (first fit from
-        ``start_hint``), else lowest-first. Errors: :class:`OutOfMemory`.
+        ``start_hint``), else lowest-first; with ``exact`` the run must
+        start at ``start_hint``. Errors: :class:`OutOfMemory`.
         """
-        run = self._find_run(count, start_hint)
+        if exact:
+            wanted = range(start_hint, start_hint + count)
+            if wanted.stop > len(self.entries) or any(self.entries[m].type is not FrameType.FREE for m in wanted):
+                raise OutOfMemory(f"frames {start_hint:#x}..{wanted.stop:#x} are not free")
+        run = start_hint if exact else self._find_run(count, start_hint)
         mfns = list(range(run, run + count)) if run >= 0 else self._take_free(count, f"partition {owner}")
         for mfn in mfns:
             self.ram.zero_frame(mfn)

@@ -207,6 +207,7 @@ class Machine:
         quota_frames: int,
         *,
         frame_hint: int = 0,
+        exact_placement: bool = False,
         kernel_name: str = "kernel",
         config_digest: bytes | None = None,
         pid: int | None = None,
@@ -215,7 +216,8 @@ class Machine:
         """Create a partition: grant its quota, load and map its kernel.
 
         ``frame_hint`` is where ring 1 would like the quota to start in RAM
-        (first fit from there, else from the bottom). Measured boot: ring 0
+        (first fit from there, else from the bottom; with ``exact_placement``
+        there or nowhere: OutOfMemory). Measured boot: ring 0
         extends the partition's CONFIG register with ``config_digest`` (when
         given) and its KERNEL register with the SHA-256 of the image it
         loads, named ``kernel_name`` in the event log. ``pid`` starts a
@@ -246,7 +248,7 @@ class Machine:
             self._next_pid += 1
         elif self.declared.get(pid) != name:
             raise ImageError(f"{name}: partition {pid} is not declared under that name")
-        self.frames.grant(pid, quota_frames, frame_hint)
+        self.frames.grant(pid, quota_frames, frame_hint, exact=exact_placement)
         try:
             partition = self._build(pid, name, kernel_image, modules, quota_frames)
         except SpkError:

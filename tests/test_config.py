@@ -414,13 +414,31 @@ def test_window_too_large_rejected(tmp_path: Path) -> None:
 
 def test_window_not_integer_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, ONE_PARTITION + 'window = "fast"\n')
-    check(only_problem(path), path, line_of(path, "window ="), "partition.0.window", "int_parsing")
+    check(only_problem(path), path, line_of(path, "window ="), "partition.0.window", "int_type")
 
 
 def test_window_size_string_not_accepted(tmp_path: Path) -> None:
     """Only memory fields take size strings; a window is a count of instructions."""
     path = write(tmp_path, ONE_PARTITION + 'window = "40KiB"\n')
-    check(only_problem(path), path, line_of(path, "window ="), "partition.0.window", "int_parsing")
+    check(only_problem(path), path, line_of(path, "window ="), "partition.0.window", "int_type")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "rule"),
+    [
+        ('window = "40000"', "partition.0.window", "int_type"),
+        ("window = 40000.0", "partition.0.window", "int_type"),
+        ("window = true", "partition.0.window", "int_type"),
+        ('boot = "no"', "partition.0.boot", "bool_type"),
+        ("boot = 0", "partition.0.boot", "bool_type"),
+        ("image = 5", "partition.0.image", "string_type"),
+    ],
+)
+def test_values_must_have_their_toml_type(tmp_path: Path, text: str, field: str, rule: str) -> None:
+    """No lax coercion: a string is not a number, 0 is not false (pydantic's strict mode)."""
+    body = ONE_PARTITION.replace('image = "refkernel"\n', "") if text.startswith("image") else ONE_PARTITION
+    path = write(tmp_path, body + text + "\n")
+    check(only_problem(path), path, line_of(path, text), field, rule)
 
 
 # --- rules across fields ------------------------------------------------------------------------

@@ -14,13 +14,18 @@ the line index on every TOML form the schema can be written in.
 from __future__ import annotations
 
 import re
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from spgs.cli import app
-from spgs.config import ConfigError, load
+from spgs.config import ConfigError, _LineIndex, load
 from spgs.images import ImageNotFound, build
 from spgs.rules import MAX_WINDOWS, RULES, Window, effective_windows, major_frame
 from tests.test_config import check, line_of, only_problem, problems_of, write
@@ -451,6 +456,26 @@ def test_too_many_windows_rejected(tmp_path: Path) -> None:
         problem.message
     )
     assert f"5000 in all > {MAX_WINDOWS}" in problem.message
+
+
+def test_major_frame_too_long_rejected(tmp_path: Path) -> None:
+    """Without [system].major_frame, periods whose least common multiple is too long."""
+    body = ONE + "period = 9_999_999_967\nwindows = [{ start = 0, duration = 1_000 }]\n"
+    body += ONE.replace("alpha", "beta") + "period = 9_999_999_971\nwindows = [{ start = 1_000, duration = 1_000 }]\n"
+    path = write(tmp_path, body)
+    problem = only_problem(path)  # and no window rule drowns it
+    check(problem, path, line_of(path, "period =", nth=1), "partition.1.period", "major_frame_too_long")
+    assert "beta: the least common multiple of the periods (alpha 9999999967, beta 9999999971) is longer than " \
+        "10000000000" in problem.message  # fmt: skip
+
+
+def test_major_frame_too_long_by_a_late_window_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, ONE + "windows = [{ start = 10_000_000_000, duration = 1_000 }]\n")
+    problem = only_problem(path)
+    check(problem, path, line_of(path, "windows ="), "partition.0.windows.0", "major_frame_too_long")
+    assert "alpha window 0 [10000000000, 10000001000) makes the derived major frame 10000001000 longer" in (
+        problem.message
+    )
 
 
 def test_major_frame_not_multiple_of_period_rejected(tmp_path: Path) -> None:
@@ -888,3 +913,91 @@ def test_lines_of_quoted_dotted_header(tmp_path: Path) -> None:
     path = write(tmp_path, text)
     check(only_problem(path), path, line_of(path, "memory_violation"), "partition.0.health.memory_violation",
           "health_action_fatal")  # fmt: skip
+
+
+# --- docs/config.md stays true ----------------------------------------------------------------------
+
+DOC = ROOT / "docs" / "config.md"
+
+
+def test_docs_example_of_every_feature_loads(tmp_path: Path) -> None:
+    section = DOC.read_text().split("## Annotated example: every feature", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    desc = load(write(tmp_path, block.group(1))).description
+    assert {ch.kind for ch in desc.channel} == {"sampling", "queuing"}
+    assert [(p.role, p.boot) for p in desc.partition] == [("system", True), ("guest", True), ("guest", False)]
+    windows, frame = effective_windows(desc)
+    names = [p.name for p in desc.partition]
+    assert frame == 100_000
+    assert [(names[w.partition], w.start, w.end) for w in windows] == [
+        ("monitor", 0, 10_000),
+        ("sensor", 10_000, 25_000),
+        ("logger", 30_000, 45_000),
+        ("sensor", 60_000, 75_000),
+        ("logger", 80_000, 90_000),
+    ]
+
+
+def test_docs_error_examples_are_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `$ spk validate NAME` output in the docs is what load() reports for the TOML block before it."""
+    examples = re.findall(
+        r"```toml\n((?:(?!```).)*)```\n\n```\n\$ spk validate (\S+)\n(.*?)(?:\$ echo|```)", DOC.read_text(), re.DOTALL
+    )
+    assert len(examples) == 2
+    monkeypatch.chdir(tmp_path)
+    for text, name, output in examples:
+        Path(name).write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load(Path(name))
+        assert [str(p) for p in info.value.problems] == output.strip().splitlines(), name
+
+
+# --- the line index against any TOML tomli_w writes (what `spk sign` rewrites descriptions with) ----
+
+_KEYS = st.text(alphabet="ab_-.x [\"'\\#", min_size=1, max_size=4)
+_SCALARS = st.one_of(st.integers(-5, 10**6), st.booleans(), st.text(alphabet="a[]\"'#\n\\{},= .", max_size=8))
+_TREES = st.recursive(
+    _SCALARS | st.lists(st.integers(0, 99), max_size=12),
+    lambda children: (
+        st.dictionaries(_KEYS, children, max_size=4)
+        | st.lists(st.dictionaries(_KEYS, children, min_size=1, max_size=3), min_size=1, max_size=3)
+    ),
+    max_leaves=16,
+)
+
+
+def _paths(node: object, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], object]]:
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _paths(value, (*path, index))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(_KEYS, _TREES, max_size=5))
+def test_line_index_finds_every_key_tomli_w_writes(document: dict[str, object]) -> None:
+    text = tomli_w.dumps(document, multiline_strings=True)
+    assert tomllib.loads(text) == document
+    lines = _LineIndex(text)
+    source = text.split("\n")
+    for path, value in _paths(document):
+        if not path:
+            continue
+        number = lines.find(path)
+        assert number is not None, (path, text)
+        line = source[number - 1]
+        if isinstance(path[-1], str):
+            key = tomli_w.dumps({path[-1]: 0}).split(" = ")[0]  # the key as tomli_w writes it
+            if isinstance(value, dict):  # a table: defined by its header, or a header below it, or inline
+                assert key in line, (path, line)
+            else:
+                header = line.startswith("[") and line.rstrip().endswith((f"{key}]", f"{key}]]"))
+                assert f"{key} = " in line or header, (path, line)
+        elif isinstance(value, dict | list):
+            assert line.startswith("[[") or "{" in line, (path, line)  # an array of tables, or of inline tables
+        else:
+            assert str(value) in line, (path, line)  # an element of an array of integers
