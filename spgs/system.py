@@ -168,7 +168,6 @@ class System:
         self.plans = plans
         self.pids: dict[str, int] = {}  #: every partition that has an id: running or declared
         self.usage: dict[str, Usage] = {p.name: Usage() for p in plans}
-        self.paused: set[int] = set()
         allowed = []
         for p in plans:
             reasons = [f"{Path(v.path).name}: {v.code}: {v.reason}" for v in p.refusals]
@@ -258,9 +257,9 @@ class System:
         return hints
 
     def live(self) -> bool:
-        return any(self.machine.info(pid).state in ("ready", "blocked") for pid in self.machine.partitions) or any(
-            pid in self.paused for pid in self.machine.partitions
-        )
+        """Is anything left to run? (A paused partition may be resumed.)"""
+        states = ("ready", "blocked", "paused")
+        return any(self.machine.info(pid).state in states for pid in self.machine.partitions)
 
     # -- time --------------------------------------------------------------------
     def run(self, max_ticks: int, on_frame: Callable[[SystemReport], None] | None = None) -> SystemReport:
@@ -293,8 +292,8 @@ class System:
         usage = self.usage[name]
         usage.windows += 1
         usage.window_time += end - begin
-        if pid is None or pid in self.paused:
-            return  # refused, declared, destroyed or paused: the window passes idle
+        if pid is None or machine.info(pid).state not in ("ready", "blocked"):
+            return  # refused, declared, destroyed, paused, halted or done: the window passes idle
         self._listener(MachineEvent(begin, name, "window", {"end": end}))
         outcome = machine.run(pid, end)
         usage.used += outcome.executed
@@ -315,6 +314,7 @@ class System:
         table = plan.config.health
         action = table.action(event)
         self.usage[info.name].health_events += 1
+        self._listener(MachineEvent(self.machine.now, info.name, "health_event", {"event": event, "detail": detail}))
         if action in ("cold_restart", "warm_restart") and info.restarts >= table.restart_limit:
             action = "halt"
             detail = f"{detail}; restart limit {table.restart_limit} reached"
@@ -349,9 +349,9 @@ class System:
         elif not running:
             outcome = "ignored: not running"
         elif op is PartOp.PAUSE:
-            self.paused.add(target)
+            outcome = "done" if machine.pause_partition(target) else "ignored: not ready or blocked"
         elif op is PartOp.RESUME:
-            self.paused.discard(target)
+            outcome = "done" if machine.resume_partition(target) else "ignored: not paused"
         elif op is PartOp.HALT:
             machine.stop_partition(target)
         elif op is PartOp.RESTART:
@@ -360,7 +360,6 @@ class System:
                 target, plan.kernel, plan.apps, kernel_name=plan.kernel_label, config_digest=self.config.digest
             )
         elif op is PartOp.DESTROY:
-            self.paused.discard(target)
             machine.destroy_partition(target)
         who = machine.info(requester).name if requester in machine.partitions else str(requester)
         args = {"requester": who, "op": op.name.lower(), "outcome": outcome}

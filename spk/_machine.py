@@ -126,7 +126,7 @@ class ManagementRequest:
 
 _STATE_CODES = {
     State.READY: PartState.READY, State.BLOCKED: PartState.BLOCKED, State.EXITED: PartState.EXITED,
-    State.FAULTED: PartState.FAULTED, State.STOPPED: PartState.STOPPED,
+    State.FAULTED: PartState.FAULTED, State.STOPPED: PartState.STOPPED, State.PAUSED: PartState.PAUSED,
 }  # fmt: skip
 
 
@@ -337,6 +337,9 @@ class Machine:
         frames: the frame table never sees a freed frame still mapped.
         """
         p = self.partitions[pid]
+        for port in p.ports.values():  # its queues must not fill up and block the senders
+            if port in port.channel.destinations:
+                port.channel.destinations.remove(port)
         for space in p.spaces.values():
             for va, _leaf in list(space.leaves()):
                 space.unmap(va)
@@ -438,8 +441,8 @@ class Machine:
 
     # -- what ring 1 must decide about -----------------------------------------
     def health_event(self, p: Partition, event: str, detail: str) -> None:
+        """Queue an event for ring 1's health monitor (which traces it)."""
         self._health.append(HealthEvent(p.pid, event, detail))
-        self._emit(p, "health_event", {"event": event, "detail": detail})
 
     def take_health_events(self) -> list[HealthEvent]:
         events, self._health = self._health, []
@@ -463,14 +466,25 @@ class Machine:
         return requests
 
     def stop_partition(self, pid: int) -> None:
-        """Take a partition off the CPU for good (ring 1's halt or pause)."""
-        self.partitions[pid].state = State.STOPPED
-
-    def resume_partition(self, pid: int) -> None:
-        """Let a stopped (paused) partition run again."""
+        """Take a partition off the CPU for good (ring 1's halt)."""
         p = self.partitions[pid]
-        if p.state is State.STOPPED:
-            p.state = State.READY
+        p.state, p.paused_from = State.STOPPED, None
+
+    def pause_partition(self, pid: int) -> bool:
+        """Keep a ready or blocked partition off the CPU until resumed; False if it was neither."""
+        p = self.partitions[pid]
+        if p.state not in (State.READY, State.BLOCKED):
+            return False
+        p.paused_from, p.state = p.state, State.PAUSED
+        return True
+
+    def resume_partition(self, pid: int) -> bool:
+        """Undo a pause (its timer and blocked state are as they were); False if not paused."""
+        p = self.partitions[pid]
+        if p.state is not State.PAUSED or p.paused_from is None:
+            return False
+        p.state, p.paused_from = p.paused_from, None
+        return True
 
     def info(self, pid: int) -> PartitionInfo:
         p = self.partitions[pid]

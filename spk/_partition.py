@@ -26,7 +26,8 @@ class State(enum.Enum):
     BLOCKED = "blocked"  #: waiting for an event (BLOCK)
     EXITED = "exited"  #: called EXIT
     FAULTED = "faulted"  #: its kernel faulted; waits for policy
-    STOPPED = "stopped"  #: stopped by ring 1 (halt, pause)
+    STOPPED = "stopped"  #: stopped by ring 1 (halt)
+    PAUSED = "paused"  #: paused by ring 1; resume brings back the state it had
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Partition:
     #: granted by ring 1 to partitions of role "system": management hypercalls
     may_manage: bool = False
     restarts: int = 0
+    paused_from: State | None = None
     #: health events ring 1 propagates, waiting for the vCPU to be at CPL 3
     pending_traps: list[tuple[int, int, int]] = field(default_factory=list)
     #: (stack top, kernel-half generation, physical address of the top)

@@ -132,6 +132,7 @@ class PartState(enum.IntEnum):
     FAULTED = 3
     STOPPED = 4
     DECLARED = 5  #: declared, not running: never started, or destroyed
+    PAUSED = 6
 
 
 #: PART_LIST entry: id, state, then the name (32 bytes, NUL padded).

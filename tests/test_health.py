@@ -9,6 +9,7 @@ Each system has the partition under test ("victim") and a well-behaved
 from __future__ import annotations
 
 import re
+import struct
 import textwrap
 from pathlib import Path
 
@@ -16,7 +17,15 @@ import pytest
 
 from spgs.config import load
 from spgs.system import System, plan
-from spk.abi import HEALTH_EVENT_CODES, HEALTH_VECTOR, KERNEL_DATA_VADDR, Register
+from spk.abi import (
+    APP_IMAGE_VADDR,
+    HEALTH_EVENT_CODES,
+    HEALTH_VECTOR,
+    KERNEL_DATA_VADDR,
+    SEL_USER_CODE,
+    SEL_USER_DATA,
+    Register,
+)
 from tests.guests import Recorder
 
 #: Every boot: count boots in the data area (word 0), print "boot <n>", and
@@ -77,7 +86,8 @@ RAISE = (
 YIELDER = "again:\n    mov eax, HC_YIELD\n    int 0x82\n    jmp again\n"
 
 #: RAISE_ERROR, then enter an app that spins ("jmp $" in a page of its own).
-#: The trap entry exits with (vector << 8) | error code.
+#: The trap entry copies its frame to KERNEL_DATA_VADDR + 0x400 and exits
+#: with (vector << 8) | error code.
 TRAPPER = """
     mov eax, HC_SET_ENTRY
     mov edi, ENTRY_TRAP
@@ -115,7 +125,15 @@ TRAPPER = """
     mov edi, 1                          # IRET failed
     mov eax, HC_EXIT
     int 0x82
-trap:
+trap:                                   # copy the 8-word trap frame to the data area
+    mov rbx, KERNEL_DATA_VADDR + 0x400
+    xor ecx, ecx
+copy:
+    mov rax, [rsp + rcx * 8]
+    mov [rbx + rcx * 8], rax
+    inc ecx
+    cmp ecx, 8
+    jb copy
     mov rdi, [rsp]
     shl rdi, 8
     or rdi, [rsp + 8]
@@ -317,12 +335,19 @@ def test_propagate_guest_error_reaches_the_trap_entry_with_vector_32_code_2(tmp_
     assert info.state == "exited"  # type: ignore[attr-defined]
     assert info.exit_code == (HEALTH_VECTOR << 8) | HEALTH_EVENT_CODES["guest_error"]  # type: ignore[attr-defined]
     assert (HEALTH_VECTOR, HEALTH_EVENT_CODES["guest_error"]) == (32, 2)
+    m = system.machine
+    pid = system.pid_of("victim")
+    assert pid is not None
+    tr = m.walker.translate(m.partitions[pid].spaces[0].cr3, KERNEL_DATA_VADDR + 0x400)
+    assert tr is not None
+    vector, error, address, rip, cs, _rflags, rsp, ss = struct.unpack("<8Q", m.ram.read(tr.paddr, 64))
+    # Fault address 0 and the interrupted app's iret frame, as for any app trap.
+    assert (vector, error, address) == (32, 2, 0)
+    assert (rip, cs, rsp, ss) == (APP_IMAGE_VADDR, SEL_USER_CODE, 0, SEL_USER_DATA)
 
 
 def test_propagate_overrun_makes_the_refkernel_kill_the_spinning_app(tmp_path: Path) -> None:
-    system, rec = launch(
-        tmp_path, "", 'overrun = "propagate"', 60_000, image="refkernel", extra='apps = ["bad_spin"]'
-    )
+    system, rec = launch(tmp_path, "", 'overrun = "propagate"', 60_000, image="refkernel", extra='apps = ["bad_spin"]')
     system.run(60_000)
     killed = [line for line in rec.lines("victim") if "killed" in line]
     assert len(killed) == 1 and re.match(r"refkernel: app 1 killed: vector 32 at rip 0x", killed[0]), killed
@@ -358,7 +383,8 @@ def test_every_health_decision_is_traced(tmp_path: Path) -> None:
     system, rec = launch(tmp_path, victim_src, 'guest_error = "log"\nmemory_violation = "cold_restart"', 40_000)
     system.run(40_000)
     assert actions(rec) == [("guest_error", "log"), ("memory_violation", "cold_restart")] * 2
-    assert len(rec.of("health_event")) == 2 and len(rec.of("kernel_fault")) == 2
+    # Ring 1 traces every event it decides about, kernel faults included.
+    assert len(rec.of("health_event")) == 4 and len(rec.of("kernel_fault")) == 2
     assert system.usage["victim"].health_events == len(rec.of("health_action")) == 4
     # The action is traced at the end of the run that caused it, before the next window.
     times = [e.time for e in rec.of("health_action")]

@@ -42,10 +42,11 @@ def launch(
     manager_role: str = "system",
     target_name: str = "target",
     target_extra: str = "",
+    target_src: str = SPINNER,
     extra: str = "",
 ) -> tuple[System, Recorder]:
     """target (window 5 000) then manager (window 5 000): a major frame of 10 000."""
-    (tmp_path / "target.asm").write_text(SPINNER)
+    (tmp_path / "target.asm").write_text(target_src)
     (tmp_path / "manager.asm").write_text(program(calls))
     cfg = tmp_path / "mgmt.toml"
     cfg.write_text(
@@ -144,7 +145,7 @@ def test_halt_stops_the_partition(tmp_path: Path) -> None:
 
 
 def test_resume_does_not_undo_a_halt(tmp_path: Path) -> None:
-    system, rec = launch(tmp_path, [control(TARGET, PartOp.HALT), YIELD, control(TARGET, PartOp.RESUME)])
+    system, _ = launch(tmp_path, [control(TARGET, PartOp.HALT), YIELD, control(TARGET, PartOp.RESUME)])
     assert run_frames(system, 3) == [5_000] * 2
     assert target(system).state == "stopped"  # type: ignore[attr-defined]
 
@@ -340,15 +341,9 @@ empty:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="destroy leaves the partition's destination port on the channel; start attaches a second one, "
-    "so the dead queue fills and the source gets BUSY although the live destination is empty",
-)
 def test_destroyed_and_restarted_destination_does_not_block_the_channel(tmp_path: Path) -> None:
     # Windows: target (rx), manager, tx; 5 000 each.
-    rx_open = 'lea rdi, [rip + port]\nmov esi, 2\nmov eax, HC_PORT_OPEN\nint 0x82\n'
-    (tmp_path / "target.asm").write_text(rx_open + RX + 'port: .asciz "in"\n')
+    rx_open = "lea rdi, [rip + port]\nmov esi, 2\nmov eax, HC_PORT_OPEN\nint 0x82\n"
     prologue = "\n".join([
         "mov rax, KERNEL_DATA_VADDR + 0x800", "mov dword ptr [rax], 0x0a316d", "mov dword ptr [rax + 8], 0x0a326d",
         "mov dword ptr [rax + 16], 0x0a336d", "mov dword ptr [rax + 24], 0x74756f",
@@ -377,7 +372,8 @@ def test_destroyed_and_restarted_destination_does_not_block_the_channel(tmp_path
     """
     cfg_calls = [control(TARGET, PartOp.DESTROY), YIELD, control(TARGET, PartOp.START)]
     port = 'ports = [{ name = "in", direction = "destination" }]'
-    system, rec = launch(tmp_path, cfg_calls, target_extra=port, extra=extra)
+    rx = rx_open + RX + 'port: .asciz "in"\n'
+    system, rec = launch(tmp_path, cfg_calls, target_extra=port, target_src=rx, extra=extra)
     system.run(90_000)
     tx = system.pid_of("tx")
     assert tx is not None
