@@ -214,8 +214,9 @@ class LiveRegisters:
 
         The engine never delivers exceptions, so nothing clears this state:
         left alone, a partition's next fault would escalate to #DF, and the
-        one after would vanish (see unicorn-notes). Every partition load and
-        every hypercall clears it.
+        one after would vanish (see unicorn-notes). Stopping the engine sets
+        it (a window's end, a yield); hypercalls do not. The machine clears
+        it before every run.
         """
         self.words[self.exc_word] |= self.exc_mask
 

@@ -542,6 +542,9 @@ class Machine:
             self._stop_reason = None
             self._pending_trap = None
             self._run_start = self.now
+            # Stopping the engine leaves an exception "in flight" (measured:
+            # hypercalls do not, stops do): clear it before every run.
+            self._regs.clear_exception_state()
             result = self.engine.run(self._live[self._rip_slot], budget)
             self.now += result.executed
             p.counters.instructions += result.executed
@@ -759,7 +762,6 @@ class Machine:
             name = spec.number.name.lower() if spec else f"unknown_{number}"
             shown = list(args[: len(spec.args)]) if spec else list(args)
             self._emit(p, "hypercall", {"name": name, "args": shown}, None if result is NO_RESULT else result)
-        self._regs.clear_exception_state()
         if result is not NO_RESULT:
             w[0] = result & _MASK64  # type: ignore[operator]
             cr3 = w[self._cr3_slot]
