@@ -16,7 +16,7 @@ launch: $(STAMP)
 	$(BIN)/spk launch partitions.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check spk spgs tests
+	$(BIN)/ruff check spk spgs fuzz tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -25,6 +25,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/spk bench --json
+
+# A longer, randomly seeded isolation campaign (make test runs a small seeded one).
+fuzz: $(STAMP)
+	SPK_FUZZ_EXAMPLES=300 $(BIN)/pytest -q tests/test_fuzz_isolation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

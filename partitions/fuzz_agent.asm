@@ -1,0 +1,54 @@
+# Fuzz agent: a guest kernel that executes, for real at CPL 2, the actions a
+# fuzz campaign writes into its mailbox (the first words of its data area),
+# one per window, and yields. The campaign (fuzz/agent.py) is the host side.
+#
+# Mailbox at KERNEL_DATA_VADDR (u64 words):
+#   +0   command: 0 idle, 1 hypercall, 2 run code at CPL 2 (bytes at +0x1000)
+#   +8   hypercall number
+#   +16  arguments: rdi, rsi, rdx, r10, r8 (5 words)
+#   +56  result (rax after the hypercall)
+#   +64  completed actions (incremented after each one)
+.equ MB_COMMAND, 0
+.equ MB_NUMBER, 8
+.equ MB_RDI, 16
+.equ MB_RSI, 24
+.equ MB_RDX, 32
+.equ MB_R10, 40
+.equ MB_R8, 48
+.equ MB_RESULT, 56
+.equ MB_DONE, 64
+.equ MB_CODE, 0x1000
+
+top:
+    mov rbx, KERNEL_DATA_VADDR
+    mov rax, [rbx + MB_COMMAND]
+    cmp rax, 1
+    je do_hypercall
+    cmp rax, 2
+    je do_code
+idle:
+    mov rax, HC_YIELD
+    int 0x82
+    jmp top
+
+do_hypercall:
+    mov qword ptr [rbx + MB_COMMAND], 0
+    mov rax, [rbx + MB_NUMBER]
+    mov rdi, [rbx + MB_RDI]
+    mov rsi, [rbx + MB_RSI]
+    mov rdx, [rbx + MB_RDX]
+    mov r10, [rbx + MB_R10]
+    mov r8, [rbx + MB_R8]
+    int 0x82
+    mov rbx, KERNEL_DATA_VADDR
+    mov [rbx + MB_RESULT], rax
+    inc qword ptr [rbx + MB_DONE]
+    jmp idle
+
+do_code:
+    mov qword ptr [rbx + MB_COMMAND], 0
+    inc qword ptr [rbx + MB_DONE]
+    lea rax, [rbx + MB_CODE]
+    mov rsp, KERNEL_STACK_TOP
+    call rax
+    jmp idle
