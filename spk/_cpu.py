@@ -48,6 +48,7 @@ GDT_LIMIT = len(GDT_ENTRIES) * 8 - 1
 CR0_PE = 1 << 0
 CR0_WP = 1 << 16
 CR0_PG = 1 << 31
+CR4_TSD = 1 << 2  #: rdtsc/rdtscp fault outside CPL 0: guests must not read the host's clock
 CR4_PAE = 1 << 5
 
 _STUB_VADDR = SPK_BASE + 0x1000
@@ -130,7 +131,7 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
     frames.ram.write(base + 0x800, frame2)
 
     engine.write("cr3", spk.boot_pml4 << PAGE_SHIFT)
-    engine.write("cr4", engine.read("cr4") | CR4_PAE)
+    engine.write("cr4", engine.read("cr4") | CR4_PAE | CR4_TSD)
     engine.write("cr0", engine.read("cr0") | CR0_PE | CR0_PG | CR0_WP)
     engine.write_gdtr(GDT_VADDR, GDT_LIMIT)
     engine.write("rsp", stack + 0x400)

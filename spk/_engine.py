@@ -301,6 +301,9 @@ class Engine:
     def __init__(self, ram_address: int, ram_size: int, sink: TrapSink) -> None:
         try:
             self._uc = unicorn.Uc(_UC_ARCH_X86, _UC_MODE_64)
+            # A plain 64-bit model: no RDRAND/RDSEED, whose host entropy would
+            # make runs non-deterministic (rdtsc is closed by CR4.TSD).
+            self._uc.ctl_set_cpu_model(_x86.UC_CPU_X86_QEMU64)
             self._uc.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, ram_address)
         except unicorn.UcError as exc:
             raise EngineError(f"cannot create the engine: {exc}") from exc

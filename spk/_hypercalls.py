@@ -328,13 +328,15 @@ def hc_frame_free(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
     Hypercall.MEASURE,
     ("ptr", "len", "name_ptr", "name_len"),
     "0",
-    (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS),
+    (Status.INVALID_ARGUMENT, Status.BAD_ADDRESS, Status.NO_MEMORY),
 )
 def hc_measure(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Extend the APPS register with SHA-256 of a region, logging it under a name."""
     ptr, length, name_ptr, name_len = a[0], a[1], a[2], a[3]
     if length > MEASURE_MAX or name_len > MEASURE_NAME_MAX:
         raise _fail(Status.INVALID_ARGUMENT, f"measure of {length} bytes / name of {name_len} bytes too long")
+    if p.measurements.full:
+        raise _fail(Status.NO_MEMORY, "the measurement log is full")
     data = m.copy_in(ctx.cr3, ptr, length)
     name = m.copy_in(ctx.cr3, name_ptr, name_len).decode("utf-8", "replace")
     p.measurements.extend(Register.APPS, hashlib.sha256(data).digest(), "app", name)

@@ -78,11 +78,13 @@ from spk.errors import ImageError, InternalError, SpkError
 
 _RCX, _RSP, _R11 = 1, 4, 11
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+_SYSCALL_BYTES = b"\x0f\x05"
 _NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
 _TABLE_GET = TABLE.get
 #: While a timer upcall waits for the vCPU to reach CPL 3, look again this often.
 TIMER_RECHECK = 256
 CONSOLE_LINE_MAX = 512
+CONSOLE_LINES_PER_CALL = 64
 #: Page-table frames of a fresh boot space: PML4, the shared kernel PDPT, and
 #: the PD/PT pairs below KERNEL_BASE (image and data, start info, stack).
 _BOOT_TABLES = 8
@@ -93,6 +95,7 @@ _USER_GATES = _TRAP_VECTORS
 _PRIVILEGED = frozenset({
     "hlt", "cli", "sti", "lgdt", "lidt", "lldt", "ltr", "invlpg", "wrmsr", "rdmsr",
     "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "clts", "wbinvd", "invd",
+    "rdtsc", "rdtscp", "rdpmc",
 })  # fmt: skip
 
 
@@ -459,7 +462,10 @@ class Machine:
         the event's code as error code, the next time the vCPU runs an app
         (the guest kernel is never interrupted at CPL 2).
         """
-        self.partitions[pid].pending_traps.append((HEALTH_VECTOR, HEALTH_EVENT_CODES[event], 0))
+        trap = (HEALTH_VECTOR, HEALTH_EVENT_CODES[event], 0)
+        pending = self.partitions[pid].pending_traps
+        if trap not in pending:  # one of each kind waits at most: the guest learns it happened
+            pending.append(trap)
 
     def take_requests(self) -> list[ManagementRequest]:
         requests, self._requests = self._requests, []
@@ -532,6 +538,9 @@ class Machine:
                 self._deliver_timer(p)
             if p.pending_traps:
                 self._deliver_pending_trap(p)
+            if p.state is State.FAULTED:  # a delivery found no entry or no kernel stack
+                reason = "fault"
+                break
             budget = until - self.now
             if budget <= 0:
                 break
@@ -623,9 +632,22 @@ class Machine:
         return self._attestation.public if self._attestation else None
 
     def console(self, p: Partition, data: bytes) -> None:
+        """Split a partition's output into lines, CONSOLE_LINES_PER_CALL at most per call.
+
+        The cap bounds the host's work for one hypercall (4096 newlines would
+        otherwise be 4096 events); the rest of that write is dropped, said so.
+        """
         buf = p.console_buffer
         buf.extend(data)
+        emitted = 0
         while True:
+            if emitted == CONSOLE_LINES_PER_CALL:
+                dropped = buf.count(b"\n")
+                buf.clear()
+                if dropped:
+                    self._emit(p, "console", {"text": f"[spk: {dropped} more lines of this write dropped]"})
+                return
+            emitted += 1
             cut = buf.find(b"\n")
             if cut < 0 and len(buf) < CONSOLE_LINE_MAX:
                 return
@@ -720,6 +742,13 @@ class Machine:
             if self._regs.cpl != 3:
                 self._kernel_fault(p, "illegal_instruction", int(Vector.UD), rip, 0, "syscall at CPL 2")
                 return
+            # The engine will add the *decoded* length to RIP after this hook;
+            # the bounce is only exact for the plain 2-byte form. A prefixed
+            # syscall would let the app choose where its kernel starts: refuse it.
+            if self._code_bytes(self._regs.cr3, rip, SYSCALL_INSN_LEN) != _SYSCALL_BYTES:
+                self._pending_trap = (int(Vector.UD), 0, 0, rip)
+                self.engine.stop()
+                return
             p.counters.syscalls += 1
             self._enter_kernel(p, EntryKind.SYSCALL, rip + SYSCALL_INSN_LEN, from_syscall_insn=True)
         except Exception as exc:
@@ -797,6 +826,11 @@ class Machine:
         code = b"".join(self.ram.read(pa, n) for pa, n in pieces)
         return next(self._disasm.disasm(code, rip, 1), None)
 
+    def _code_bytes(self, cr3: int, rip: int, length: int) -> bytes:
+        """The bytes at ``rip`` as the CPU fetched them (user view), or b"" if unmapped."""
+        pieces = self.walker.spans(cr3, rip, length, write=False, user=True)
+        return b"".join(self.ram.read(pa, n) for pa, n in pieces) if pieces else b""
+
     def _writes_memory(self, cr3: int, rip: int) -> bool:
         insn = self._instruction(cr3, rip)
         if insn is None:
@@ -833,6 +867,8 @@ class Machine:
         self._pending_trap = None
         if self._regs.cpl == 3:
             self._app_trap(p, vector, error, address, rip)
+        elif vector == Vector.UD:
+            self._kernel_fault(p, "illegal_instruction", vector, rip, 0, "refused instruction at CPL 2")
         else:
             self._kernel_fault(p, "privileged_instruction", vector, rip, 0, "port I/O at CPL 2")
 

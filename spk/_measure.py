@@ -29,6 +29,8 @@ from spk.abi import Register
 
 QUOTE_FORMAT = "spk-quote/1"
 ZERO = bytes(32)
+#: Events one partition's log may hold (it lives in ring 0's memory and in every quote).
+LOG_MAX = 1024
 
 
 def extend(register: bytes, digest: bytes) -> bytes:
@@ -64,7 +66,12 @@ class Measurements:
     registers: list[bytes] = field(default_factory=lambda: [ZERO] * len(Register))
     events: list[MeasurementEvent] = field(default_factory=list)
 
+    @property
+    def full(self) -> bool:
+        return len(self.events) >= LOG_MAX
+
     def extend(self, register: Register, digest: bytes, event_type: str, description: str) -> None:
+        """Extend a register and log it. The caller checks :attr:`full` first (guests get NO_MEMORY)."""
         self.registers[register] = extend(self.registers[register], digest)
         self.events.append(MeasurementEvent(int(register), digest, event_type, description))
 

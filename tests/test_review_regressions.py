@@ -1,0 +1,124 @@
+"""Regressions from the ring-0 security review: each test pins one fixed finding."""
+
+from __future__ import annotations
+
+import pytest
+
+from spk.abi import Hypercall as H
+from spk.abi import Status, Vector
+from tests.guests import Recorder, app, bundled, kernel, machine, program, results, run_until_done
+
+
+def _app_fault(source: str) -> dict[str, int]:
+    rec = Recorder()
+    m = machine(rec)
+    pid = m.create_partition("p", bundled("kernel", "refkernel"), [("a", app(source + "l: jmp l\n"))], 256)
+    run_until_done(m, [pid], limit=300_000)
+    return rec.of("app_fault")[0].args
+
+
+def test_prefixed_syscall_is_refused_not_a_kernel_entry_offset() -> None:
+    """66 66 0f 05 would have entered the kernel at entry + 2 (an app-chosen offset)."""
+    fault = _app_fault("mov rax, 3\n.byte 0x66, 0x66, 0x0f, 0x05\n")
+    assert fault["vector"] == Vector.UD
+
+
+@pytest.mark.parametrize(("insn", "vector"), [("rdtsc", Vector.GP), ("rdtscp", Vector.UD), ("rdrand rax", Vector.UD)])
+def test_host_clock_and_entropy_are_closed_to_apps(insn: str, vector: int) -> None:
+    """The host's clock (CR4.TSD; the CPU model has no RDTSCP) and entropy (no RDRAND) would break
+    determinism and open a timing channel between partitions."""
+    assert _app_fault(f"{insn}\n")["vector"] == vector
+
+
+def test_rdtsc_in_a_guest_kernel_is_a_privileged_instruction() -> None:
+    m = machine()
+    pid = m.create_partition("k", kernel("rdtsc\nl: jmp l\n"), [], 64)
+    m.run(pid, 10_000)
+    fault = m.info(pid).fault
+    assert fault is not None and (fault.kind, fault.vector) == ("privileged_instruction", Vector.GP)
+
+
+def test_a_fault_found_while_delivering_a_timer_stops_the_partition() -> None:
+    """No timer entry registered: the upcall cannot be delivered; the kernel must not run on."""
+    source = """
+        mov rax, HC_TIME_NOW
+        int 0x82
+        add rax, 50
+        mov rdi, rax
+        mov rax, HC_TIMER_SET
+        int 0x82
+        mov rax, HC_SET_KERNEL_STACK
+        mov rdi, KERNEL_STACK_TOP
+        int 0x82
+        mov rax, HC_ASPACE_CREATE
+        int 0x82
+        mov r12, rax
+        mov rbx, START_INFO_VADDR
+        mov rdx, [rbx + SI_MODULES]
+        mov rdi, r12
+        mov rsi, APP_IMAGE_VADDR
+        mov r10, MAP_USER
+        mov rax, HC_MAP
+        int 0x82
+        mov rbx, KERNEL_DATA_VADDR
+        mov qword ptr [rbx + 16*8], APP_IMAGE_VADDR
+        mov qword ptr [rbx + 17*8], 0x202
+        mov rdi, r12
+        mov rsi, rbx
+        mov rax, HC_IRET
+        int 0x82
+    """
+    m = machine()
+    pid = m.create_partition("k", kernel(source), [("spin", app("l: jmp l\n"))], 64)
+    outcome = m.run(pid, 100_000)
+    assert outcome.reason == "fault" and outcome.executed < 1_000
+    assert m.info(pid).fault.kind == "unexpected_trap"  # type: ignore[union-attr]
+
+
+def test_measurement_log_is_bounded() -> None:
+    from spk.abi import KERNEL_IMAGE_VADDR
+
+    loop = f"""
+        mov r12, 1100
+    again:
+        mov rdi, {KERNEL_IMAGE_VADDR:#x}
+        mov rsi, 8
+        mov rdx, {KERNEL_IMAGE_VADDR:#x}
+        mov r10, 1
+        mov rax, HC_MEASURE
+        int 0x82
+        dec r12
+        jnz again
+        mov rbx, KERNEL_DATA_VADDR
+        mov [rbx], rax
+        mov rdi, 0
+        mov rax, HC_EXIT
+        int 0x82
+    """
+    m = machine()
+    pid = m.create_partition("k", kernel(loop), [], 64)
+    m.run(pid, 500_000)
+    assert results(m, pid, 1) == [-Status.NO_MEMORY]
+    assert len(m.measurements(pid)[1]) == 1024
+
+
+def test_one_console_write_cannot_flood_the_host() -> None:
+    from spk.abi import KERNEL_DATA_VADDR
+
+    calls = [(H.CONSOLE_WRITE, (KERNEL_DATA_VADDR, 4096))]
+    prologue = "mov rdi, KERNEL_DATA_VADDR\nmov rcx, 4096\nmov al, 10\nrep stosb\n"
+    rec = Recorder()
+    m = machine(rec)
+    pid = m.create_partition("k", kernel(program(calls, prologue)), [], 64)
+    m.run(pid, 100_000)
+    lines = rec.lines("k")
+    assert len(lines) == 65 and lines[-1] == "[spk: 4032 more lines of this write dropped]"
+
+
+def test_propagated_events_wait_once_per_kind() -> None:
+    m = machine()
+    pid = m.create_partition("k", kernel("l: jmp l\n"), [], 64)
+    for _ in range(1000):
+        m.propagate(pid, "overrun")
+    m.propagate(pid, "guest_error")
+    assert len(m.partitions[pid].pending_traps) == 2
