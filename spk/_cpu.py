@@ -50,6 +50,8 @@ CR0_WP = 1 << 16
 CR0_PG = 1 << 31
 CR4_TSD = 1 << 2  #: rdtsc/rdtscp fault outside CPL 0: guests must not read the host's clock
 CR4_PAE = 1 << 5
+CR4_OSFXSR = 1 << 9  #: SSE enabled, as an OS enables it (fxsave/fxrstor, SSE instructions)
+CR4_OSXMMEXCPT = 1 << 10
 
 _STUB_VADDR = SPK_BASE + 0x1000
 _BOOT_STACK_VADDR = SPK_BASE + 0x2000
@@ -131,7 +133,7 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
     frames.ram.write(base + 0x800, frame2)
 
     engine.write("cr3", spk.boot_pml4 << PAGE_SHIFT)
-    engine.write("cr4", engine.read("cr4") | CR4_PAE | CR4_TSD)
+    engine.write("cr4", engine.read("cr4") | CR4_PAE | CR4_TSD | CR4_OSFXSR | CR4_OSXMMEXCPT)
     engine.write("cr0", engine.read("cr0") | CR0_PE | CR0_PG | CR0_WP)
     engine.write_gdtr(GDT_VADDR, GDT_LIMIT)
     engine.write("rsp", stack + 0x400)
@@ -167,7 +169,13 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
     # templates (-1), the #GP's vector once the CPU has raised one.
     exc_word, exc_shift = find_value_slot(cpl3, 0xFFFF_FFFF, fault, 13)
     fault.free()
-    cpl2.layout = cpl3.layout = engine.layout = set_bringup_slots(word, shift, int_word, exc_word, exc_shift)
+    gpr0 = cpl2.layout.gpr0
+    size = (cpl2.size // 8) - gpr0
+    privilege = tuple(i for i in range(16, size) if cpl2.words[gpr0 + i] != cpl3.words[gpr0 + i])
+    if not privilege or len(privilege) > 32:
+        raise EngineError(f"CPU bring-up: {len(privilege)} words differ between CPL 2 and CPL 3")
+    layout = set_bringup_slots(word, shift, int_word, exc_word, exc_shift, privilege)
+    cpl2.layout = cpl3.layout = engine.layout = layout
     if cpl2.cpl != 2 or cpl3.cpl != 3:
         raise EngineError("CPU bring-up: privilege levels not reached")
     return Templates(cpl2=cpl2, cpl3=cpl3)

@@ -197,7 +197,9 @@ class LiveRegisters:
     so it also clears the fault-escalation state.
     """
 
-    __slots__ = ("cr3_slot", "cs_shift", "cs_word", "exc_mask", "exc_word", "int_word", "rip_slot", "words")
+    __slots__ = (
+        "cr3_slot", "cs_shift", "cs_word", "exc_mask", "exc_word", "int_word", "privilege", "rip_slot", "words",
+    )  # fmt: skip
 
     def __init__(self, words: memoryview, layout: ContextLayout) -> None:
         self.words = words
@@ -208,6 +210,7 @@ class LiveRegisters:
         self.int_word = layout.int_word - layout.gpr0
         self.exc_word = layout.exc_word - layout.gpr0
         self.exc_mask = 0xFFFF_FFFF << layout.exc_shift
+        self.privilege = layout.privilege_words
 
     def clear_exception_state(self) -> None:
         """Forget the exception "in flight" (QEMU's old_exception := -1).
@@ -256,10 +259,18 @@ class LiveRegisters:
         base = ctx.layout.gpr0
         self.words[:] = ctx.words[base : base + len(self.words)]
 
-    def load_keeping_gprs(self, ctx: Context) -> None:
-        """A context restore that keeps the 16 live GPRs (the first 16 words)."""
+    def load_privilege(self, ctx: Context) -> None:
+        """Load only the privilege state of a template (a world switch).
+
+        The words that differ between the CPL 2 and CPL 3 templates (segment
+        caches, hflags, flags, rip), found at bring-up. Everything else stays
+        as it was: the GPRs and the x87/SSE state the app or kernel left, as
+        an interrupt gate or ``iretq`` leaves them on hardware.
+        """
         base = ctx.layout.gpr0
-        self.words[16:] = ctx.words[base + 16 : base + len(self.words)]
+        words, source = self.words, ctx.words
+        for i in self.privilege:
+            words[i] = source[base + i]
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,9 @@ class ContextLayout:
     #: where QEMU's old_exception (the exception "in flight") sits, found at bring-up
     exc_word: int = -1
     exc_shift: int = 0
+    #: live-state words (GPRs excluded) that differ between CPL 2 and CPL 3: the
+    #: privilege state a world switch loads (segments, hflags, flags, rip)
+    privilege_words: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -513,11 +527,15 @@ def context_layout() -> ContextLayout:
     return _layout_cache
 
 
-def set_bringup_slots(cs_word: int, cs_shift: int, int_word: int, exc_word: int, exc_shift: int) -> ContextLayout:
+def set_bringup_slots(
+    cs_word: int, cs_shift: int, int_word: int, exc_word: int, exc_shift: int, privilege_words: tuple[int, ...]
+) -> ContextLayout:
     """Record the slots only a real CPU bring-up can locate; returns the full layout."""
     global _layout_cache
     base = context_layout()
-    _layout_cache = ContextLayout(base.gpr0, base.rip, base.cr3, cs_word, cs_shift, int_word, exc_word, exc_shift)
+    _layout_cache = ContextLayout(
+        base.gpr0, base.rip, base.cr3, cs_word, cs_shift, int_word, exc_word, exc_shift, privilege_words
+    )
     return _layout_cache
 
 

@@ -684,7 +684,7 @@ class Machine:
     def enter_app(self, p: Partition, gprs: Sequence[int], rip: int, rflags: int, cr3: int) -> None:
         """Load an app's registers at CPL 3 (the IRET hypercall's invoke step)."""
         regs = self._regs
-        regs.load(self._templates.cpl3)
+        regs.load_privilege(self._templates.cpl3)
         self._live[0:16] = memoryview(struct.pack("<16Q", *gprs)).cast("Q")
         regs.rip = rip
         regs.cr3 = cr3
@@ -903,7 +903,8 @@ class Machine:
             struct.pack_into("<8Q", self.ram.view, pa, *trap, app_rip, SEL_USER_CODE, rflags, rsp, SEL_USER_DATA)
         # The world switch: the CPL 2 template becomes the live state (a
         # context restore), keeping the app's GPRs, as an interrupt gate would.
-        self._regs.load_keeping_gprs(self._templates.cpl2)
+        self._regs.load_privilege(self._templates.cpl2)
+        self._regs.clear_exception_state()  # the trap is handled: nothing is in flight
         live[_RSP] = sp
         live[self._cr3_slot] = cr3
         live[self._rip_slot] = entry - SYSCALL_INSN_LEN if from_syscall_insn else entry

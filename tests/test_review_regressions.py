@@ -122,3 +122,34 @@ def test_propagated_events_wait_once_per_kind() -> None:
         m.propagate(pid, "overrun")
     m.propagate(pid, "guest_error")
     assert len(m.partitions[pid].pending_traps) == 2
+
+
+def test_sse_state_survives_syscalls_and_preemption() -> None:
+    """A world switch loads only the privilege state: an app's xmm registers are its own."""
+    source = """
+        mov rax, 0x1122334455667788
+        movq xmm0, rax
+        mov r12, 3000
+    again:
+        mov rax, 3
+        int 0x80
+        dec r12
+        jnz again
+        movq rbx, xmm0
+        mov rax, 0x1122334455667788
+        cmp rbx, rax
+        jne bad
+        mov rdi, 0
+        mov rax, 1
+        int 0x80
+    bad:
+        mov rdi, 1
+        mov rax, 1
+        int 0x80
+    """
+    rec = Recorder()
+    m = machine(rec)
+    pid = m.create_partition("p", bundled("kernel", "refkernel"), [("sse", app(source))], 256)
+    run_until_done(m, [pid], limit=2_000_000)
+    assert "refkernel: app 1 exited (0)" in rec.lines("p")
+    assert m.info(pid).counters.timer_upcalls > 0  # preempted on the way, too
