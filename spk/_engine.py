@@ -113,6 +113,9 @@ class TrapSink(Protocol):
     def on_syscall_insn(self, rip: int) -> None:
         """A ``syscall`` instruction at ``rip``."""
 
+    def on_refused_insn(self, rip: int, vector: int) -> None:
+        """An instruction the engine lets through but the CPU would refuse (``sysenter``)."""
+
     def on_invalid_insn(self) -> bool:
         """An invalid opcode (#UD). Return True when handled (vCPU redirected)."""
 
@@ -369,6 +372,13 @@ class Engine:
         uc.hook_add(unicorn.UC_HOOK_INSN, on_in, None, 1, 0, _x86.UC_X86_INS_IN)
         uc.hook_add(unicorn.UC_HOOK_INSN, on_out, None, 1, 0, _x86.UC_X86_INS_OUT)
         uc.hook_add(unicorn.UC_HOOK_INSN, on_syscall, None, 1, 0, _x86.UC_X86_INS_SYSCALL)
+
+        def on_sysenter(_uc: object, _ud: object) -> None:
+            # Without a hook the engine silently skips sysenter; in long mode
+            # with no SYSENTER MSRs the CPU refuses it: the SPK reports #UD.
+            sink.on_refused_insn(self.read("rip"), 6)
+
+        uc.hook_add(unicorn.UC_HOOK_INSN, on_sysenter, None, 1, 0, _x86.UC_X86_INS_SYSENTER)
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, lambda _uc, _ud: sink.on_invalid_insn())
 
         def on_unmapped(_uc: object, _access: int, address: int, *_rest: object) -> bool:

@@ -320,7 +320,8 @@ def hc_frame_free(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
         raise _fail(Status.DENIED, f"frame {mfn:#x} is not a data frame of the caller")
     if frame.map_count:
         raise _fail(Status.BUSY, f"frame {mfn:#x} is still mapped")
-    m.frames.pool_return(mfn)
+    m.frames.pool_return(mfn)  # zeroed: code translated from it must go too
+    m.code_changed()
     return 0
 
 

@@ -178,6 +178,7 @@ class Machine:
         self._next_pid = 1
         self._on_event = on_event or (lambda _e: None)
         self._listener_error: Exception | None = None
+        self._code_dirty = False
         self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
         self.channels: dict[int, Channel] = {}
         self.declared: dict[int, str] = {}
@@ -554,6 +555,9 @@ class Machine:
             # Stopping the engine leaves an exception "in flight" (measured:
             # hypercalls do not, stops do): clear it before every run.
             self._regs.clear_exception_state()
+            if self._code_dirty:  # ring 0 rewrote guest memory: drop translations of it
+                self.engine.flush_code()
+                self._code_dirty = False
             result = self.engine.run(self._live[self._rip_slot], budget)
             self.now += result.executed
             p.counters.instructions += result.executed
@@ -598,6 +602,20 @@ class Machine:
             raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{length} is not readable")
         return b"".join(self.ram.read(pa, n) for pa, n in pieces)
 
+    def code_changed(self) -> None:
+        """Ring 0 rewrote guest memory the engine may hold translated code of.
+
+        The translation cache cannot be flushed while the engine executes a
+        block, so the vCPU stops after the current instruction and the cache
+        is flushed before it runs again.
+        """
+        self._code_dirty = True
+        if self._current is not None:
+            self.request_stop("flush")
+        else:
+            self.engine.flush_code()
+            self._code_dirty = False
+
     def copy_out(self, cr3: int, va: int, data: bytes) -> None:
         """Copy bytes into guest memory (supervisor view, writable pages only).
 
@@ -611,6 +629,7 @@ class Machine:
         for pa, n in pieces:
             self.ram.write(pa, data[offset : offset + n])
             offset += n
+        self.code_changed()
 
     def measurements(self, pid: int) -> tuple[list[bytes], list[MeasurementEvent]]:
         """A partition's measurement registers and event log (copies)."""
@@ -732,6 +751,12 @@ class Machine:
         if self._current is None:
             return
         self._pending_trap = (int(Vector.GP), 0, 0, rip)
+        self.engine.stop()
+
+    def on_refused_insn(self, rip: int, vector: int) -> None:
+        if self._current is None:
+            return
+        self._pending_trap = (vector, 0, 0, rip)
         self.engine.stop()
 
     def on_syscall_insn(self, rip: int) -> None:

@@ -153,3 +153,59 @@ def test_sse_state_survives_syscalls_and_preemption() -> None:
     run_until_done(m, [pid], limit=2_000_000)
     assert "refkernel: app 1 exited (0)" in rec.lines("p")
     assert m.info(pid).counters.timer_upcalls > 0  # preempted on the way, too
+
+
+def test_sysenter_is_refused() -> None:
+    assert _app_fault("sysenter\n")["vector"] == Vector.UD
+
+
+def test_no_stale_code_runs_from_a_freed_and_reused_frame() -> None:
+    """Ring 0 zeroes a freed frame behind the engine's back: its translated code must go."""
+    k1 = 0xFFFF_8000_4000_0000
+    source = f"""
+        mov rbx, KERNEL_DATA_VADDR
+        mov rax, HC_FRAME_ALLOC
+        int 0x82
+        mov r12, rax
+        mov rdi, 0
+        mov rsi, {k1:#x}
+        mov rdx, r12
+        mov r10, MAP_WRITE
+        mov rax, HC_MAP
+        int 0x82
+        mov rcx, {k1:#x}
+        mov dword ptr [rcx], 0x000041b8
+        mov byte ptr [rcx+4], 0
+        mov byte ptr [rcx+5], 0xc3
+        call rcx
+        mov [rbx], rax
+        mov rdi, 0
+        mov rsi, {k1:#x}
+        mov rax, HC_UNMAP
+        int 0x82
+        mov rdi, r12
+        mov rax, HC_FRAME_FREE
+        int 0x82
+        mov rax, HC_FRAME_ALLOC
+        int 0x82
+        mov rdx, rax
+        mov rdi, 0
+        mov rsi, {k1:#x}
+        mov r10, MAP_WRITE
+        mov rax, HC_MAP
+        int 0x82
+        mov rcx, {k1:#x}
+        mov rax, 0x99
+        call rcx
+        mov [rbx + 8], rax
+        mov rdi, 0
+        mov rax, HC_EXIT
+        int 0x82
+    """
+    m = machine()
+    pid = m.create_partition("k", kernel(source), [], 64)
+    m.run(pid, 100_000)
+    # The frame is zero now: 00 00 is `add [rax], al`, which faults on 0x99.
+    # Stale code would have returned 0x41 and the kernel exited normally.
+    fault = m.info(pid).fault
+    assert fault is not None and (fault.kind, fault.rip, fault.address) == ("memory_violation", k1, 0x99)
