@@ -398,12 +398,12 @@ class Machine:
         for space in old.spaces.values():
             for va, _leaf in list(space.leaves()):
                 space.unmap(va)
-        old.context.free()
         self.frames.reset_pool(pid)
         self.engine.flush_tlb()
         self.engine.flush_code()
         self._loaded_cr3 = -1
         new = self._build(pid, old.name, kernel_image, modules, old.quota)
+        old.context.free()  # only now: had the build failed, the old state would still be whole
         new.ports, new.may_manage = old.ports, old.may_manage
         new.counters, new.restarts = old.counters, old.restarts + 1
         for port in new.ports.values():
