@@ -220,8 +220,9 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     results["compute_ratio_vs_counted_raw"] = compute["spk_mips"] / compute["raw_counted_mips"]
     results["boot_64_signed_s"] = _boot_signed_s(images, 64 if not quick else 8)
     results["channel_roundtrip_us"] = _channel_roundtrip_us(images, 2_000 // scale)
-    one = _sched_cost_us(images, 1, 6_400 // scale)
-    many = _sched_cost_us(images, 64, 6_400 // scale)
+    # The noisiest number here: each side is the best of three runs.
+    one = min(_sched_cost_us(images, 1, 6_400 // scale) for _ in range(3))
+    many = min(_sched_cost_us(images, 64, 6_400 // scale) for _ in range(3))
     results["sched_cost_ratio_64_vs_1"] = many / one
     results["quick"] = quick
     return results

@@ -473,6 +473,18 @@ class Engine:
         """
         _LIB.uc_ctl(self.handle, _CTL_TLB_FLUSH)
 
+    def drop_code(self, start: int, end: int) -> None:
+        """Drop translated code of the virtual range ``[start, end)`` (current address space).
+
+        Falls back to flushing everything when the engine refuses the range.
+        """
+        if end <= start:
+            return
+        try:
+            self._uc.ctl_remove_cache(start, end)
+        except unicorn.UcError:
+            self.flush_code()
+
     def flush_code(self) -> None:
         """Drop translated code: required after the host writes guest code."""
         self._uc.ctl_flush_tb()

@@ -179,6 +179,7 @@ class Machine:
         self._on_event = on_event or (lambda _e: None)
         self._listener_error: Exception | None = None
         self._code_dirty = False
+        self._code_ranges: list[tuple[int, int]] = []
         self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
         self.channels: dict[int, Channel] = {}
         self.declared: dict[int, str] = {}
@@ -558,6 +559,9 @@ class Machine:
             if self._code_dirty:  # ring 0 rewrote guest memory: drop translations of it
                 self.engine.flush_code()
                 self._code_dirty = False
+                self._code_ranges.clear()
+            while self._code_ranges:
+                self.engine.drop_code(*self._code_ranges.pop())
             result = self.engine.run(self._live[self._rip_slot], budget)
             self.now += result.executed
             p.counters.instructions += result.executed
@@ -602,19 +606,25 @@ class Machine:
             raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{length} is not readable")
         return b"".join(self.ram.read(pa, n) for pa, n in pieces)
 
-    def code_changed(self) -> None:
+    def code_changed(self, va: int | None = None, length: int = 0) -> None:
         """Ring 0 rewrote guest memory the engine may hold translated code of.
 
-        The translation cache cannot be flushed while the engine executes a
-        block, so the vCPU stops after the current instruction and the cache
-        is flushed before it runs again.
+        With a range (``copy_out`` into the current space) only its
+        translations go; without one (a frame zeroed, maybe mapped nowhere)
+        the whole cache does. Neither can happen while the engine executes
+        a block, so the vCPU stops after the current instruction and the
+        cache is cleaned before it runs again.
         """
-        self._code_dirty = True
+        if va is None:
+            self._code_dirty = True
+        else:
+            self._code_ranges.append((va & ~(PAGE_SIZE - 1), va + length))
         if self._current is not None:
             self.request_stop("flush")
         else:
             self.engine.flush_code()
             self._code_dirty = False
+            self._code_ranges.clear()
 
     def copy_out(self, cr3: int, va: int, data: bytes) -> None:
         """Copy bytes into guest memory (supervisor view, writable pages only).
@@ -629,7 +639,8 @@ class Machine:
         for pa, n in pieces:
             self.ram.write(pa, data[offset : offset + n])
             offset += n
-        self.code_changed()
+        if data:
+            self.code_changed(va, len(data))
 
     def measurements(self, pid: int) -> tuple[list[bytes], list[MeasurementEvent]]:
         """A partition's measurement registers and event log (copies)."""

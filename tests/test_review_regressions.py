@@ -209,3 +209,46 @@ def test_no_stale_code_runs_from_a_freed_and_reused_frame() -> None:
     # Stale code would have returned 0x41 and the kernel exited normally.
     fault = m.info(pid).fault
     assert fault is not None and (fault.kind, fault.rip, fault.address) == ("memory_violation", k1, 0x99)
+
+
+def test_code_received_over_a_channel_replaces_translated_code() -> None:
+    """PORT_RECEIVE writes into guest memory behind the engine: code translated
+    from that buffer before must not run again."""
+    from spk.abi import KERNEL_DATA_VADDR
+
+    buf = KERNEL_DATA_VADDR + 0x2000
+    receiver = f"""
+        mov rbx, {buf:#x}
+        mov byte ptr [rbx], 0xb8          # mov eax, 0x41 ; ret
+        mov dword ptr [rbx + 1], 0x41
+        mov byte ptr [rbx + 5], 0xc3
+        call rbx
+        mov r14, rax
+        lea rdi, [rip + name]
+        mov rsi, 2
+        mov rax, HC_PORT_OPEN
+        int 0x82
+        mov rdi, rax
+        mov rsi, {buf:#x}
+        mov rdx, 8
+        mov rax, HC_PORT_RECEIVE
+        int 0x82
+        mov rbx, {buf:#x}
+        call rbx
+        mov rbx, KERNEL_DATA_VADDR
+        mov [rbx], r14
+        mov [rbx + 8], rax
+        mov rdi, 0
+        mov rax, HC_EXIT
+        int 0x82
+    name: .ascii "in"
+    """
+    m = machine()
+    pid = m.create_partition("k", kernel(receiver), [], 64)
+    cid = m.create_channel("sampling", 8)
+    other = m.create_partition("src", kernel("l: jmp l\n"), [], 64)
+    m.attach_port(other, "out", cid, "source")
+    m.attach_port(pid, "in", cid, "destination")
+    m.channels[cid].send(m.partitions[other].ports["out"], bytes([0xB8, 0x99, 0, 0, 0, 0xC3, 0x90, 0x90]), 0)
+    m.run(pid, 100_000)
+    assert results(m, pid, 2) == [0x41, 0x99]
