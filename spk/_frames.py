@@ -136,13 +136,17 @@ class FrameTable:
         Errors: :class:`InternalError` if one is still mapped (the caller must
         tear the address spaces down first).
         """
+        return self._release(owner, keep=False)
+
+    def _release(self, owner: int, *, keep: bool) -> int:
+        """Zero every frame of ``owner``: back to its pool (``keep``) or to free RAM."""
         count = 0
         for mfn, frame in enumerate(self.entries):
             if frame.owner == owner:
                 if frame.map_count:
-                    raise InternalError(f"frame {mfn:#x} of {owner} reclaimed while mapped")
+                    raise InternalError(f"frame {mfn:#x} of {owner} released while mapped")
                 self.ram.zero_frame(mfn)
-                self.entries[mfn] = Frame()
+                self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL) if keep else Frame()
                 count += 1
         return count
 
@@ -202,15 +206,7 @@ class FrameTable:
 
         Errors: :class:`InternalError` if one is still mapped.
         """
-        count = 0
-        for mfn, frame in enumerate(self.entries):
-            if frame.owner == owner:
-                if frame.map_count:
-                    raise InternalError(f"frame {mfn:#x} of {owner} reset while mapped")
-                self.ram.zero_frame(mfn)
-                frame.type = FrameType.POOL
-                count += 1
-        return count
+        return self._release(owner, keep=True)
 
     def pool_free_count(self, owner: int) -> int:
         return sum(1 for f in self.entries if f.owner == owner and f.type is FrameType.POOL)
