@@ -3,14 +3,7 @@
 #    or it would print its own memory for the app; prints "KERNEL LEAKED" if not.
 # 2. reads a u64 at KERNEL_BASE (supervisor page: #PF); the kernel must kill it
 #    there. If it survives it prints "READ SUCCEEDED" and exits 1.
-.equ SYS_WRITE, 0
-.equ SYS_EXIT, 1
-
-start:
-    lea rdi, [rip + msg_trying]
-    mov esi, msg_trying_end - msg_trying
-    mov eax, SYS_WRITE
-    int 0x80
+.include "attempt_begin"
 
     mov rdi, KERNEL_BASE                # write(KERNEL_BASE, 16) must give -1
     mov esi, 16
@@ -27,16 +20,7 @@ write_refused:
     mov rax, KERNEL_BASE
     mov rax, [rax]                      # supervisor page: #PF
 
-survived:                               # the fault did not happen: report it
-    lea rdi, [rip + msg_succeeded]
-    mov esi, msg_succeeded_end - msg_succeeded
-    mov eax, SYS_WRITE
-    int 0x80
-    mov eax, SYS_EXIT                   # exit(1)
-    mov edi, 1
-    int 0x80
-exit_returned:
-    jmp exit_returned
+.include "attempt_end"
 
 msg_trying:     .ascii "bad_read_kernel: trying\n"
 msg_trying_end:

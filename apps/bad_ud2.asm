@@ -1,18 +1,13 @@
-# Misbehaving app: executes an undefined opcode (ud2). Expected: #UD (vector 6)
-# reflected to its guest kernel, which kills it; the others run on.
-    lea rdi, [rip + trying]
-    mov rsi, trying_len
-    mov rax, 0
-    int 0x80
-    ud2
-    lea rdi, [rip + survived]
-    mov rsi, survived_len
-    mov rax, 0
-    int 0x80
-    mov rdi, 1
-    mov rax, 1
-    int 0x80
-trying: .ascii "bad_ud2: trying\n"
-.equ trying_len, 16
-survived: .ascii "bad_ud2: SUCCEEDED\n"
-.equ survived_len, 19
+# bad_ud2.asm -- misbehaving ring-3 app: executes an undefined opcode (ud2).
+# Expected: #UD (vector 6) reflected to its guest kernel, which kills it;
+# the others run on. If it survives it prints a "SUCCEEDED" line and exits 1.
+.include "attempt_begin"
+
+    ud2                                 # undefined opcode: #UD
+
+.include "attempt_end"
+
+msg_trying:     .ascii "bad_ud2: trying\n"
+msg_trying_end:
+msg_succeeded:  .ascii "bad_ud2: UD2 SUCCEEDED\n"
+msg_succeeded_end:

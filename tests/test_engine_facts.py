@@ -78,3 +78,19 @@ def test_live_cpu_state_is_located_for_many_engines_in_one_process() -> None:
 def test_software_interrupt_flag_is_located() -> None:
     m = machine()
     assert m.engine.layout.int_word > 0
+
+
+def test_include_expands_and_a_missing_include_is_a_clean_error(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from spgs.images import ImageNotFound, expand_includes
+
+    base = Path(str(tmp_path))
+    (base / "one.inc").write_text('nop\n.include "two"\n')
+    (base / "two.inc").write_text("int3\n")
+    text = expand_includes('.include "one"  # both\nhlt\n', "apps", base)
+    assert [line for line in text.splitlines() if not line.startswith("#")] == ["nop", "int3", "hlt"]
+    with pytest.raises(ImageNotFound, match=r"'nothere\.inc' not found"):
+        expand_includes('.include "nothere"\n', "apps", base)
