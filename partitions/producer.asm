@@ -82,103 +82,10 @@ send_failed:
     mov edi, 2
     jmp exit
 
-# =============================================================================
-# Console helpers (the same block in every example kernel)
-# =============================================================================
-# A line is built in the data area at D_LINE: line_start points rdi at it,
-# put_* append at rdi and advance it, line_end adds "\n" and writes the line
-# with HC_CONSOLE_WRITE. They clobber rax, rcx, rdx, rsi, rdi, r8 and keep
-# rbx, rbp, r12-r15 (a hypercall itself changes only rax).
-
-# line_start: rdi = start of the line buffer.
-line_start:
-    mov rdi, KERNEL_DATA_VADDR + D_LINE
-    ret
-
-# put_str: append the NUL-terminated string at rsi.
-put_str:
-    mov al, [rsi]
-    test al, al
-    jz put_str_done
-    mov [rdi], al
-    inc rdi
-    inc rsi
-    jmp put_str
-put_str_done:
-    ret
-
-# put_bytes: append rcx bytes from rsi (rcx may be 0).
-put_bytes:
-    test rcx, rcx
-    jz put_bytes_done
-put_bytes_loop:
-    mov al, [rsi]
-    mov [rdi], al
-    inc rdi
-    inc rsi
-    dec rcx
-    jnz put_bytes_loop
-put_bytes_done:
-    ret
-
-# put_dec: append rax as a signed decimal number ('-' then the magnitude).
-put_dec:
-    test rax, rax
-    jns put_dec_digits
-    mov byte ptr [rdi], '-'
-    inc rdi
-    neg rax                             # INT64_MIN stays 2^63: right unsigned
-put_dec_digits:
-    mov ecx, 10
-    xor r8d, r8d                        # digits pushed
-put_dec_push:
-    xor edx, edx
-    div rcx
-    add dl, '0'
-    push rdx
-    inc r8
-    test rax, rax
-    jnz put_dec_push
-put_dec_pop:
-    pop rdx
-    mov [rdi], dl
-    inc rdi
-    dec r8
-    jnz put_dec_pop
-    ret
-
-# line_end: append "\n" and write the line from D_LINE up to rdi.
-line_end:
-    mov byte ptr [rdi], 10
-    inc rdi
-    mov rsi, rdi
-    mov rdi, KERNEL_DATA_VADDR + D_LINE
-    sub rsi, rdi
-    mov eax, HC_CONSOLE_WRITE
-    int 0x82
-    ret
-
-# print_line: write the NUL-terminated string at rsi as one line.
-print_line:
-    call line_start
-    call put_str
-    jmp line_end
-
-# print_str_dec: write the string at rsi followed by rax in decimal, as a line.
-print_str_dec:
-    push rax
-    call line_start
-    call put_str
-    pop rax
-    call put_dec
-    jmp line_end
-
-# exit: end the partition with the code in rdi (HC_EXIT does not return).
-exit:
-    mov eax, HC_EXIT
-    int 0x82
-exit_hang:                              # never reached: never run on
-    jmp exit_hang
+# Console helpers (line_start, put_str, put_bytes, put_dec, line_end,
+# print_line, print_str_dec, exit): partitions/console.inc. It needs D_LINE,
+# the offset of a line buffer in the data area.
+.include "console"
 
 # =============================================================================
 # Constant strings
