@@ -70,20 +70,16 @@ def _syscall_us(images: dict[tuple[str, str], bytes], instructions: int) -> floa
     return _per_trap_us(machine, pid, 20_000, instructions, "syscalls")
 
 
+def _window(machine: Machine, pid: int, length: int) -> None:
+    """One window: run the partition, then let the time it left pass idle."""
+    end = machine.now + length
+    machine.run(pid, end)
+    machine.advance(end)
+
+
 def _switch_us(images: dict[tuple[str, str], bytes], switches: int) -> float:
-    machine = Machine(8 << 20)
-    image = images[("kernel", "bench_yield")]
-    pids = [machine.create_partition(f"y{i}", image, [], 64) for i in range(2)]
-    window = 1_000
-    for pid in pids:  # warm
-        machine.run(pid, machine.now + window)
-        machine.advance(machine.now + window)
-    start = time.perf_counter()
-    for i in range(switches):
-        end = machine.now + window
-        machine.run(pids[i & 1], end)
-        machine.advance(end)
-    return (time.perf_counter() - start) / switches * 1e6
+    """Two partitions that yield at once: every window is one partition switch."""
+    return _sched_cost_us(images, 2, switches)
 
 
 def _compute(images: dict[tuple[str, str], bytes], instructions: int) -> dict[str, float]:
@@ -101,12 +97,9 @@ def _compute(images: dict[tuple[str, str], bytes], instructions: int) -> dict[st
     counted = bare(True)
     machine = Machine(8 << 20)
     pid = machine.create_partition("cpu", code, [], 64)
-    window = 1_000_000
     start = time.perf_counter()
     while machine.now < 3 * loops:
-        end = min(machine.now + window, 3 * loops)
-        machine.run(pid, end)
-        machine.advance(end)
+        _window(machine, pid, min(1_000_000, 3 * loops - machine.now))
     spk = time.perf_counter() - start
     return {
         "raw_mips": 3 * loops / raw / 1e6,
@@ -171,9 +164,7 @@ def _channel_roundtrip_us(images: dict[tuple[str, str], bytes], rounds: int) -> 
 
     def frame() -> None:
         for pid in (ping, pong):
-            end = machine.now + 2_000
-            machine.run(pid, end)
-            machine.advance(end)
+            _window(machine, pid, 2_000)
 
     for _ in range(3):  # open the ports, warm the caches
         frame()
@@ -187,21 +178,16 @@ def _channel_roundtrip_us(images: dict[tuple[str, str], bytes], rounds: int) -> 
 
 def _sched_cost_us(images: dict[tuple[str, str], bytes], partitions: int, windows: int) -> float:
     """Wall time ring 1 and ring 0 spend per window, with ``partitions`` yielding partitions."""
-
     machine = Machine((partitions * 64 + 512) * 4096)
     image = images[("kernel", "bench_yield")]
     pids = [machine.create_partition(f"p{i}", image, [], 64) for i in range(partitions)]
     frames = max(1, windows // partitions)
     for pid in pids:  # warm
-        end = machine.now + 1_000
-        machine.run(pid, end)
-        machine.advance(end)
+        _window(machine, pid, 1_000)
     start = time.perf_counter()
     for _ in range(frames):
         for pid in pids:
-            end = machine.now + 1_000
-            machine.run(pid, end)
-            machine.advance(end)
+            _window(machine, pid, 1_000)
     return (time.perf_counter() - start) / (frames * partitions) * 1e6
 
 

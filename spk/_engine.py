@@ -155,10 +155,6 @@ class Context:
         with contextlib.suppress(Exception):
             self.free()
 
-    def gpr(self, index: int) -> int:
-        """GPR number ``index`` in :data:`spk.abi.GPR_ORDER` order."""
-        return int(self.words[self.layout.gpr0 + index])
-
     def set_gpr(self, index: int, value: int) -> None:
         self.words[self.layout.gpr0 + index] = value & 0xFFFF_FFFF_FFFF_FFFF
 
@@ -195,9 +191,9 @@ class Context:
 class LiveRegisters:
     """The vCPU's live registers, read and written in place (no engine call).
 
-    Same accessors as :class:`Context`; :meth:`load` is a context restore
-    done as one ``memcpy`` (which is all ``uc_context_restore`` does on x86),
-    so it also clears the fault-escalation state.
+    The same rip/cr3/cpl accessors as :class:`Context`, over the engine's
+    own state: a context restore on x86 is only a ``memcpy`` into it, so
+    :meth:`load_privilege` (a partial restore) is a plain copy of words.
     """
 
     __slots__ = (
@@ -231,12 +227,6 @@ class LiveRegisters:
         """Inside an interrupt hook: was it an ``int n``, not a CPU exception?"""
         return bool((int(self.words[self.int_word]) >> 32) & 1)
 
-    def gpr(self, index: int) -> int:
-        return int(self.words[index])
-
-    def set_gpr(self, index: int, value: int) -> None:
-        self.words[index] = value & 0xFFFF_FFFF_FFFF_FFFF
-
     @property
     def rip(self) -> int:
         return int(self.words[self.rip_slot])
@@ -256,11 +246,6 @@ class LiveRegisters:
     @property
     def cpl(self) -> int:
         return int(self.words[self.cs_word] >> self.cs_shift) & 3
-
-    def load(self, ctx: Context) -> None:
-        """Copy a saved context into the live state (a context restore)."""
-        base = ctx.layout.gpr0
-        self.words[:] = ctx.words[base : base + len(self.words)]
 
     def load_privilege(self, ctx: Context) -> None:
         """Load only the privilege state of a template (a world switch).

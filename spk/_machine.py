@@ -601,10 +601,15 @@ class Machine:
         Errors: SpkError(BAD_ADDRESS) when any byte is unmapped, the range
         wraps or leaves canonical space.
         """
-        pieces = self.walker.spans(cr3, va, length, write=False, user=False)
-        if pieces is None:
+        data = self._read(cr3, va, length, user=False)
+        if data is None:
             raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{length} is not readable")
-        return b"".join(self.ram.read(pa, n) for pa, n in pieces)
+        return data
+
+    def _read(self, cr3: int, va: int, length: int, *, user: bool) -> bytes | None:
+        """Guest bytes through ``cr3`` (supervisor or user view), or None if any is unreadable."""
+        pieces = self.walker.spans(cr3, va, length, write=False, user=user)
+        return None if pieces is None else b"".join(self.ram.read(pa, n) for pa, n in pieces)
 
     def code_changed(self, va: int | None = None, length: int = 0) -> None:
         """Ring 0 rewrote guest memory the engine may hold translated code of.
@@ -854,18 +859,14 @@ class Machine:
         return rip, error, address
 
     def _instruction(self, cr3: int, rip: int) -> capstone.CsInsn | None:
-        pieces = self.walker.spans(cr3, rip, 16, write=False, user=False)
-        if pieces is None:
-            pieces = self.walker.spans(cr3, rip, PAGE_SIZE - (rip & (PAGE_SIZE - 1)), write=False, user=False)
-        if not pieces:
-            return None
-        code = b"".join(self.ram.read(pa, n) for pa, n in pieces)
-        return next(self._disasm.disasm(code, rip, 1), None)
+        code = self._read(cr3, rip, 16, user=False)
+        if code is None:  # the instruction may end the last mapped page
+            code = self._read(cr3, rip, PAGE_SIZE - (rip & (PAGE_SIZE - 1)), user=False)
+        return next(self._disasm.disasm(code, rip, 1), None) if code else None
 
     def _code_bytes(self, cr3: int, rip: int, length: int) -> bytes:
         """The bytes at ``rip`` as the CPU fetched them (user view), or b"" if unmapped."""
-        pieces = self.walker.spans(cr3, rip, length, write=False, user=True)
-        return b"".join(self.ram.read(pa, n) for pa, n in pieces) if pieces else b""
+        return self._read(cr3, rip, length, user=True) or b""
 
     def _writes_memory(self, cr3: int, rip: int) -> bool:
         insn = self._instruction(cr3, rip)
