@@ -764,12 +764,14 @@ class Machine:
 
     def on_port_io(self, port: int, is_write: bool, rip: int) -> None:
         # The engine does not fault port I/O; with IOPL 0 every CPL > 0 must.
-        if self._current is None:
-            return
-        self._pending_trap = (int(Vector.GP), 0, 0, rip)
-        self.engine.stop()
+        self.on_refused_insn(rip, int(Vector.GP))
 
     def on_refused_insn(self, rip: int, vector: int) -> None:
+        """Fault an instruction the engine let through: stop after it, raise ``vector`` at ``rip``.
+
+        Handled by :meth:`_resolve_pending_trap` once the run has returned
+        (these hooks run inside a translated block, where no world switch may).
+        """
         if self._current is None:
             return
         self._pending_trap = (vector, 0, 0, rip)
@@ -787,8 +789,7 @@ class Machine:
             # the bounce is only exact for the plain 2-byte form. A prefixed
             # syscall would let the app choose where its kernel starts: refuse it.
             if self._code_bytes(self._regs.cr3, rip, SYSCALL_INSN_LEN) != _SYSCALL_BYTES:
-                self._pending_trap = (int(Vector.UD), 0, 0, rip)
-                self.engine.stop()
+                self.on_refused_insn(rip, int(Vector.UD))
                 return
             p.counters.syscalls += 1
             self._enter_kernel(p, EntryKind.SYSCALL, rip + SYSCALL_INSN_LEN, from_syscall_insn=True)
