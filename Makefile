@@ -16,7 +16,7 @@ launch: $(STAMP)
 	$(BIN)/spk launch partitions.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check spk spgs fuzz tests
+	$(BIN)/ruff check spk spgs fuzz review spk_tools tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

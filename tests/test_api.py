@@ -21,7 +21,7 @@ def test_every_hypercall_is_registered() -> None:
 
 
 def test_bench_quick_profile_reports_every_metric() -> None:
-    from spgs.bench import run_benchmarks
+    from spk_tools.bench import run_benchmarks
 
     results = run_benchmarks(quick=True)
     for key in (

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from spgs.cli import app
 from spgs.images import build
+from spk_tools.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 SPK = Path(sys.executable).with_name("spk")
@@ -418,7 +418,7 @@ def test_unwritable_trace_path_is_a_clean_error() -> None:
 def test_launch_monitor_shows_the_live_table_and_the_summary() -> None:
     from typer.testing import CliRunner
 
-    from spgs.cli import app
+    from spk_tools.cli import app
 
     args = ["launch", str(ROOT / "examples/arinc.toml"), "--monitor", "--max-ticks", "400000"]
     result = CliRunner().invoke(app, args)

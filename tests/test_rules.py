@@ -24,10 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from spgs.cli import app
 from spgs.config import ConfigError, _LineIndex, load
 from spgs.images import ImageNotFound, build
 from spgs.rules import MAX_WINDOWS, RULES, Window, effective_windows, major_frame
+from spk_tools.cli import app
 from tests.test_config import check, line_of, only_problem, problems_of, write
 
 ROOT = Path(__file__).resolve().parent.parent

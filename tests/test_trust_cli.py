@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from spgs.cli import app
+from spk_tools.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -385,7 +385,7 @@ def bench(
     quick: Annotated[bool, typer.Option(help="small iteration counts (for tests)")] = False,
 ) -> None:
     """Measure trap and switch costs and the compute ratio against the bare engine."""
-    from spgs.bench import run_benchmarks
+    from spk_tools.bench import run_benchmarks
 
     results = run_benchmarks(quick=quick)
     if as_json:

@@ -1,5 +1,0 @@
-"""``python -m spgs``: the same as the ``spk`` command."""
-
-from spgs.cli import main
-
-main()

@@ -1,0 +1,1 @@
+"""User-facing tools over every layer: the `spk` command line and the benchmarks."""
