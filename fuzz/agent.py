@@ -16,11 +16,15 @@ from pathlib import Path
 
 from spgs.images import build
 from spk import Machine
-from spk.abi import KERNEL_DATA_VADDR
+from spk.abi import KERNEL_DATA_SIZE, KERNEL_DATA_VADDR, PAGE_SIZE
 
-MB_COMMAND, MB_NUMBER, MB_ARGS, MB_RESULT, MB_DONE, MB_CODE = 0, 8, 16, 56, 64, 0x1000
+MB_COMMAND, MB_NUMBER, MB_ARGS, MB_RESULT, MB_DONE, MB_REGS, MB_CODE = 0, 8, 16, 56, 64, 72, 0x1000
+#: Scratch bytes the campaigns may fill (port names, message buffers): after the registers.
+MB_SCRATCH = 0x200
+CODE_MAX = 2048
 WINDOW = 20_000
 _IMAGES: dict[str, bytes] = {}
+_MASK64 = (1 << 64) - 1
 
 
 def image(name: str) -> bytes:
@@ -30,6 +34,11 @@ def image(name: str) -> bytes:
     return _IMAGES[name]
 
 
+def signed(value: int) -> int:
+    """A u64 register value as the signed result the ABI means."""
+    return value - (1 << 64) if value >> 63 else value
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one action did: the hypercall's rax (signed), or how the code ended."""
@@ -37,60 +46,82 @@ class Outcome:
     result: int | None
     fault: str | None
     reason: str
+    executed: int = 0
 
 
 class Agent:
     """One fuzz-agent partition on a machine."""
 
-    def __init__(self, machine: Machine, quota: int = 96) -> None:
+    def __init__(self, machine: Machine, quota: int = 96, name: str = "agent") -> None:
         self.machine = machine
         self.quota = quota
-        self.pid = machine.create_partition("agent", image("fuzz_agent"), [], quota)
+        self.pid = machine.create_partition(name, image("fuzz_agent"), [], quota)
         self.resets = 0
+        self._pages: dict[int, int] = {}
 
-    def _mailbox(self, offset: int) -> int:
-        """Physical address of a mailbox word (the agent's boot space)."""
-        space = self.machine.partitions[self.pid].spaces[0]
-        translation = self.machine.walker.translate(space.cr3, KERNEL_DATA_VADDR + offset)
-        assert translation is not None, "the agent's data area is always mapped"
-        return translation.paddr
+    def forget_layout(self) -> None:
+        """Drop cached translations (after a restart or a machine restore)."""
+        self._pages.clear()
 
-    def _run_window(self) -> str:
+    def address(self, offset: int) -> int:
+        """Physical address of byte ``offset`` of the agent's data area (boot space)."""
+        page = offset & ~(PAGE_SIZE - 1)
+        if page not in self._pages:
+            space = self.machine.partitions[self.pid].spaces[0]
+            translation = self.machine.walker.translate(space.cr3, KERNEL_DATA_VADDR + page)
+            assert translation is not None, "the agent's data area is always mapped"
+            self._pages[page] = translation.paddr
+        return self._pages[page] + (offset - page)
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Host write into the agent's data area (``data`` must not cross a page)."""
+        assert (offset & (PAGE_SIZE - 1)) + len(data) <= PAGE_SIZE and offset + len(data) <= KERNEL_DATA_SIZE
+        self.machine.ram.write(self.address(offset), data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.machine.ram.read(self.address(offset), length)
+
+    def run_window(self) -> tuple[str, int]:
+        """Give the agent one window; (why it ended, instructions executed)."""
         end = self.machine.now + WINDOW
         outcome = self.machine.run(self.pid, end)
         self.machine.advance(end)
-        return outcome.reason
+        return outcome.reason, outcome.executed
 
     def hypercall(self, number: int, args: tuple[int, ...]) -> Outcome:
         """Make the agent issue one hypercall; its signed result."""
         ram = self.machine.ram
-        words = (args + (0,) * 5)[:5]
-        ram.write(self._mailbox(MB_NUMBER), struct.pack("<6Q", number & (2**64 - 1), *(a & (2**64 - 1) for a in words)))
-        ram.write_u64(self._mailbox(MB_COMMAND), 1)
-        done = ram.read_u64(self._mailbox(MB_DONE))
-        reason = self._run_window()
-        info = self.machine.info(self.pid)
-        if info.state == "faulted":
-            return Outcome(None, info.fault.kind if info.fault else "fault", reason)
-        if ram.read_u64(self._mailbox(MB_DONE)) != done + 1:
-            return Outcome(None, None, reason)  # e.g. EXIT, or BLOCK with no wake-up
-        value = ram.read_u64(self._mailbox(MB_RESULT))
-        return Outcome(value - (1 << 64) if value >> 63 else value, None, reason)
+        words = (tuple(args) + (0,) * 5)[:5]
+        ram.write(self.address(MB_NUMBER), struct.pack("<6Q", number & _MASK64, *(a & _MASK64 for a in words)))
+        ram.write_u64(self.address(MB_COMMAND), 1)
+        done = ram.read_u64(self.address(MB_DONE))
+        reason, executed = self.run_window()
+        if self.machine.state(self.pid) == "faulted":
+            fault = self.machine.fault_of(self.pid)
+            return Outcome(None, fault.kind if fault else "fault", reason, executed)
+        if ram.read_u64(self.address(MB_DONE)) != done + 1:
+            return Outcome(None, None, reason, executed)  # e.g. EXIT, or BLOCK with no wake-up
+        return Outcome(signed(ram.read_u64(self.address(MB_RESULT))), None, reason, executed)
+
+    def registers(self) -> tuple[int, ...]:
+        """rcx, rdx, rsi, rdi, r8..r11 as the last hypercall left them."""
+        return struct.unpack("<8Q", self.read(MB_REGS, 64))
 
     def code(self, blob: bytes) -> Outcome:
         """Make the agent call ``blob`` at CPL 2 (it may fault, loop, or return)."""
         ram = self.machine.ram
-        ram.write(self._mailbox(MB_CODE), blob[:2048] + b"\xc3")  # ret, if it falls through
-        self.machine.engine.flush_code()  # the host wrote code the engine may have translated
-        ram.write_u64(self._mailbox(MB_COMMAND), 2)
-        reason = self._run_window()
-        info = self.machine.info(self.pid)
-        return Outcome(None, info.fault.kind if info.fault else None, reason)
+        ram.write(self.address(MB_CODE), blob[:CODE_MAX] + b"\xc3")  # ret, if it falls through
+        self.machine.code_changed()  # the host wrote code the engine may have translated
+        ram.write_u64(self.address(MB_COMMAND), 2)
+        reason, executed = self.run_window()
+        fault = self.machine.fault_of(self.pid)
+        return Outcome(None, fault.kind if fault else None, reason, executed)
 
     def healthy(self) -> bool:
-        return self.machine.info(self.pid).state == "ready"
+        return self.machine.state(self.pid) == "ready"
 
     def reset(self) -> None:
         """Cold-restart the agent on its own quota (after a fault, an exit, or a runaway)."""
         self.machine.reset_partition(self.pid, image("fuzz_agent"), [])
+        self.forget_layout()
         self.resets += 1

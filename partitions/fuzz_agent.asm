@@ -8,6 +8,9 @@
 #   +16  arguments: rdi, rsi, rdx, r10, r8 (5 words)
 #   +56  result (rax after the hypercall)
 #   +64  completed actions (incremented after each one)
+#   +72  rcx, rdx, rsi, rdi, r8, r9, r10, r11 after the hypercall (what ring 0
+#        left in the registers it does not return a result in: observations
+#        for the noninterference campaign)
 .equ MB_COMMAND, 0
 .equ MB_NUMBER, 8
 .equ MB_RDI, 16
@@ -17,6 +20,14 @@
 .equ MB_R8, 48
 .equ MB_RESULT, 56
 .equ MB_DONE, 64
+.equ MB_OUT_RCX, 72
+.equ MB_OUT_RDX, 80
+.equ MB_OUT_RSI, 88
+.equ MB_OUT_RDI, 96
+.equ MB_OUT_R8, 104
+.equ MB_OUT_R9, 112
+.equ MB_OUT_R10, 120
+.equ MB_OUT_R11, 128
 .equ MB_CODE, 0x1000
 
 top:
@@ -42,6 +53,14 @@ do_hypercall:
     int 0x82
     mov rbx, KERNEL_DATA_VADDR
     mov [rbx + MB_RESULT], rax
+    mov [rbx + MB_OUT_RCX], rcx
+    mov [rbx + MB_OUT_RDX], rdx
+    mov [rbx + MB_OUT_RSI], rsi
+    mov [rbx + MB_OUT_RDI], rdi
+    mov [rbx + MB_OUT_R8], r8
+    mov [rbx + MB_OUT_R9], r9
+    mov [rbx + MB_OUT_R10], r10
+    mov [rbx + MB_OUT_R11], r11
     inc qword ptr [rbx + MB_DONE]
     jmp idle
 

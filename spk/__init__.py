@@ -9,6 +9,7 @@ from spk import abi
 from spk._engine import bare_run
 from spk._machine import Machine, PartitionInfo, RunOutcome
 from spk._partition import Counters, KernelFault
+from spk._snapshot import Snapshot
 from spk._trace import EventSink, MachineEvent, TraceWriter
 from spk.errors import EngineError, ImageError, InternalError, OutOfMemory, SpkError
 
@@ -24,6 +25,7 @@ __all__ = [
     "OutOfMemory",
     "PartitionInfo",
     "RunOutcome",
+    "Snapshot",
     "SpkError",
     "TraceWriter",
     "abi",

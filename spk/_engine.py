@@ -187,6 +187,12 @@ class Context:
         """Copy the whole saved state of ``other`` into this buffer."""
         ctypes.memmove(self.handle, other.handle, self.size)
 
+    def __deepcopy__(self, _memo: dict[int, object]) -> Context:
+        """A new buffer of the same engine holding the same state (machine snapshots)."""
+        clone = Context(self._engine)
+        clone.copy_from(self)
+        return clone
+
 
 class LiveRegisters:
     """The vCPU's live registers, read and written in place (no engine call).

@@ -29,6 +29,7 @@ from spk.abi import PAGE_SHIFT, PAGE_SIZE
 from spk.errors import InternalError, OutOfMemory
 
 _ZERO_PAGE = bytes(PAGE_SIZE)
+_TABLE = struct.Struct(f"<{PAGE_SIZE // 8}Q")
 
 
 class FrameType(enum.Enum):
@@ -79,6 +80,10 @@ class PhysicalMemory:
 
     def write_u64(self, paddr: int, value: int) -> None:
         struct.pack_into("<Q", self._map, paddr, value)
+
+    def table(self, paddr: int) -> tuple[int, ...]:
+        """The 512 entries of the page table at ``paddr`` (one unpack)."""
+        return _TABLE.unpack_from(self._map, paddr)
 
     def zero_frame(self, mfn: int) -> None:
         base = mfn << PAGE_SHIFT

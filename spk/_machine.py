@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import capstone
 
-from spk import abi
+from spk import _snapshot, abi
 from spk._channels import Channel, ChannelKind, Direction, Port
 from spk._cpu import bring_up, build_spk_memory
 from spk._engine import SYSCALL_INSN_LEN, Engine
@@ -47,6 +47,7 @@ from spk._hypercalls import NO_RESULT, TABLE
 from spk._measure import AttestationKey, MeasurementEvent
 from spk._paging import AddressSpace, KernelHalf, Walker
 from spk._partition import Counters, KernelFault, Module, Partition, State
+from spk._snapshot import Snapshot
 from spk._trace import EventSink, MachineEvent
 from spk.abi import (
     HEALTH_EVENT_CODES,
@@ -360,6 +361,45 @@ class Machine:
         self.declared[pid] = p.name  # it may be started again
         return self.frames.reclaim(pid)
 
+    # ------------------------------------------------------------------
+    # Snapshots
+    # ------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while :meth:`run` has a partition on the vCPU (inside its traps)."""
+        return self._current is not None
+
+    def snapshot(self) -> Snapshot:
+        """The whole machine state, to :meth:`restore` later (see :mod:`spk._snapshot`).
+
+        Errors: InternalError while the vCPU runs.
+        """
+        return _snapshot.take(self)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Go back to ``snapshot``: RAM, frames, partitions, channels, virtual time.
+
+        Errors: InternalError while the vCPU runs, or for another machine's snapshot.
+        """
+        _snapshot.restore(self, snapshot)
+
+    def changed_frames(self, snapshot: Snapshot) -> list[int]:
+        """Frames whose contents differ from ``snapshot`` (what a run wrote, by whomever).
+
+        Errors: InternalError for another machine's snapshot.
+        """
+        return _snapshot.changed_frames(self, snapshot)
+
+    def drop_caches(self) -> None:
+        """Forget every engine cache (translated code, TLB, loaded CR3) and pending trap state."""
+        self._loaded_cr3 = -1
+        self._code_dirty = False
+        self._code_ranges.clear()
+        self._pending_trap = None
+        self._stop_reason = None
+        self.engine.flush_tlb()
+        self.engine.flush_code()
+
     def declare_partition(self, name: str) -> int:
         """Reserve a partition id for a partition that is not started yet."""
         pid = self._next_pid
@@ -493,6 +533,14 @@ class Machine:
             return False
         p.state, p.paused_from = p.paused_from, None
         return True
+
+    def state(self, pid: int) -> str:
+        """A partition's state alone (``info`` also counts its frames: a scan of RAM's table)."""
+        return self.partitions[pid].state.value
+
+    def fault_of(self, pid: int) -> KernelFault | None:
+        """Why a partition's kernel was stopped, if it was."""
+        return self.partitions[pid].fault
 
     def info(self, pid: int) -> PartitionInfo:
         p = self.partitions[pid]
@@ -1021,26 +1069,31 @@ class Machine:
 
         Errors: InternalError naming the first broken rule.
         """
-        counted: dict[int, list[int]] = {}
+        counted: dict[int, tuple[int, int]] = {}
+        entries = self.frames.entries
         for p in self.partitions.values():
             seen_kernel = False
             for handle, space in p.spaces.items():
                 for va, leaf in space.leaves(user_half_only=seen_kernel):
                     mfn = (leaf & 0x000F_FFFF_FFFF_F000) >> PAGE_SHIFT
-                    entry = self.frames[mfn]
-                    if entry.owner != p.pid:
+                    if mfn >= len(entries) or entries[mfn].owner != p.pid:
                         raise InternalError(f"{p.name}: space {handle} maps foreign frame {mfn:#x} at {va:#x}")
-                    c = counted.setdefault(mfn, [0, 0])
-                    c[0] += 1
-                    c[1] += 1 if leaf & 2 else 0
+                    maps, writable = counted.get(mfn, (0, 0))
+                    counted[mfn] = (maps + 1, writable + (1 if leaf & 2 else 0))
                 seen_kernel = True
-        for mfn, frame in enumerate(self.frames.entries):
-            maps, writable = counted.get(mfn, [0, 0])
-            if (frame.map_count, frame.writable_count) != (maps, writable):
-                raise InternalError(
-                    f"frame {mfn:#x}: counts {frame.map_count}/{frame.writable_count}, tables say {maps}/{writable}"
-                )
-        self.frames.check_invariant()
+        recorded = {
+            mfn: (f.map_count, f.writable_count) for mfn, f in enumerate(entries) if f.map_count or f.writable_count
+        }
+        if recorded != counted:
+            mfn = min(m for m in recorded.keys() | counted.keys() if recorded.get(m) != counted.get(m))
+            maps, writable = recorded.get(mfn, (0, 0))
+            raise InternalError(f"frame {mfn:#x}: counts {maps}/{writable}, tables say {counted.get(mfn, (0, 0))}")
+        for mfn in recorded:
+            frame = entries[mfn]
+            if frame.type is FrameType.PAGE_TABLE and frame.writable_count:
+                raise InternalError(f"frame {mfn:#x} is a page table and mapped writable")
+            if frame.writable_count > frame.map_count:
+                raise InternalError(f"frame {mfn:#x}: more writable mappings than mappings")
 
 
 def _pages(length: int) -> int:

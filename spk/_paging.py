@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import compress
 
 from spk._frames import FrameTable, FrameType, PhysicalMemory
 from spk.abi import (
@@ -44,6 +45,8 @@ PTE_A = 1 << 5
 PTE_D = 1 << 6
 PTE_ADDR = 0x000F_FFFF_FFFF_F000
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+_SIGN_EXTENSION = 0xFFFF_0000_0000_0000
+_INDICES = range(512)
 
 KERNEL_SLOT = 256
 SPK_SLOT = 511
@@ -261,24 +264,24 @@ class AddressSpace:
 
     def leaves(self, *, user_half_only: bool = False) -> Iterator[tuple[int, int]]:
         """Every (va, leaf PTE) reachable from this PML4 (kernel slot included)."""
-        slots = range(256) if user_half_only else (*range(256), KERNEL_SLOT)
-        for i4 in slots:
-            yield from self._walk_level(self.pml4 << PAGE_SHIFT, i4, 0, 3)
+        pml4 = self.ram.table(self.pml4 << PAGE_SHIFT)
+        for i4 in range(256) if user_half_only else (*range(256), KERNEL_SLOT):
+            entry = pml4[i4]
+            if entry & PTE_P:
+                yield from self._subtree(entry & PTE_ADDR, i4 << 39, 2)
 
-    def _walk_level(self, table: int, index: int, va: int, levels: int) -> Iterator[tuple[int, int]]:
-        entry = self.ram.read_u64(table + index * 8)
-        if not entry & PTE_P:
-            return
-        shift = 12 + 9 * levels
-        va = va | (index << shift)
-        if levels == 0:
-            if va >> 47:
-                va |= 0xFFFF_0000_0000_0000
-            yield va, entry
-            return
-        child = entry & PTE_ADDR
-        for i in range(512):
-            yield from self._walk_level(child, i, va, levels - 1)
+    def _subtree(self, table: int, va: int, level: int) -> Iterator[tuple[int, int]]:
+        """Leaves below one table (level 2: a PDPT, 1: a PD, 0: a page table)."""
+        shift = 12 + 9 * level
+        entries = self.ram.table(table)
+        for index in compress(_INDICES, entries):  # the non-zero entries, found in C
+            entry = entries[index]
+            if entry & PTE_P:
+                address = va | (index << shift)
+                if level:
+                    yield from self._subtree(entry & PTE_ADDR, address, level - 1)
+                else:
+                    yield (address | _SIGN_EXTENSION if address >> 47 else address), entry
 
     def destroy_user_half(self) -> list[int]:
         """Unmap every user mapping and free the private tables (not the PML4).

@@ -8,7 +8,7 @@ import spk
 def test_public_api_is_pinned() -> None:
     assert sorted(spk.__all__) == [
         "Counters", "EngineError", "EventSink", "ImageError", "InternalError", "KernelFault",
-        "Machine", "MachineEvent", "OutOfMemory", "PartitionInfo", "RunOutcome", "SpkError",
+        "Machine", "MachineEvent", "OutOfMemory", "PartitionInfo", "RunOutcome", "Snapshot", "SpkError",
         "TraceWriter", "abi", "bare_run",
     ]  # fmt: skip
 

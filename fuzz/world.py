@@ -1,0 +1,261 @@
+"""Fuzz worlds: a machine booted once, reset from a snapshot for every example.
+
+A world is what a campaign attacks: one :class:`spk.Machine` with an agent
+partition that performs the campaign's actions for real, and victim
+partitions that must not notice. It is booted once per process; every
+example starts from the same :class:`spk.Snapshot` (RAM, frames,
+partitions, channels, virtual time), so an example costs one restore
+instead of a boot, and the same actions always give the same results.
+
+An action is a plain tuple (``("hypercall", 6, 1, 0x40_0000, 157, 3)``),
+JSON-ready, so that a finding is a list of actions a replay file carries.
+:meth:`World.perform` is the only way an action runs: it executes it, then
+checks every isolation invariant; a broken one raises :class:`Violation`.
+The invariants, after every action:
+
+* ``frame_accounting``: every mapping is of a frame its space's partition
+  owns, no page table is writable-mapped, and the frame table's counts match
+  a recount from the page tables (``Machine.check_invariants``);
+* ``memory_confinement``: every frame whose bytes changed since the
+  snapshot belongs (then or now) to a partition allowed to write it: the
+  agent, a partition a lifecycle action recreated, a channel's receiver;
+  so victims' memory, ring 0's frames and free RAM are byte for byte as
+  they were;
+* ``victims_running``: every victim is in the state the actions gave it;
+* ``closed_statuses``: a hypercall returns a value or one of the ABI's
+  statuses, an unknown number NOT_SUPPORTED;
+* ``budget``: no run went past the end of its window;
+* ``no_host_exception``: nothing raised out of the SPK, and no action
+  ended in an ``internal_error`` fault (a Python exception inside ring 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from fuzz.agent import WINDOW, Agent, Outcome, image
+from spk import Machine, Snapshot, SpkError
+from spk.abi import Hypercall, Status
+
+Action = tuple[Any, ...]
+STATUSES = frozenset(-int(s) for s in Status if s is not Status.OK)
+KNOWN_CALLS = frozenset(int(h) for h in Hypercall)
+#: RAM of a fuzz machine: enough for its partitions, small so a reset is cheap.
+RAM_BYTES = 2 << 20
+VICTIM_IMAGE = "bench_yield"
+VICTIM_QUOTA = 64
+#: Instructions a victim gets per turn (it yields at once: its loop has no stores).
+VICTIM_WINDOW = 2_000
+
+
+class Violation(AssertionError):
+    """An isolation invariant is broken: a finding."""
+
+    def __init__(self, invariant: str, message: str) -> None:
+        super().__init__(f"{invariant}: {message}")
+        self.invariant = invariant
+        self.message = message
+
+
+class World:
+    """A machine booted once and reset from its snapshot; subclasses add partitions and actions.
+
+    Counters (for the campaign statistics): ``executions`` (actions
+    performed), ``checks`` (invariant checks), ``examples`` (resets).
+    """
+
+    #: Registered worlds by name (a replay file names its world).
+    KINDS: ClassVar[dict[str, type[World]]] = {}
+    kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            World.KINDS[cls.kind] = cls
+
+    def __init__(self) -> None:
+        self.machine = Machine(RAM_BYTES)
+        self.victims: list[int] = []
+        self.log: list[Action] = []
+        self.executions = self.checks = self.examples = 0
+        self._snapshot: Snapshot | None = None
+        self._owners: list[int] = []
+        self._expected_state: dict[int, str] = {}
+        self._writers: set[int] = set()
+        self._results: list[tuple[int, int]] = []
+        self._budget_broken: str | None = None
+
+    # -- set-up -------------------------------------------------------------------
+    def add_victims(self, count: int) -> None:
+        """Idle partitions (they yield at once, forever) whose memory must never change."""
+        for i in range(count):
+            pid = self.machine.create_partition(f"victim{i}", image(VICTIM_IMAGE), [], VICTIM_QUOTA)
+            self.victims.append(pid)
+        self.run_victims()
+
+    def seal(self) -> None:
+        """Take the snapshot every example starts from (end of a subclass's set-up)."""
+        self._snapshot = self.machine.snapshot()
+        self._owners = [entry[0] for entry in self._snapshot.frames]
+        self.reset(count=False)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        assert self._snapshot is not None, "seal() ends a world's set-up"
+        return self._snapshot
+
+    def reset(self, *, count: bool = True) -> None:
+        """Back to the snapshot, for a new example."""
+        self.machine.restore(self.snapshot)
+        self.log = []
+        self._expected_state = {pid: "ready" for pid in self.victims}
+        self._writers = set(self.writers())
+        self._results.clear()
+        self._budget_broken = None
+        self.on_reset()
+        if count:
+            self.examples += 1
+
+    def on_reset(self) -> None:
+        """Subclasses drop their caches here."""
+
+    def writers(self) -> set[int]:
+        """Partitions whose own frames may change in any example (the agents)."""
+        return set()
+
+    # -- running --------------------------------------------------------------------
+    def run_victims(self) -> None:
+        for pid in self.victims:
+            if self.machine.state(pid) == "ready":
+                self.run_partition(pid, VICTIM_WINDOW)
+
+    def run_partition(self, pid: int, window: int) -> None:
+        """One window for ``pid``; records a budget overrun for the ``budget`` invariant."""
+        end = self.machine.now + window
+        outcome = self.machine.run(pid, end)
+        if outcome.end_time > end or outcome.executed > window:
+            self._budget_broken = f"partition {pid} ran to {outcome.end_time} in a window ending at {end}"
+        self.machine.advance(end)
+
+    def note_result(self, number: int, result: int | None) -> None:
+        """A hypercall result for the ``closed_statuses`` invariant."""
+        if result is not None:
+            self._results.append((number, result))
+
+    def allow_writes(self, pid: int) -> None:
+        """From now on in this example, ``pid``'s frames may change (it was recreated, or received)."""
+        self._writers.add(pid)
+
+    def expect_state(self, pid: int, state: str) -> None:
+        """A lifecycle action moved a victim to ``state`` (ready, paused, stopped...)."""
+        self._expected_state[pid] = state
+
+    # -- the one way an action runs -----------------------------------------------------
+    def perform(self, action: Action) -> Any:
+        """Run ``action``, then check every invariant. Errors: :class:`Violation`."""
+        self.log.append(action)
+        handler: Callable[..., Any] | None = getattr(self, f"do_{action[0]}", None)
+        if handler is None:
+            raise ValueError(f"{self.kind}: no action {action[0]!r}")
+        try:
+            result = handler(*action[1:])
+        except Violation:
+            raise
+        except SpkError as exc:  # a mechanism refusing a ring-1 action is an answer, not a finding
+            result = -int(exc.status)
+        except Exception as exc:
+            raise Violation("no_host_exception", f"{type(exc).__name__}: {exc} (action {action!r})") from exc
+        self.executions += 1
+        self.check()
+        return result
+
+    def check(self) -> None:
+        """Every invariant, in order. Errors: :class:`Violation` for the first broken one."""
+        self.checks += 1
+        for invariant in self.invariants():
+            invariant()
+
+    def invariants(self) -> list[Callable[[], None]]:
+        return [self.frame_accounting, self.memory_confinement, self.victims_running, self.closed_statuses,
+                self.budget]  # fmt: skip
+
+    # -- invariants ---------------------------------------------------------------------
+    def frame_accounting(self) -> None:
+        try:
+            self.machine.check_invariants()
+        except Exception as exc:
+            raise Violation("frame_accounting", str(exc)) from exc
+
+    def memory_confinement(self) -> None:
+        changed = self.machine.changed_frames(self.snapshot)
+        if not changed:
+            return
+        before, now = self._owners, self.machine.frames.entries
+        for mfn in changed:
+            if before[mfn] not in self._writers and now[mfn].owner not in self._writers:
+                raise Violation(
+                    "memory_confinement",
+                    f"frame {mfn:#x} (owner {before[mfn]} at the snapshot, {now[mfn].owner} now) changed",
+                )
+
+    def victims_running(self) -> None:
+        for pid, expected in self._expected_state.items():
+            state = self.machine.state(pid) if pid in self.machine.partitions else "destroyed"
+            if state != expected:
+                raise Violation("victims_running", f"partition {pid} is {state}, expected {expected}")
+
+    def closed_statuses(self) -> None:
+        results, self._results = self._results, []
+        for number, result in results:
+            if result < 0 and result not in STATUSES:
+                raise Violation("closed_statuses", f"hypercall {number} returned {result}")
+            if number not in KNOWN_CALLS and result != -Status.NOT_SUPPORTED:
+                raise Violation("closed_statuses", f"unknown hypercall {number} returned {result}")
+
+    def budget(self) -> None:
+        if self._budget_broken is not None:
+            raise Violation("budget", self._budget_broken)
+
+
+class AgentWorld(World):
+    """An agent at CPL 2 and two idle victims: the hypercall and code campaigns' target."""
+
+    kind = "agent"
+
+    def __init__(self, victims: int = 2) -> None:
+        super().__init__()
+        self.add_victims(victims)
+        self.agent = Agent(self.machine)
+        self.run_partition(self.agent.pid, WINDOW)  # boot: it parks in its idle loop
+        self.seal()
+
+    def writers(self) -> set[int]:
+        return {self.agent.pid}
+
+    def on_reset(self) -> None:
+        self.agent.forget_layout()
+
+    def settle(self, outcome: Outcome) -> None:
+        """After an action: no internal error; an agent that stopped is restarted (it is ours)."""
+        if outcome.fault == "internal_error":
+            raise Violation("no_host_exception", f"ring 0 raised inside the agent's action: {outcome}")
+        if outcome.executed > WINDOW:
+            self._budget_broken = f"the agent ran {outcome.executed} instructions in a {WINDOW} window"
+        if not self.agent.healthy() or outcome.reason == "window_end":
+            self.agent.reset()
+
+    # -- actions ----------------------------------------------------------------------
+    def do_hypercall(self, number: int, *args: int) -> int | None:
+        outcome = self.agent.hypercall(number, args)
+        self.note_result(number, outcome.result)
+        self.settle(outcome)
+        return outcome.result
+
+    def do_code(self, blob_hex: str) -> str | None:
+        outcome = self.agent.code(bytes.fromhex(blob_hex))
+        self.settle(outcome)
+        return outcome.fault
+
+    def do_victims_run(self) -> None:
+        self.run_victims()
