@@ -22,7 +22,8 @@ MB_COMMAND, MB_NUMBER, MB_ARGS, MB_RESULT, MB_DONE, MB_REGS, MB_CODE = 0, 8, 16,
 #: Scratch bytes the campaigns may fill (port names, message buffers): after the registers.
 MB_SCRATCH = 0x200
 CODE_MAX = 2048
-WINDOW = 20_000
+#: Instructions per action: the agent needs a few dozen; random code that loops ends here.
+WINDOW = 2_000
 _IMAGES: dict[str, bytes] = {}
 _MASK64 = (1 << 64) - 1
 
@@ -55,6 +56,7 @@ class Agent:
     def __init__(self, machine: Machine, quota: int = 96, name: str = "agent") -> None:
         self.machine = machine
         self.quota = quota
+        self.name = name
         self.pid = machine.create_partition(name, image("fuzz_agent"), [], quota)
         self.resets = 0
         self._pages: dict[int, int] = {}

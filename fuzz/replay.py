@@ -46,8 +46,13 @@ class Replay:
         }  # fmt: skip
 
     def write(self, path: Path) -> Path:
+        """Write the file: one action per line, so a diff of two replays reads well."""
+        data = self.to_json()
+        actions = data.pop("actions")
+        head = json.dumps(data, indent=1)[:-2]
+        body = ",\n".join(f"  {json.dumps(action)}" for action in actions)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        path.write_text(f'{head},\n "actions": [\n{body}\n ]\n}}\n')
         return path
 
 

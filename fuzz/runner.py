@@ -32,8 +32,10 @@ from fuzz.campaigns.base import REGISTRY, Campaign, CampaignMachine
 from fuzz.replay import Replay, replay, world_of
 from fuzz.world import Violation
 
-#: Steps per example (hypothesis shrinks below that).
-STEPS = 20
+#: Steps per example at most (hypothesis shrinks below that). Resets are cheap, so
+#: many short programs beat few long ones: hypothesis also discards fewer of them
+#: for exceeding its early size limits.
+STEPS = 10
 #: Examples per hypothesis run in a time-bounded campaign.
 BATCH = 10
 #: Seeds of batch b of worker w: seed * SEED_STRIDE + b * workers + w (disjoint per worker).
@@ -151,19 +153,38 @@ def _batch(chosen: Campaign, batch_seed: int, examples: int, out_dir: Path | Non
     return None
 
 
+def _reproduces(chosen: Campaign, actions: list[Any], invariant: str) -> int:
+    """Steps a replay of ``actions`` takes to break ``invariant`` again (0: it does not)."""
+    again = replay(Replay(chosen.name, chosen.world.kind, actions))
+    return len(again.steps) if again.violation is not None and again.violation.invariant == invariant else 0
+
+
+def minimise(chosen: Campaign, actions: list[Any], invariant: str) -> list[Any]:
+    """Drop actions one at a time while the finding still shows (hypothesis shrinks the
+    program it generated; this removes steps whose results later ones do not need)."""
+    index = 0
+    while index < len(actions):
+        candidate = actions[:index] + actions[index + 1 :]
+        steps = _reproduces(chosen, candidate, invariant)
+        if steps:
+            actions = candidate[:steps]
+        else:
+            index += 1
+    return actions
+
+
 def _confirm(
     chosen: Campaign, batch_seed: int, invariant: str, message: str, actions: list[Any], out_dir: Path | None
 ) -> Finding:
-    """Replay the shrunk actions on a fresh reset; write the replay file."""
+    """Replay the shrunk actions on a fresh reset, minimise them, write the replay file."""
+    steps = _reproduces(chosen, actions, invariant)
+    if steps:
+        actions = minimise(chosen, actions[:steps], invariant)
     recorded = Replay(chosen.name, chosen.world.kind, actions, invariant, message, batch_seed)
-    again = replay(recorded)
-    reproduced = again.violation is not None and again.violation.invariant == invariant
-    steps = len(again.steps) if reproduced else len(actions)
-    recorded = Replay(chosen.name, chosen.world.kind, actions[:steps], invariant, message, batch_seed)
     path = None
     if out_dir is not None:
         path = str(recorded.write(out_dir / f"{chosen.name}-{invariant}-{batch_seed}.json"))
-    return Finding(chosen.name, invariant, message, steps, reproduced, path, batch_seed)
+    return Finding(chosen.name, invariant, message, len(actions), bool(steps), path, batch_seed)
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,12 @@ class World:
         self.machine = Machine(RAM_BYTES)
         self.victims: list[int] = []
         self.log: list[Action] = []
+        #: When a list, every example's actions are kept in it at the next reset (benchmarks).
+        self.history: list[list[Action]] | None = None
         self.executions = self.checks = self.examples = 0
         self._snapshot: Snapshot | None = None
         self._owners: list[int] = []
+        self._guards: dict[frozenset[int], tuple[list[int], list[tuple[int, int]]]] = {}
         self._expected_state: dict[int, str] = {}
         self._writers: set[int] = set()
         self._results: list[tuple[int, int]] = []
@@ -108,6 +111,8 @@ class World:
     def reset(self, *, count: bool = True) -> None:
         """Back to the snapshot, for a new example."""
         self.machine.restore(self.snapshot)
+        if self.history is not None and self.log:
+            self.history.append(self.log)
         self.log = []
         self._expected_state = {pid: "ready" for pid in self.victims}
         self._writers = set(self.writers())
@@ -147,6 +152,19 @@ class World:
         """From now on in this example, ``pid``'s frames may change (it was recreated, or received)."""
         self._writers.add(pid)
 
+    def settle(self, outcome: Outcome, agent: Agent | None = None) -> None:
+        """After an agent's action: no internal error, no overrun; a stopped agent is restarted (it is ours).
+
+        Errors: :class:`Violation` (``no_host_exception``) for an internal error.
+        """
+        assert agent is not None, "which agent acted"
+        if outcome.fault == "internal_error":
+            raise Violation("no_host_exception", f"ring 0 raised inside {agent.name}'s action: {outcome}")
+        if outcome.executed > WINDOW:
+            self._budget_broken = f"{agent.name} ran {outcome.executed} instructions in a {WINDOW} window"
+        if not agent.healthy() or outcome.reason == "window_end":
+            agent.reset()
+
     def expect_state(self, pid: int, state: str) -> None:
         """A lifecycle action moved a victim to ``state`` (ready, paused, stopped...)."""
         self._expected_state[pid] = state
@@ -182,22 +200,58 @@ class World:
 
     # -- invariants ---------------------------------------------------------------------
     def frame_accounting(self) -> None:
+        """Writers' mappings recounted from their tables; everyone else's frame entries as at the snapshot.
+
+        A frame is mapped only by its owner, so a writer's recount is exact
+        for its frames; the others acted not at all, so their entries (and,
+        by ``memory_confinement``, their page tables) must be unchanged: that
+        is the full recount, done at the snapshot, still holding.
+        """
         try:
-            self.machine.check_invariants()
+            self.machine.check_invariants(self._writers)
         except Exception as exc:
             raise Violation("frame_accounting", str(exc)) from exc
+        entries, before = self.machine.frames.entries, self.snapshot.frames
+        for mfn in self._guarded_frames():
+            frame, (owner, kind, maps, writable) = entries[mfn], before[mfn]
+            now = (frame.owner, frame.type, frame.map_count, frame.writable_count)
+            if now != (owner, kind, maps, writable) and frame.owner not in self._writers:
+                raise Violation(
+                    "frame_accounting",
+                    f"frame {mfn:#x} of partition {owner} changed in the frame table: "
+                    f"{(owner, kind.value, maps, writable)} -> {(now[0], now[1].value, now[2], now[3])}",
+                )
 
     def memory_confinement(self) -> None:
-        changed = self.machine.changed_frames(self.snapshot)
-        if not changed:
-            return
-        before, now = self._owners, self.machine.frames.entries
-        for mfn in changed:
-            if before[mfn] not in self._writers and now[mfn].owner not in self._writers:
+        """Frames no writer owned at the snapshot are byte for byte as they were (unless a writer owns them now)."""
+        runs = self._guarded_runs()
+        entries = self.machine.frames.entries
+        for mfn in self.machine.changed_frames(self.snapshot, runs):
+            if entries[mfn].owner not in self._writers:
                 raise Violation(
                     "memory_confinement",
-                    f"frame {mfn:#x} (owner {before[mfn]} at the snapshot, {now[mfn].owner} now) changed",
+                    f"frame {mfn:#x} (owner {self._owners[mfn]} at the snapshot, {entries[mfn].owner} now) changed",
                 )
+
+    def _guarded_frames(self) -> list[int]:
+        return self._guard()[0]
+
+    def _guarded_runs(self) -> list[tuple[int, int]]:
+        return self._guard()[1]
+
+    def _guard(self) -> tuple[list[int], list[tuple[int, int]]]:
+        """Frames no writer owned at the snapshot, and the same as (first, count) runs (cached per writer set)."""
+        key = frozenset(self._writers)
+        if key not in self._guards:
+            frames = [mfn for mfn, owner in enumerate(self._owners) if owner not in key]
+            runs: list[tuple[int, int]] = []
+            for mfn in frames:
+                if runs and runs[-1][0] + runs[-1][1] == mfn:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+                else:
+                    runs.append((mfn, 1))
+            self._guards[key] = (frames, runs)
+        return self._guards[key]
 
     def victims_running(self) -> None:
         for pid, expected in self._expected_state.items():
@@ -236,14 +290,9 @@ class AgentWorld(World):
     def on_reset(self) -> None:
         self.agent.forget_layout()
 
-    def settle(self, outcome: Outcome) -> None:
-        """After an action: no internal error; an agent that stopped is restarted (it is ours)."""
-        if outcome.fault == "internal_error":
-            raise Violation("no_host_exception", f"ring 0 raised inside the agent's action: {outcome}")
-        if outcome.executed > WINDOW:
-            self._budget_broken = f"the agent ran {outcome.executed} instructions in a {WINDOW} window"
-        if not self.agent.healthy() or outcome.reason == "window_end":
-            self.agent.reset()
+    def settle(self, outcome: Outcome, agent: Agent | None = None) -> None:
+        """After the agent's action (see :meth:`World.settle`)."""
+        super().settle(outcome, agent or self.agent)
 
     # -- actions ----------------------------------------------------------------------
     def do_hypercall(self, number: int, *args: int) -> int | None:

@@ -29,12 +29,12 @@ host, never a guest's doing).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import os
 import struct
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,8 +151,9 @@ class Context:
             _LIB.uc_context_free(self.handle)
             self.handle = 0
 
-    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order
-        with contextlib.suppress(Exception):
+    def __del__(self, _quietly: type[suppress] = suppress) -> None:  # pragma: no cover - shutdown order
+        # At interpreter shutdown module globals may be gone: the default binds what is needed.
+        with _quietly(Exception):
             self.free()
 
     def set_gpr(self, index: int, value: int) -> None:
@@ -187,11 +188,6 @@ class Context:
         """Copy the whole saved state of ``other`` into this buffer."""
         ctypes.memmove(self.handle, other.handle, self.size)
 
-    def __deepcopy__(self, _memo: dict[int, object]) -> Context:
-        """A new buffer of the same engine holding the same state (machine snapshots)."""
-        clone = Context(self._engine)
-        clone.copy_from(self)
-        return clone
 
 
 class LiveRegisters:

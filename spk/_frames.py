@@ -45,7 +45,7 @@ SPK_OWNER = -1
 NO_OWNER = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """One entry of the frame table."""
 
@@ -53,6 +53,10 @@ class Frame:
     type: FrameType = FrameType.FREE
     map_count: int = 0
     writable_count: int = 0
+
+    def __reduce__(self) -> tuple[type[Frame], tuple[int, FrameType, int, int]]:
+        """Pickle as a constructor call: a machine snapshot holds one per frame of RAM."""
+        return Frame, (self.owner, self.type, self.map_count, self.writable_count)
 
 
 class PhysicalMemory:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import capstone
@@ -383,12 +383,13 @@ class Machine:
         """
         _snapshot.restore(self, snapshot)
 
-    def changed_frames(self, snapshot: Snapshot) -> list[int]:
+    def changed_frames(self, snapshot: Snapshot, runs: Sequence[tuple[int, int]] | None = None) -> list[int]:
         """Frames whose contents differ from ``snapshot`` (what a run wrote, by whomever).
 
+        ``runs`` limits the comparison to (first frame, count) runs of RAM.
         Errors: InternalError for another machine's snapshot.
         """
-        return _snapshot.changed_frames(self, snapshot)
+        return _snapshot.changed_frames(self, snapshot, runs)
 
     def drop_caches(self) -> None:
         """Forget every engine cache (translated code, TLB, loaded CR3) and pending trap state."""
@@ -1064,14 +1065,19 @@ class Machine:
                 self._listener_error = exc  # re-raised by run(), outside the engine
             self.engine.stop()
 
-    def check_invariants(self) -> None:
+    def check_invariants(self, pids: Collection[int] | None = None) -> None:
         """Recount every mapping from the page tables and check the frame rules.
 
-        Errors: InternalError naming the first broken rule.
+        With ``pids``, only those partitions' spaces are walked and only the
+        frames they own are recounted (a frame is mapped only by its owner,
+        so the recount is exact for them); a caller that knows the others
+        did not change (the fuzzer compares them with a snapshot) saves
+        their walk. Errors: InternalError naming the first broken rule.
         """
         counted: dict[int, tuple[int, int]] = {}
         entries = self.frames.entries
-        for p in self.partitions.values():
+        walked = [p for pid, p in self.partitions.items() if pids is None or pid in pids]
+        for p in walked:
             seen_kernel = False
             for handle, space in p.spaces.items():
                 for va, leaf in space.leaves(user_half_only=seen_kernel):
@@ -1081,8 +1087,11 @@ class Machine:
                     maps, writable = counted.get(mfn, (0, 0))
                     counted[mfn] = (maps + 1, writable + (1 if leaf & 2 else 0))
                 seen_kernel = True
+        owners = None if pids is None else {p.pid for p in walked}
         recorded = {
-            mfn: (f.map_count, f.writable_count) for mfn, f in enumerate(entries) if f.map_count or f.writable_count
+            mfn: (f.map_count, f.writable_count)
+            for mfn, f in enumerate(entries)
+            if (f.map_count or f.writable_count) and (owners is None or f.owner in owners)
         }
         if recorded != counted:
             mfn = min(m for m in recorded.keys() | counted.keys() if recorded.get(m) != counted.get(m))

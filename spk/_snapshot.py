@@ -1,6 +1,6 @@
 """Machine snapshots: the whole state of one host, taken and restored between runs.
 
-A snapshot holds physical RAM (one copy), the frame table, and a deep copy
+A snapshot holds physical RAM (one copy), the frame table, and a pickled copy
 of every partition (spaces, contexts, ports, measurements, counters), every
 channel with its queued messages, the declared ids, pending health events
 and management requests, and virtual time. Restoring it puts the machine
@@ -19,12 +19,15 @@ restored while the vCPU runs, or restored on another machine.
 
 from __future__ import annotations
 
-import copy
 import ctypes
+import io
+import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spk._frames import Frame, FrameType
+from spk._engine import Context
+from spk._frames import FrameType
 from spk.abi import PAGE_SHIFT, PAGE_SIZE
 from spk.errors import InternalError
 
@@ -44,26 +47,60 @@ STATE_ATTRIBUTES = ("partitions", "channels", "declared", "_health", "_requests"
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One machine's state at one instant (opaque to ring 1: take and restore only)."""
+    """One machine's state at one instant (opaque to ring 1: take and restore only).
+
+    ``frames`` is the frame table as (owner, type, map count, writable
+    count) per frame, for readers such as the fuzzer's oracles; ``state``
+    is the pickled machine state a restore loads.
+    """
 
     machine_id: int
+    now: int
     ram: bytes
     frames: tuple[tuple[int, FrameType, int, int], ...]
-    state: dict[str, Any]
+    state: bytes
 
     def address(self) -> int:
         """Where the RAM copy lives (for comparisons in C)."""
         return int(ctypes.cast(ctypes.c_char_p(self.ram), ctypes.c_void_p).value or 0)
 
-    @property
-    def now(self) -> int:
-        """Virtual time when it was taken."""
-        return int(self.state["now"])
+
+def _shared(machine: Machine) -> dict[str, Any]:
+    """The machine's own infrastructure: referred to by name in a snapshot, never copied."""
+    return {"machine": machine, "ram": machine.ram, "frames": machine.frames, "engine": machine.engine,
+            "walker": machine.walker}  # fmt: skip
 
 
-def _shared(machine: Machine) -> dict[int, Any]:
-    """The deep-copy memo that keeps the machine's own infrastructure shared."""
-    return {id(obj): obj for obj in (machine, machine.ram, machine.frames, machine.engine, machine.walker)}
+class _Pickler(pickle.Pickler):
+    """Pickles the machine state; shared objects by name, engine contexts by their bytes."""
+
+    def __init__(self, file: io.BytesIO, machine: Machine) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._names = {id(obj): name for name, obj in _shared(machine).items()}
+
+    def persistent_id(self, obj: Any) -> Any:
+        name = self._names.get(id(obj))
+        if name is not None:
+            return name
+        if isinstance(obj, Context):
+            return ("context", ctypes.string_at(obj.handle, obj.size))
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    """Loads a snapshot's state onto its machine: new engine contexts, shared objects as they are."""
+
+    def __init__(self, file: io.BytesIO, machine: Machine) -> None:
+        super().__init__(file)
+        self._machine = machine
+        self._objects = _shared(machine)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and pid[0] == "context":
+            context = self._machine.engine.new_context()
+            ctypes.memmove(context.handle, pid[1], context.size)
+            return context
+        return self._objects[pid]
 
 
 def _check_idle(machine: Machine, what: str) -> None:
@@ -75,8 +112,10 @@ def take(machine: Machine) -> Snapshot:
     """Capture ``machine`` (between runs only)."""
     _check_idle(machine, "snapshot")
     frames = tuple((f.owner, f.type, f.map_count, f.writable_count) for f in machine.frames.entries)
-    state = copy.deepcopy({name: getattr(machine, name) for name in STATE_ATTRIBUTES}, _shared(machine))
-    return Snapshot(id(machine), bytes(machine.ram.view), frames, state)
+    buffer = io.BytesIO()
+    state = {name: getattr(machine, name) for name in STATE_ATTRIBUTES}
+    _Pickler(buffer, machine).dump((state, machine.frames.entries))
+    return Snapshot(id(machine), machine.now, bytes(machine.ram.view), frames, buffer.getvalue())
 
 
 def restore(machine: Machine, snapshot: Snapshot) -> None:
@@ -85,35 +124,38 @@ def restore(machine: Machine, snapshot: Snapshot) -> None:
     if snapshot.machine_id != id(machine) or len(snapshot.ram) != machine.ram.size:
         raise InternalError("a snapshot restores only on the machine that took it")
     machine.ram.view[:] = snapshot.ram
-    machine.frames.entries[:] = [Frame(*entry) for entry in snapshot.frames]
     for partition in machine.partitions.values():
         partition.context.free()
-    state = copy.deepcopy(snapshot.state, _shared(machine))
+    state, entries = _Unpickler(io.BytesIO(snapshot.state), machine).load()
+    machine.frames.entries[:] = entries
     for name in STATE_ATTRIBUTES:
         setattr(machine, name, state[name])
     machine.drop_caches()
 
 
-def changed_frames(machine: Machine, snapshot: Snapshot) -> list[int]:
+def changed_frames(machine: Machine, snapshot: Snapshot, runs: Sequence[tuple[int, int]] | None = None) -> list[int]:
     """Frames whose bytes differ from ``snapshot`` (dirty-page tracking by comparison).
 
-    One ``memcmp`` over RAM when nothing changed; otherwise chunks, then the
-    pages of the chunks that differ. Errors: InternalError for another
-    machine's snapshot.
+    ``runs`` limits the comparison to (first frame, count) runs; by default
+    all of RAM. One ``memcmp`` per run when nothing changed; otherwise
+    chunks, then the pages of the chunks that differ. Errors: InternalError
+    for another machine's snapshot.
     """
     if snapshot.machine_id != id(machine):
         raise InternalError("a snapshot compares only with the machine that took it")
-    here, there, size = machine.ram.address, snapshot.address(), machine.ram.size
-    if not _MEMCMP(here, there, size):
-        return []
+    here, there = machine.ram.address, snapshot.address()
     changed: list[int] = []
-    chunk = _CHUNK_FRAMES * PAGE_SIZE
-    for base in range(0, size, chunk):
-        length = min(chunk, size - base)
-        if _MEMCMP(here + base, there + base, length):
-            changed += [
-                (base + offset) >> PAGE_SHIFT
-                for offset in range(0, length, PAGE_SIZE)
-                if _MEMCMP(here + base + offset, there + base + offset, PAGE_SIZE)
-            ]
+    for first, count in runs if runs is not None else [(0, machine.ram.frames)]:
+        start, end = first << PAGE_SHIFT, (first + count) << PAGE_SHIFT
+        if not _MEMCMP(here + start, there + start, end - start):
+            continue
+        chunk = _CHUNK_FRAMES * PAGE_SIZE
+        for base in range(start, end, chunk):
+            length = min(chunk, end - base)
+            if _MEMCMP(here + base, there + base, length):
+                changed += [
+                    (base + offset) >> PAGE_SHIFT
+                    for offset in range(0, length, PAGE_SIZE)
+                    if _MEMCMP(here + base + offset, there + base + offset, PAGE_SIZE)
+                ]
     return changed
