@@ -18,7 +18,8 @@ from spgs.images import build
 from spk import Machine
 from spk.abi import KERNEL_DATA_SIZE, KERNEL_DATA_VADDR, PAGE_SIZE
 
-MB_COMMAND, MB_NUMBER, MB_ARGS, MB_RESULT, MB_DONE, MB_REGS, MB_CODE = 0, 8, 16, 56, 64, 72, 0x1000
+MB_COMMAND, MB_NUMBER, MB_ARGS, MB_RESULT, MB_DONE, MB_REGS, MB_ACK, MB_CODE = 0, 8, 16, 56, 64, 72, 136, 0x1000
+HYPERCALL_COMMAND, CODE_COMMAND = 1, 2
 #: Scratch bytes the campaigns may fill (port names, message buffers): after the registers.
 MB_SCRATCH = 0x200
 CODE_MAX = 2048
@@ -60,10 +61,12 @@ class Agent:
         self.pid = machine.create_partition(name, image("fuzz_agent"), [], quota)
         self.resets = 0
         self._pages: dict[int, int] = {}
+        self._sequence = 0
 
     def forget_layout(self) -> None:
-        """Drop cached translations (after a restart or a machine restore)."""
+        """Drop cached translations and restart the command sequence (after a restart or a restore)."""
         self._pages.clear()
+        self._sequence = 0
 
     def address(self, offset: int) -> int:
         """Physical address of byte ``offset`` of the agent's data area (boot space)."""
@@ -95,14 +98,15 @@ class Agent:
         ram = self.machine.ram
         words = (tuple(args) + (0,) * 5)[:5]
         ram.write(self.address(MB_NUMBER), struct.pack("<6Q", number & _MASK64, *(a & _MASK64 for a in words)))
-        ram.write_u64(self.address(MB_COMMAND), 1)
-        done = ram.read_u64(self.address(MB_DONE))
+        self._sequence += 1
+        command = HYPERCALL_COMMAND | self._sequence << 8
+        ram.write_u64(self.address(MB_COMMAND), command)
         reason, executed = self.run_window()
         if self.machine.state(self.pid) == "faulted":
             fault = self.machine.fault_of(self.pid)
             return Outcome(None, fault.kind if fault else "fault", reason, executed)
-        if ram.read_u64(self.address(MB_DONE)) != done + 1:
-            return Outcome(None, None, reason, executed)  # e.g. EXIT, or BLOCK with no wake-up
+        if ram.read_u64(self.address(MB_ACK)) != command:
+            return Outcome(None, None, reason, executed)  # e.g. EXIT, YIELD, or BLOCK with no wake-up
         return Outcome(signed(ram.read_u64(self.address(MB_RESULT))), None, reason, executed)
 
     def registers(self) -> tuple[int, ...]:
@@ -114,7 +118,7 @@ class Agent:
         ram = self.machine.ram
         ram.write(self.address(MB_CODE), blob[:CODE_MAX] + b"\xc3")  # ret, if it falls through
         self.machine.code_changed()  # the host wrote code the engine may have translated
-        ram.write_u64(self.address(MB_COMMAND), 2)
+        ram.write_u64(self.address(MB_COMMAND), CODE_COMMAND)
         reason, executed = self.run_window()
         fault = self.machine.fault_of(self.pid)
         return Outcome(None, fault.kind if fault else None, reason, executed)

@@ -3,7 +3,8 @@
 # one per window, and yields. The campaign (fuzz/agent.py) is the host side.
 #
 # Mailbox at KERNEL_DATA_VADDR (u64 words):
-#   +0   command: 0 idle, 1 hypercall, 2 run code at CPL 2 (bytes at +0x1000)
+#   +0   command: low byte 0 idle, 1 hypercall, 2 run code at CPL 2 (bytes at
+#        +0x1000); the bits above are the host's sequence number
 #   +8   hypercall number
 #   +16  arguments: rdi, rsi, rdx, r10, r8 (5 words)
 #   +56  result (rax after the hypercall)
@@ -11,6 +12,9 @@
 #   +72  rcx, rdx, rsi, rdi, r8, r9, r10, r11 after the hypercall (what ring 0
 #        left in the registers it does not return a result in: observations
 #        for the noninterference campaign)
+#   +136 the command word of the last hypercall whose result is at +56: a
+#        result belongs to a command only if this matches it (a YIELD or
+#        BLOCK hypercall ends the window before its result is stored)
 .equ MB_COMMAND, 0
 .equ MB_NUMBER, 8
 .equ MB_RDI, 16
@@ -28,11 +32,14 @@
 .equ MB_OUT_R9, 112
 .equ MB_OUT_R10, 120
 .equ MB_OUT_R11, 128
+.equ MB_ACK, 136
 .equ MB_CODE, 0x1000
 
 top:
     mov rbx, KERNEL_DATA_VADDR
     mov rax, [rbx + MB_COMMAND]
+    mov r12, rax
+    and rax, 0xff
     cmp rax, 1
     je do_hypercall
     cmp rax, 2
@@ -61,8 +68,9 @@ do_hypercall:
     mov [rbx + MB_OUT_R9], r9
     mov [rbx + MB_OUT_R10], r10
     mov [rbx + MB_OUT_R11], r11
+    mov [rbx + MB_ACK], r12
     inc qword ptr [rbx + MB_DONE]
-    jmp idle
+    jmp top
 
 do_code:
     mov qword ptr [rbx + MB_COMMAND], 0

@@ -94,3 +94,27 @@ def test_include_expands_and_a_missing_include_is_a_clean_error(tmp_path: object
     assert [line for line in text.splitlines() if not line.startswith("#")] == ["nop", "int3", "hlt"]
     with pytest.raises(ImageNotFound, match=r"'nothere\.inc' not found"):
         expand_includes('.include "nothere"\n', "apps", base)
+
+
+def test_engine_memory_snapshots_hide_guest_writes_from_the_host_mapping() -> None:
+    """Why SPK snapshots RAM itself: with UC_CTL_CONTEXT_MEMORY, a guest store after a
+    context save goes to a copy-on-write page the host's mmap never sees, while ring 0
+    reads and writes guest RAM through that mmap (copy_in, page tables, the fuzzer)."""
+    import ctypes
+    import mmap
+
+    import unicorn
+    from unicorn import x86_const
+
+    ram = mmap.mmap(-1, 1 << 20)
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map_ptr(0, 1 << 20, unicorn.UC_PROT_ALL, ctypes.addressof(ctypes.c_char.from_buffer(ram)))
+    store = bytes.fromhex("48c70425002000002a000000")  # mov qword [0x2000], 42
+    ram[0x1000 : 0x1000 + len(store)] = store
+    uc.ctl(unicorn.UC_CTL_CONTEXT_MODE, unicorn.UC_CTL_IO_WRITE,
+           unicorn.UC_CTL_CONTEXT_CPU | unicorn.UC_CTL_CONTEXT_MEMORY)  # fmt: skip
+    uc.context_save()
+    uc.emu_start(0x1000, 0x1000 + len(store))
+    assert int.from_bytes(uc.mem_read(0x2000, 8), "little") == 42  # the engine sees its store
+    assert ram[0x2000:0x2008] == bytes(8)  # the host mapping does not
+    assert uc.reg_read(x86_const.UC_X86_REG_RIP) == 0x1000 + len(store)
