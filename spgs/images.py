@@ -1,9 +1,11 @@
 """Resolve the images a configuration names and build them.
 
 An image is named either by a bundled name (``refkernel`` for
-``partitions/refkernel.asm``, ``hello`` for ``apps/hello.asm``) or by a path
-relative to the configuration file: ``.asm`` is assembled (see
-:mod:`spgs.assembler`), ``.bin`` is loaded as it is.
+``partitions/refkernel.asm``, ``hello`` for ``apps/hello.asm``, and
+``adversarial/crash`` for a source in a subfolder of the package, such as the
+attackers of the adversarial suite) or by a path relative to the
+configuration file: ``.asm`` is assembled (see :mod:`spgs.assembler`),
+``.bin`` is loaded as it is.
 
 Errors: :class:`ImageNotFound`, :class:`spgs.assembler.AssemblyError`.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from spgs.assembler import Source, assemble
@@ -31,34 +34,55 @@ class ImageRef:
 
 
 def bundled(kind: str) -> list[str]:
-    """Names of the bundled kernels or apps."""
+    """Names of the bundled kernels or apps (the package's own folder, not its subfolders)."""
     package = "partitions" if kind == "kernel" else "apps"
     return sorted(p.name[:-4] for p in resources.files(package).iterdir() if p.name.endswith(".asm"))
 
 
+#: A bundled name: folders and a file stem, never ``..`` (nothing outside the package).
+_BUNDLED_NAME = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
+
+
+def bundled_source(kind: str, name: str) -> Traversable | None:
+    """The bundled source of ``name`` (``refkernel``, ``adversarial/crash``), or None."""
+    if not _BUNDLED_NAME.fullmatch(name):
+        return None
+    resource = resources.files("partitions" if kind == "kernel" else "apps")
+    for part in f"{name}.asm".split("/"):
+        resource = resource / part
+    return resource if resource.is_file() else None
+
+
+#: The bundled packages: a subfolder of one shares its includes with the same subfolder of the other.
+_SIBLING = {"partitions": "apps", "apps": "partitions"}
 _INCLUDE = re.compile(r'^\s*\.include\s+"([A-Za-z0-9_]+)"\s*(?:#.*)?$', re.MULTILINE)
 
 
-def expand_includes(text: str, package: str, base_dir: Path | None = None, depth: int = 0) -> str:
+def expand_includes(text: str, package: str, base_dir: Path | None = None, depth: int = 0, *, folder: str = "") -> str:
     """Replace ``.include "name"`` lines with ``name.inc`` (keystone has no includes).
 
-    Includes come from the source's own folder (a path) or package (a
-    bundled name). Errors: ImageNotFound for a missing include, or includes
-    nested more than 4 deep.
+    Includes come from the source's own folder (a path), or for a bundled
+    name in a subfolder from that ``folder`` of its package, then the same
+    folder of the other bundled package (the adversarial kernels and apps
+    share their list of privileged instructions), then the package itself
+    (its ``console.inc``). Errors: ImageNotFound for a missing include, or
+    includes nested more than 4 deep.
     """
     if depth > 4:
         raise ImageNotFound("includes nested more than 4 deep")
+    root = resources.files(package)
+    places: list[Traversable] = [] if base_dir is None else [base_dir]
+    if folder:
+        places += [resources.files(p) / folder for p in (package, _SIBLING[package])]
+    places.append(root)
 
     def load(match: re.Match[str]) -> str:
         name = f"{match.group(1)}.inc"
-        if base_dir is not None and (base_dir / name).is_file():
-            body = (base_dir / name).read_text()
-        else:
-            resource = resources.files(package) / name
-            if not resource.is_file():
-                raise ImageNotFound(f"include {name!r} not found")
-            body = resource.read_text()
-        return f"# --- {name} ---\n{expand_includes(body, package, base_dir, depth + 1)}# --- end {name} ---"
+        found = next((place / name for place in places if (place / name).is_file()), None)
+        if found is None:
+            raise ImageNotFound(f"include {name!r} not found")
+        body = expand_includes(found.read_text(), package, base_dir, depth + 1, folder=folder)
+        return f"# --- {name} ---\n{body}# --- end {name} ---"
 
     return _INCLUDE.sub(load, text)
 
@@ -72,11 +96,12 @@ def _read(name: str, kind: str, base_dir: Path) -> tuple[str, str | bytes]:
         if name.endswith(".bin"):
             return str(path), path.read_bytes()
         return str(path), expand_includes(path.read_text(), package, path.parent)
-    resource = resources.files(package) / f"{name}.asm"
-    if not resource.is_file():
+    resource = bundled_source(kind, name)
+    if resource is None:
         known = ", ".join(bundled(kind))
         raise ImageNotFound(f"no bundled {kind} named {name!r} (bundled: {known})")
-    return f"{package}/{name}.asm", expand_includes(resource.read_text(), package)
+    folder = name.rpartition("/")[0]
+    return f"{package}/{name}.asm", expand_includes(resource.read_text(), package, folder=folder)
 
 
 def build(requests: list[tuple[str, str]], base_dir: Path) -> dict[tuple[str, str], bytes]:

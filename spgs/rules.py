@@ -15,11 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from spgs.config import FATAL_EVENTS, MAX_TIME, PartitionConfig, Problem, SystemDescription, _LineIndex
-from spgs.images import bundled
+from spgs.images import bundled, bundled_source
 from spk.abi import PAGE_SIZE
 
 #: Ring 0 keeps the first MiB of RAM for itself.
@@ -154,7 +153,7 @@ def image_problem(ref: str, kind: str, base_dir: Path) -> str | None:
         if (base_dir / ref).is_file():
             return None
         return f"{kind} image file {ref!r} not found (relative to {base_dir.name or '.'})"
-    if (resources.files("partitions" if kind == "kernel" else "apps") / f"{ref}.asm").is_file():
+    if bundled_source(kind, ref) is not None:
         return None
     return f"no bundled {kind} named {ref!r} (bundled: {', '.join(bundled(kind))})"
 

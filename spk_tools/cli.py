@@ -1,4 +1,4 @@
-"""The ``spk`` command: launch, validate, bench.
+"""The ``spk`` command: launch, validate, bench, the trust commands, review.
 
 Expected errors (a bad configuration, a missing image, an image that does
 not assemble) are printed as one clear message and exit with code 2; no
@@ -45,6 +45,10 @@ from spgs.trust import (
 from spgs.trust import keygen as keygen_files
 from spk import MachineEvent, SpkError, TraceWriter
 from spk.abi import NONCE_MAX
+from spk_review.fuzzing import DEFAULT_EXAMPLES, bounded_run
+from spk_review.report import build_report, write_report
+from spk_review.summary import summary as review_summary
+from spk_tools import fuzz_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SPK: a secure partitioning kernel emulator.")
 EXIT_USAGE = 2
@@ -180,14 +184,14 @@ def _boot(
     return _Booted(system, report, desc.system.name)
 
 
-_SECURE_BOOT_HELP = "override [trust].secure_boot: enforce, warn or off"
+_SECURE_BOOT_HELP = "override \\[trust].secure_boot: enforce, warn or off"
 
 
 @app.command()
 def launch(
     config: Annotated[Path, typer.Argument(help="the system description (partitions.toml)")],
     max_ticks: Annotated[int | None, typer.Option(help="stop after this much virtual time")] = None,
-    seed: Annotated[int | None, typer.Option(help="override [system].seed", min=0, max=(1 << 63) - 1)] = None,
+    seed: Annotated[int | None, typer.Option(help="override \\[system].seed", min=0, max=(1 << 63) - 1)] = None,
     trace: Annotated[Path | None, typer.Option(help="write every event as JSON lines")] = None,
     trace_hypercalls: Annotated[bool, typer.Option(help="include every hypercall in the trace")] = True,
     secure_boot: Annotated[SecureBoot | None, typer.Option(help=_SECURE_BOOT_HELP)] = None,
@@ -365,18 +369,58 @@ def verify_quote_command(
     raise typer.Exit(1)
 
 
+def _problems(exc: ConfigError) -> typer.Exit:
+    """Print every problem of a description, one line each (file:line: field: message [rule]), and exit 2."""
+    for problem in exc.problems:
+        typer.echo(str(problem), err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="the system description to check")]) -> None:
     """Check a configuration offline: exit 0 when valid, 2 with every error."""
     try:
         load_and_plan(config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise _problems(exc) from None
     except (ImageNotFound, AssemblyError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{config}: valid")
+
+
+@app.command()
+def review(
+    config: Annotated[Path, typer.Argument(help="the system description to review")],
+    out: Annotated[Path, typer.Option(help="directory for report.html and report.json")],
+    seed: Annotated[int | None, typer.Option(help="override \\[system].seed; seeds the adversarial suite",
+                                             min=0, max=(1 << 63) - 1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of the summary")] = False,
+    max_ticks: Annotated[int | None, typer.Option(help="run this long before attesting", min=1)] = None,
+    platform_key: Annotated[Path | None, typer.Option(help="private key ring 0 signs quotes with "
+                                                      "(default: an ephemeral one)")] = None,
+    fuzz_examples: Annotated[int, typer.Option(help="examples per fuzz campaign in the bounded run (0: none)",
+                                               min=0)] = DEFAULT_EXAMPLES,
+) -> None:
+    """Security review of a system: exit 0, or 1 when anything high-severity is found (see docs/review.md)."""
+    try:
+        fuzz = bounded_run(seed or 0, fuzz_examples) if fuzz_examples else None
+        report = build_report(config, seed=seed, max_ticks=max_ticks, platform_key=platform_key, fuzz=fuzz)
+    except ConfigError as exc:
+        raise _problems(exc) from None
+    except (ImageNotFound, AssemblyError, TrustError) as exc:
+        raise _fail(str(exc)) from None
+    except SpkError as exc:
+        raise _fail(f"{config}: {exc}") from None
+    try:
+        written = write_report(report, out)
+    except OSError as exc:
+        raise _fail(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        Console(width=None if sys.stdout.isatty() else 150).print(review_summary(report, list(written)))
+    if not report.verdict.passed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -397,6 +441,9 @@ def bench(
     for key, value in sorted(results.items()):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     Console().print(table)
+
+
+fuzz_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,119 @@
+"""Boot the system under review and gather what its partitions are and did.
+
+The review boots the description exactly as ``spk launch`` does (ring 1's
+:class:`spgs.system.System`, secure boot as configured) with a platform key,
+runs it for its ``max_ticks`` (or the bound given), and keeps the machine for
+the other fact gatherers: the memory map, the hypercall table and the
+attestation read the same booted system.
+
+Errors: those of :func:`spgs.system.load_and_plan` (ConfigError,
+ImageNotFound, AssemblyError, TrustError), TrustError for an unreadable
+platform key, SpkError when ring 0 refuses to create a partition, ValueError
+for a bound that is not positive.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from spgs.config import LoadedConfig
+from spgs.system import System, SystemReport, load_and_plan
+from spgs.trust import load_seed
+from spk import MachineEvent
+from spk_review.model import PartitionFacts, PortFacts, SystemFacts
+
+#: Bytes of an Ed25519 seed (a platform key).
+SEED_BYTES = 32
+
+
+@dataclass
+class Booted:
+    """A system booted and run for the review, with what its run reported."""
+
+    config: LoadedConfig
+    system: System
+    run: SystemReport
+    key_origin: Literal["ephemeral", "file"]
+    #: health-monitor actions taken during the run, per partition
+    health_actions: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+def boot(
+    config_path: Path, *, seed: int | None = None, max_ticks: int | None = None, platform_key: Path | None = None
+) -> Booted:
+    """Load, boot and run the system; ``seed`` overrides ``[system].seed``, ``max_ticks`` its bound."""
+    loaded, plans = load_and_plan(config_path)
+    desc = loaded.description
+    if seed is not None:
+        desc.system.seed = seed
+    bound = max_ticks if max_ticks is not None else desc.system.max_ticks
+    if bound <= 0:
+        raise ValueError("--max-ticks must be positive")
+    key = load_seed(platform_key) if platform_key is not None else secrets.token_bytes(SEED_BYTES)
+    actions: dict[str, Counter[str]] = {}
+
+    def listen(event: MachineEvent) -> None:
+        if event.event == "health_action":
+            actions.setdefault(event.partition, Counter())[str(event.args["action"])] += 1
+
+    system = System(loaded, plans, listen, attestation_key=key)
+    run = system.run(bound)
+    return Booted(loaded, system, run, "file" if platform_key is not None else "ephemeral", actions)
+
+
+def _status(booted: Booted, name: str) -> str:
+    pid = booted.system.pid_of(name)
+    if pid is not None:
+        info = booted.system.machine.info(pid)
+        return info.state if info.exit_code is None else f"{info.state} ({info.exit_code})"
+    if name in {r.name for r in booted.system.refused}:
+        return "refused by secure boot"
+    return "declared, not running"
+
+
+def system_facts(booted: Booted) -> SystemFacts:
+    """The description's partitions with what ring 0 and ring 1 report after the run."""
+    system, desc = booted.system, booted.config.description
+    machine = system.machine
+    ends = {end: ch.name for ch in desc.channel for end in (ch.source, *ch.destinations)}
+    parts = []
+    for plan in system.plans:
+        cfg = plan.config
+        pid = system.pid_of(plan.name)
+        p = machine.partitions[pid] if pid is not None else None
+        opened = {port.name for port in p.open_ports} if p is not None else set()
+        ports = [
+            PortFacts(name=port.name, direction=port.direction, channel=ends.get(f"{plan.name}.{port.name}"),
+                      opened=port.name in opened if p is not None else None)
+            for port in cfg.ports
+        ]  # fmt: skip
+        counters = machine.info(pid).counters if pid is not None else None
+        window_time = sum(d for n, _s, d in system.windows if n == plan.name)
+        parts.append(
+            PartitionFacts(
+                name=plan.name, role=cfg.role, boot=cfg.boot, status=_status(booted, plan.name), image=cfg.image,
+                apps=[label for label, _ in plan.apps], memory=cfg.memory, window_time=window_time,
+                window_share=window_time / system.major_frame if system.major_frame else 0.0,
+                health=cfg.health.model_dump(), health_declared="health" in cfg.model_fields_set, ports=ports,
+                instructions=counters.instructions if counters else 0,
+                hypercalls=counters.hypercalls if counters else 0, faults=counters.faults if counters else 0,
+                overruns=booted.run.usage[plan.name].overruns,
+                restarts=machine.info(pid).restarts if pid is not None else 0,
+                health_actions=dict(sorted(booted.health_actions.get(plan.name, Counter()).items())),
+            )
+        )  # fmt: skip
+    return SystemFacts(
+        config=str(booted.config.path), name=desc.system.name, digest=booted.config.digest.hex(),
+        seed=desc.system.seed, ran_until=machine.now, major_frame=system.major_frame,
+        major_frames=booted.run.major_frames, partitions=parts,
+    )  # fmt: skip
+
+
+def channel_traffic(booted: Booted) -> dict[str, int]:
+    """Messages sent on each channel during the run, by channel name."""
+    machine = booted.system.machine
+    return {name: machine.channels[cid].sent for name, cid in booted.system.channel_ids.items()}

@@ -1,0 +1,334 @@
+"""The review report as data: pydantic models, and the JSON schema made from them.
+
+``report.json`` is :class:`Report` dumped as JSON; ``docs/review.schema.json``
+is :func:`schema_json`, committed, and a test keeps the two equal, so the
+documented schema is always the one the code writes. Every model forbids
+extra keys, so a consumer validating with the schema learns of any new field.
+
+Regenerate the committed schema after changing a model::
+
+    .venv/bin/python -m spk_review.model > docs/review.schema.json
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT: Literal["spk-review/1"] = "spk-review/1"
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+Severity = Literal["high", "medium", "low", "info"]
+#: Severities from the most to the least serious (the order reports use).
+SEVERITIES: tuple[Severity, ...] = ("high", "medium", "low", "info")
+#: The check ring 0 makes on the caller of a hypercall.
+Requirement = Literal["any", "system_role", "any_port", "source_port", "destination_port", "attestation_key"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------
+# TCB
+# ---------------------------------------------------------------------------
+class ModuleSize(_Model):
+    """Line counts of one source file (see ``TcbFacts.counting``)."""
+
+    module: str
+    lines: int = Field(ge=0, description="every line of the file")
+    code: int = Field(ge=0, description="lines with a Python token that is not a comment or a docstring")
+    comments: int = Field(ge=0, description="lines holding only a comment")
+    docstrings: int = Field(ge=0, description="lines of module, class and function docstrings")
+    blank: int = Field(ge=0)
+
+
+class PackageSize(_Model):
+    """One package of the trusted computing base and its modules."""
+
+    package: str
+    ring: int = Field(ge=0, le=1)
+    path: str = Field(description="the directory the installed package was read from")
+    modules: list[ModuleSize]
+    lines: int = Field(ge=0)
+    code: int = Field(ge=0)
+
+
+class Dependency(_Model):
+    """A third-party distribution the TCB's code imports."""
+
+    module: str = Field(description="the top-level module imported")
+    distribution: str | None = Field(description="the installed distribution that provides it, if known")
+    version: str | None
+    imported_by: list[str] = Field(description="TCB modules that import it")
+
+
+class HypercallAccess(_Model):
+    """Who may issue one hypercall in this system (ring 0's checks, this configuration)."""
+
+    number: int = Field(ge=0)
+    name: str
+    requires: Requirement
+    callers: list[str] = Field(description="partitions that pass ring 0's check (declared ones marked)")
+    detail: str
+
+
+class TcbFacts(_Model):
+    counting: str = Field(description="how the lines were counted")
+    packages: list[PackageSize]
+    dependencies: list[Dependency]
+    hypercalls: list[HypercallAccess]
+
+
+# ---------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------
+class Mapping(_Model):
+    """A run of pages mapped contiguously (virtual and physical) with the same rights."""
+
+    spaces: list[int] = Field(description="address-space handles it is mapped in (the kernel half is in all)")
+    va: int = Field(ge=0)
+    pages: int = Field(ge=1)
+    mfn: int = Field(ge=0, description="first physical frame")
+    writable: bool
+    user: bool
+    region: str = Field(description="what the ABI or the partition's modules say lives there")
+
+
+class PhysicalRange(_Model):
+    first_mfn: int = Field(ge=0)
+    frames: int = Field(ge=1)
+
+
+class SharedFrame(_Model):
+    """A frame this partition maps that someone else owns or maps too."""
+
+    mfn: int = Field(ge=0)
+    owner: str = Field(description="a partition, 'ring 0' or 'nobody'")
+    frame_type: str
+    shared_with: list[str] = Field(description="the other partitions (or ring 0) that own or map it")
+    va: int = Field(ge=0, description="where this partition maps it")
+    writable: bool
+    user: bool
+
+
+class PartitionMemory(_Model):
+    name: str
+    pid: int = Field(ge=1)
+    quota_frames: int = Field(ge=0)
+    frames_in_use: int = Field(ge=0)
+    frame_types: dict[str, int] = Field(description="frames owned by the partition, by frame-table type")
+    physical: list[PhysicalRange]
+    spaces: int = Field(ge=0)
+    mappings: list[Mapping]
+    shared: list[SharedFrame]
+    unmapped_data_frames: int = Field(ge=0, description="data frames mapped in no space (e.g. app images not run)")
+
+
+class MemoryFacts(_Model):
+    ram_frames: int = Field(ge=0)
+    owners: dict[str, int] = Field(description="frames of RAM by owner: each partition, ring 0, nobody")
+    invariants: str | None = Field(description="None when Machine.check_invariants() holds, else its message")
+    partitions: list[PartitionMemory]
+
+
+# ---------------------------------------------------------------------------
+# Partitions and time
+# ---------------------------------------------------------------------------
+class PortFacts(_Model):
+    name: str
+    direction: Literal["source", "destination"]
+    channel: str | None = Field(description="the channel it is an end of, if any")
+    opened: bool | None = Field(description="opened by the guest during the run (None: not running)")
+
+
+class PartitionFacts(_Model):
+    name: str
+    role: Literal["guest", "system"]
+    boot: bool
+    status: str = Field(description="at the end of the run: ring 0's state, 'refused', or 'declared'")
+    image: str
+    apps: list[str]
+    memory: int = Field(ge=0, description="quota in bytes")
+    window_time: int = Field(ge=0, description="instructions of its windows per major frame")
+    window_share: float = Field(ge=0, le=1, description="its share of the major frame")
+    health: dict[str, str | int] = Field(description="its health table (event -> action, restart_limit)")
+    health_declared: bool = Field(description="the configuration gives a health table (else: defaults)")
+    ports: list[PortFacts]
+    instructions: int = Field(ge=0)
+    hypercalls: int = Field(ge=0)
+    faults: int = Field(ge=0)
+    overruns: int = Field(ge=0)
+    restarts: int = Field(ge=0)
+    health_actions: dict[str, int] = Field(description="health-monitor actions taken during the run, by action")
+
+
+# ---------------------------------------------------------------------------
+# Information flow
+# ---------------------------------------------------------------------------
+class FlowNode(_Model):
+    name: str
+    role: Literal["guest", "system"]
+    on_violation: bool = Field(description="on a path from a guest partition to a system partition")
+
+
+class FlowEdge(_Model):
+    """Information moves from ``source`` to ``destination`` through a channel (or a shared frame)."""
+
+    channel: str
+    kind: Literal["sampling", "queuing", "shared_frame"]
+    source: str
+    source_port: str
+    destination: str
+    destination_port: str
+    message_size: int = Field(ge=0, description="bytes (a page for a shared frame)")
+    depth: int | None = Field(description="queuing: messages per destination")
+    refresh: int | None = Field(description="sampling: validity period (instructions)")
+    sent: int | None = Field(description="messages sent on the channel during the review's run (None: a frame)")
+    on_violation: bool
+
+
+class FlowFacts(_Model):
+    nodes: list[FlowNode]
+    edges: list[FlowEdge]
+    violations: list[list[str]] = Field(
+        description="one shortest path per (guest, system) pair: partition, channel, partition, ..."
+    )
+
+
+# ---------------------------------------------------------------------------
+# Findings
+# ---------------------------------------------------------------------------
+class Finding(_Model):
+    rule: str
+    severity: Severity
+    subject: str = Field(description="what it is about: a partition, a channel, a port, the system")
+    message: str
+    line: int | None = Field(description="line of the configuration it points at, if any")
+    field: str | None = Field(description="field path in the configuration (partition.1.health), if any")
+
+
+# ---------------------------------------------------------------------------
+# Measurements and attestation
+# ---------------------------------------------------------------------------
+class MeasurementEvent(_Model):
+    """One event of a measurement log, with the quote format's keys (``register`` is a reserved name here)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True)
+
+    register_: int = Field(ge=0, le=2, alias="register")
+    type: str
+    description: str
+    digest: str
+
+
+class PartitionAttestation(_Model):
+    name: str
+    quoted: bool = Field(description="a quote was taken (the partition is running)")
+    registers: list[str]
+    events: list[MeasurementEvent] = Field(description="the quoted event log")
+    loaded: list[MeasurementEvent] = Field(
+        description="what ring 1 loaded, as measured boot should log it: the description, the kernel, each app"
+    )
+    verified: bool = Field(description="signature, nonce, partition and log replay verify")
+    problems: list[str] = Field(description="why the quote does not verify")
+    expected: bool = Field(description="the log equals what ring 1 loaded: config, kernel, each app in order")
+    differences: list[str] = Field(description="how the log differs from what was loaded")
+
+
+class AttestationFacts(_Model):
+    platform_key: str = Field(description="public key, hex")
+    key_origin: Literal["ephemeral", "file"]
+    nonce: str = Field(description="hex")
+    config_digest: str
+    secure_boot: Literal["enforce", "warn", "off"]
+    secure_boot_decisions: dict[str, str] = Field(description="partition -> verified, warned or refused")
+    partitions: list[PartitionAttestation]
+
+
+# ---------------------------------------------------------------------------
+# Adversarial suite and fuzzing
+# ---------------------------------------------------------------------------
+class Attack(_Model):
+    attack_class: str
+    title: str
+    attacker: str
+    contained: bool
+    evidence: list[str]
+
+
+class AdversarialFacts(_Model):
+    ran: bool
+    error: str | None = Field(description="why the suite did not run, if it did not")
+    seed: int | None
+    seconds: float = Field(ge=0)
+    attacks: list[Attack]
+
+
+class FuzzCampaign(_Model):
+    name: str
+    examples: int = Field(ge=0)
+    executions: int = Field(ge=0)
+    execs_per_s: float = Field(ge=0)
+    invariant_checks: int = Field(ge=0)
+    findings: int = Field(ge=0)
+
+
+class FuzzStats(_Model):
+    """Statistics of a bounded fuzz run (fuzz/), handed to the report builder."""
+
+    campaigns: list[FuzzCampaign]
+    seconds: float = Field(ge=0)
+    seed: int
+
+
+# ---------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------
+class SystemFacts(_Model):
+    config: str = Field(description="the description's path as given")
+    name: str
+    digest: str = Field(description="SHA-256 of the description's bytes")
+    seed: int
+    ran_until: int = Field(ge=0, description="virtual time the system ran for the review")
+    major_frame: int = Field(ge=0)
+    major_frames: int = Field(ge=0)
+    partitions: list[PartitionFacts]
+
+
+class Verdict(_Model):
+    passed: bool = Field(description="no high-severity finding: `spk review` exits 0")
+    counts: dict[Severity, int]
+
+
+class Report(_Model):
+    """Everything ``spk review`` found about one system description."""
+
+    format: Literal["spk-review/1"] = FORMAT
+    verdict: Verdict
+    system: SystemFacts
+    tcb: TcbFacts
+    memory: MemoryFacts
+    flow: FlowFacts
+    findings: list[Finding]
+    attestation: AttestationFacts
+    adversarial: AdversarialFacts
+    fuzz: FuzzStats | None = Field(description="bounded fuzz-campaign statistics, when a run was plugged in")
+    seconds: float = Field(ge=0, description="wall time the review took")
+
+
+def schema() -> dict[str, Any]:
+    """The JSON schema of ``report.json`` (what docs/review.schema.json holds)."""
+    generated = Report.model_json_schema()
+    return {"$schema": SCHEMA_DIALECT, **generated}
+
+
+def schema_json() -> str:
+    """The schema as committed: sorted keys, two-space indent, a final newline."""
+    return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_json(), end="")

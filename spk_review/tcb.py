@@ -1,0 +1,106 @@
+"""The trusted computing base: how much code it is, and what it imports.
+
+Ring 0 (``spk``) and ring 1 (``spgs``) are the TCB (docs/trust.md): a bug in
+either breaks isolation or the chain of trust, so a reviewer wants their size
+and the third-party code below them. Sizes are counted from the files of the
+*installed* packages (what runs, wherever it was installed from), with the
+standard tokenizer, so a long docstring or a comment block does not pass for
+code.
+
+Errors: OSError when a package file cannot be read; SyntaxError (from
+tokenize/ast) for a file that is not Python: neither happens to an installed
+package that imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import io
+import sys
+import token
+import tokenize
+from pathlib import Path
+from types import ModuleType
+
+from spk_review.model import Dependency, ModuleSize, PackageSize
+
+COUNTING = (
+    "every *.py file of the installed package directory, read with Python's tokenizer: "
+    "a code line holds a token other than a comment or a docstring (a line with code and a trailing "
+    "comment is code); comment lines hold only a comment; docstrings are the string statements that "
+    "open a module, class or function; blank lines hold nothing"
+)
+_NOT_CODE = {token.COMMENT, token.NL, token.NEWLINE, token.INDENT, token.DEDENT, token.ENCODING, token.ENDMARKER}
+
+
+def _docstring_lines(tree: ast.Module) -> set[int]:
+    """Line numbers of every module, class and function docstring."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    return lines
+
+
+def module_size(path: Path, name: str) -> ModuleSize:
+    """Count one file's lines by kind (see :data:`COUNTING`)."""
+    source = path.read_text(encoding="utf-8")
+    docstrings = _docstring_lines(ast.parse(source, str(path)))
+    code: set[int] = set()
+    comments: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == token.COMMENT:
+            comments.add(tok.start[0])
+        elif tok.type not in _NOT_CODE:
+            code.update(range(tok.start[0], tok.end[0] + 1))
+    code -= docstrings
+    comments -= code | docstrings
+    total = len(source.splitlines())
+    return ModuleSize(
+        module=name, lines=total, code=len(code), comments=len(comments), docstrings=len(docstrings),
+        blank=total - len(code) - len(comments) - len(docstrings),
+    )  # fmt: skip
+
+
+def package_size(package: ModuleType, ring: int) -> PackageSize:
+    """Sizes of every module of an installed package (its directory, not subpackages)."""
+    directory = Path(package.__file__ or "").parent
+    modules = [module_size(f, f"{package.__name__}.{f.stem}") for f in sorted(directory.glob("*.py"))]
+    return PackageSize(
+        package=package.__name__, ring=ring, path=str(directory), modules=modules,
+        lines=sum(m.lines for m in modules), code=sum(m.code for m in modules),
+    )  # fmt: skip
+
+
+def dependencies(packages: list[ModuleType]) -> list[Dependency]:
+    """Third-party modules the packages import (standard library and the TCB itself left out)."""
+    own = {p.__name__ for p in packages}
+    users: dict[str, set[str]] = {}
+    for package in packages:
+        directory = Path(package.__file__ or "").parent
+        for path in sorted(directory.glob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            for node in ast.walk(tree):
+                names: list[str] = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in own and top not in sys.stdlib_module_names and top != "__future__":
+                        users.setdefault(top, set()).add(f"{package.__name__}.{path.stem}")
+    providers = importlib.metadata.packages_distributions()
+    result = []
+    for module in sorted(users):
+        dist = next(iter(providers.get(module, [])), None)
+        version = importlib.metadata.version(dist) if dist else None
+        result.append(Dependency(module=module, distribution=dist, version=version, imported_by=sorted(users[module])))
+    return result
