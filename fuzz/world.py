@@ -83,7 +83,7 @@ class World:
         self.executions = self.checks = self.examples = 0
         self._snapshot: Snapshot | None = None
         self._owners: list[int] = []
-        self._guards: dict[frozenset[int], tuple[list[int], list[tuple[int, int]]]] = {}
+        self._guards: dict[frozenset[int], tuple[list[int], list[tuple[int, int]], list[tuple[Any, ...]]]] = {}
         self._expected_state: dict[int, str] = {}
         self._writers: set[int] = set()
         self._results: list[tuple[int, int]] = []
@@ -212,14 +212,17 @@ class World:
         except Exception as exc:
             raise Violation("frame_accounting", str(exc)) from exc
         entries, before = self.machine.frames.entries, self.snapshot.frames
-        for mfn in self._guarded_frames():
-            frame, (owner, kind, maps, writable) = entries[mfn], before[mfn]
-            now = (frame.owner, frame.type, frame.map_count, frame.writable_count)
-            if now != (owner, kind, maps, writable) and frame.owner not in self._writers:
+        guarded = self._guarded_frames()
+        now = [(entries[m].owner, entries[m].type, entries[m].map_count, entries[m].writable_count) for m in guarded]
+        if now == self._guarded_before():
+            return
+        for mfn, entry in zip(guarded, now, strict=True):
+            if entry != before[mfn] and entry[0] not in self._writers:
+                owner, kind, maps, writable = before[mfn]
                 raise Violation(
                     "frame_accounting",
                     f"frame {mfn:#x} of partition {owner} changed in the frame table: "
-                    f"{(owner, kind.value, maps, writable)} -> {(now[0], now[1].value, now[2], now[3])}",
+                    f"{(owner, kind.value, maps, writable)} -> {(entry[0], entry[1].value, entry[2], entry[3])}",
                 )
 
     def memory_confinement(self) -> None:
@@ -239,8 +242,12 @@ class World:
     def _guarded_runs(self) -> list[tuple[int, int]]:
         return self._guard()[1]
 
-    def _guard(self) -> tuple[list[int], list[tuple[int, int]]]:
-        """Frames no writer owned at the snapshot, and the same as (first, count) runs (cached per writer set)."""
+    def _guarded_before(self) -> list[tuple[Any, ...]]:
+        return self._guard()[2]
+
+    def _guard(self) -> tuple[list[int], list[tuple[int, int]], list[tuple[Any, ...]]]:
+        """Frames no writer owned at the snapshot, as a list and as (first, count) runs, and their
+        frame-table entries at the snapshot (cached per writer set)."""
         key = frozenset(self._writers)
         if key not in self._guards:
             frames = [mfn for mfn, owner in enumerate(self._owners) if owner not in key]
@@ -250,7 +257,7 @@ class World:
                     runs[-1] = (runs[-1][0], runs[-1][1] + 1)
                 else:
                     runs.append((mfn, 1))
-            self._guards[key] = (frames, runs)
+            self._guards[key] = (frames, runs, [self.snapshot.frames[mfn] for mfn in frames])
         return self._guards[key]
 
     def victims_running(self) -> None:

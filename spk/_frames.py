@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from spk.abi import PAGE_SHIFT, PAGE_SIZE
@@ -54,7 +55,7 @@ class Frame:
     map_count: int = 0
     writable_count: int = 0
 
-    def __reduce__(self) -> tuple[type[Frame], tuple[int, FrameType, int, int]]:
+    def __reduce__(self) -> tuple[Callable[..., Frame], tuple[int, FrameType, int, int]]:
         """Pickle as a constructor call: a machine snapshot holds one per frame of RAM."""
         return Frame, (self.owner, self.type, self.map_count, self.writable_count)
 
