@@ -107,6 +107,20 @@ class FrameTable:
 
     def __post_init__(self) -> None:
         self.entries = [Frame() for _ in range(self.ram.frames)]
+        #: POOL frames per owner, kept in step by every method that retypes a frame
+        #: (a quota check is then O(1); ``pool_scan`` recounts it for the invariants).
+        self._pool: dict[int, int] = {}
+
+    def rebuild_pool_counts(self) -> None:
+        """Recount the POOL frames of every owner (after the entries were replaced wholesale)."""
+        self._pool = {}
+        for frame in self.entries:
+            if frame.type is FrameType.POOL:
+                self._pool[frame.owner] = self._pool.get(frame.owner, 0) + 1
+
+    def pool_scan(self, owner: int) -> int:
+        """POOL frames of ``owner`` counted from the entries (what ``pool_free_count`` must equal)."""
+        return sum(1 for f in self.entries if f.owner == owner and f.type is FrameType.POOL)
 
     def __getitem__(self, mfn: int) -> Frame:
         return self.entries[mfn]
@@ -138,6 +152,7 @@ class FrameTable:
         for mfn in mfns:
             self.ram.zero_frame(mfn)
             self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL)
+        self._pool[owner] = self._pool.get(owner, 0) + len(mfns)
         return mfns
 
     def reclaim(self, owner: int) -> int:
@@ -158,6 +173,10 @@ class FrameTable:
                 self.ram.zero_frame(mfn)
                 self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL) if keep else Frame()
                 count += 1
+        if keep:
+            self._pool[owner] = count
+        else:
+            self._pool.pop(owner, None)
         return count
 
     def _find_run(self, count: int, start_hint: int) -> int:
@@ -198,6 +217,7 @@ class FrameTable:
                     for m in range(run_start, run_start + contiguous):
                         self.ram.zero_frame(m)
                         self.entries[m].type = new_type
+                    self._pool[owner] -= contiguous
                     return run_start
             else:
                 run_len = 0
@@ -210,6 +230,7 @@ class FrameTable:
             raise InternalError(f"frame {mfn:#x} returned to pool while mapped")
         self.ram.zero_frame(mfn)
         frame.type = FrameType.POOL
+        self._pool[frame.owner] = self._pool.get(frame.owner, 0) + 1
 
     def reset_pool(self, owner: int) -> int:
         """Give every frame of ``owner`` back to its own pool, zeroed (a restart).
@@ -219,7 +240,7 @@ class FrameTable:
         return self._release(owner, keep=True)
 
     def pool_free_count(self, owner: int) -> int:
-        return sum(1 for f in self.entries if f.owner == owner and f.type is FrameType.POOL)
+        return self._pool.get(owner, 0)
 
     def check_invariant(self) -> None:
         """Assert the page-table/writable rule for every frame.

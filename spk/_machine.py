@@ -31,6 +31,7 @@ Errors: :class:`spk.errors.SpkError` (OutOfMemory, ImageError) from
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Collection, Sequence
@@ -78,6 +79,8 @@ from spk.abi import (
 from spk.errors import ImageError, InternalError, SpkError
 
 _RCX, _RSP, _R11 = 1, 4, 11
+#: RFLAGS on every entry into a guest kernel: only the reserved bit 1.
+_KERNEL_ENTRY_RFLAGS = 0x2
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 _SYSCALL_BYTES = b"\x0f\x05"
 _NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
@@ -199,6 +202,7 @@ class Machine:
         # RFLAGS is the one register read on a bounce: the engine keeps the
         # arithmetic flags lazily, so it must compute them (one C call).
         self._read_rflags = self.engine.reader("rflags")
+        self._write_rflags = functools.partial(self.engine.write, "rflags")
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
 
@@ -992,6 +996,11 @@ class Machine:
         # context restore), keeping the app's GPRs, as an interrupt gate would.
         self._regs.load_privilege(self._templates.cpl2)
         self._regs.clear_exception_state()  # the trap is handled: nothing is in flight
+        # The kernel starts with RFLAGS = 0x2, as the ABI says: the privilege
+        # words above do not include RFLAGS (the templates' are equal), and an
+        # app's TF, NT, DF, AC or IF must not reach its kernel (TF single-stepped
+        # the kernel into #DB, NT broke its iretq: found by the apps campaign).
+        self._write_rflags(_KERNEL_ENTRY_RFLAGS)
         live[_RSP] = sp
         live[self._cr3_slot] = cr3
         live[self._rip_slot] = entry - SYSCALL_INSN_LEN if from_syscall_insn else entry
@@ -1097,6 +1106,9 @@ class Machine:
             mfn = min(m for m in recorded.keys() | counted.keys() if recorded.get(m) != counted.get(m))
             maps, writable = recorded.get(mfn, (0, 0))
             raise InternalError(f"frame {mfn:#x}: counts {maps}/{writable}, tables say {counted.get(mfn, (0, 0))}")
+        for p in walked:
+            if self.frames.pool_free_count(p.pid) != self.frames.pool_scan(p.pid):
+                raise InternalError(f"{p.name}: pool count {self.frames.pool_free_count(p.pid)} is not the table's")
         for mfn in recorded:
             frame = entries[mfn]
             if frame.type is FrameType.PAGE_TABLE and frame.writable_count:
