@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from fuzz.agent import WINDOW, Agent, Outcome, image
-from spk import Machine, Snapshot, SpkError
+from spk import EventSink, Machine, Snapshot, SpkError
 from spk.abi import Hypercall, Status
 
 Action = tuple[Any, ...]
@@ -74,8 +74,8 @@ class World:
         if cls.kind:
             World.KINDS[cls.kind] = cls
 
-    def __init__(self) -> None:
-        self.machine = Machine(RAM_BYTES)
+    def __init__(self, *, on_event: EventSink | None = None, trace_hypercalls: bool = False) -> None:
+        self.machine = Machine(RAM_BYTES, on_event=on_event, trace_hypercalls=trace_hypercalls)
         self.victims: list[int] = []
         self.log: list[Action] = []
         #: When a list, every example's actions are kept in it at the next reset (benchmarks).

@@ -99,7 +99,7 @@ _USER_GATES = _TRAP_VECTORS
 _PRIVILEGED = frozenset({
     "hlt", "cli", "sti", "lgdt", "lidt", "lldt", "ltr", "invlpg", "wrmsr", "rdmsr",
     "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "clts", "wbinvd", "invd",
-    "rdtsc", "rdtscp", "rdpmc",
+    "rdtsc", "rdtscp", "rdpmc", "swapgs", "lmsw", "xsetbv",
 })  # fmt: skip
 
 

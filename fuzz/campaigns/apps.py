@@ -65,8 +65,7 @@ from fuzz.app_agent import (
 )
 from fuzz.campaigns.base import ARGUMENT, EDGES, U64, CampaignMachine, register
 from fuzz.campaigns.code import BLOBS
-from fuzz.world import RAM_BYTES, Violation, World
-from spk import Machine
+from fuzz.world import Violation, World
 from spk.abi import (
     APP_IMAGE_VADDR,
     GDT_VADDR,
@@ -104,11 +103,9 @@ class AppWorld(World):
     kind = "apps"
 
     def __init__(self, victims: int = 2) -> None:
-        super().__init__()
-        # World builds a machine without an event sink; this world judges ring 0
-        # by its events (every hypercall, every app trap), so it builds its own.
+        # This world judges ring 0 by its events (every hypercall, every app trap).
         self.observer = Observer()
-        self.machine = Machine(RAM_BYTES, on_event=self.observer, trace_hypercalls=True)
+        super().__init__(on_event=self.observer, trace_hypercalls=True)
         self.observer.bind(self.machine)
         self._pending: dict[str, str] = {}
         self.add_victims(victims)
