@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spk.abi import Vector
-from tests.guests import Recorder, bundled, kernel, machine, refsystem, run_until_done
+from tests.guests import Recorder, app, bundled, kernel, machine, refsystem, run_until_done
 
 
 def test_ud2_in_app_is_reflected_as_ud() -> None:
@@ -115,3 +115,16 @@ def test_kernel_fault_is_reported_whatever_ran_before(yields: int) -> None:
         m.advance(end)
     fault = m.info(pid).fault
     assert fault is not None and (fault.kind, fault.vector) == ("memory_violation", 14)
+
+
+@pytest.mark.parametrize(("flags", "name"), [(0x100, "TF"), (0x4000, "NT"), (0x4000 | 0x400 | 0x40000, "NT DF AC")])
+def test_an_apps_rflags_never_reach_its_kernel(flags: int, name: str) -> None:
+    """The kernel is entered with RFLAGS = 0x2: an app's TF single-stepped it into #DB
+    and its NT broke the kernel's iretq before ring 0 loaded RFLAGS on entry."""
+    source = f"pushfq\nor qword ptr [rsp], {flags:#x}\npopfq\nmov rax, 3\nint 0x80\nl: jmp l\n"
+    rec = Recorder()
+    m = machine(rec)
+    pid = m.create_partition("p", bundled("kernel", "refkernel"), [("flags", app(source))], 256)
+    run_until_done(m, [pid], limit=400_000)
+    assert m.info(pid).fault is None, f"{name}: {m.info(pid).fault}"
+    assert m.info(pid).state != "faulted"
