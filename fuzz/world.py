@@ -32,6 +32,7 @@ The invariants, after every action:
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter, itemgetter
 from typing import Any, ClassVar
 
 from fuzz.agent import WINDOW, Agent, Outcome, image
@@ -39,9 +40,12 @@ from spk import EventSink, Machine, Snapshot, SpkError
 from spk.abi import Hypercall, Status
 
 Action = tuple[Any, ...]
+#: A frame-table entry as the tuple a snapshot keeps (read in C, not attribute by attribute).
+_ENTRY = attrgetter("owner", "type", "map_count", "writable_count")
 STATUSES = frozenset(-int(s) for s in Status if s is not Status.OK)
 KNOWN_CALLS = frozenset(int(h) for h in Hypercall)
-#: RAM of a fuzz machine: enough for its partitions, small so a reset is cheap.
+#: RAM of a fuzz machine by default: enough for its partitions, small because every
+#: reset copies it and every check compares it (a world may ask for more).
 RAM_BYTES = 2 << 20
 VICTIM_IMAGE = "bench_yield"
 VICTIM_QUOTA = 64
@@ -68,6 +72,7 @@ class World:
     #: Registered worlds by name (a replay file names its world).
     KINDS: ClassVar[dict[str, type[World]]] = {}
     kind: ClassVar[str] = ""
+    ram_bytes: ClassVar[int] = RAM_BYTES
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,7 +80,7 @@ class World:
             World.KINDS[cls.kind] = cls
 
     def __init__(self, *, on_event: EventSink | None = None, trace_hypercalls: bool = False) -> None:
-        self.machine = Machine(RAM_BYTES, on_event=on_event, trace_hypercalls=trace_hypercalls)
+        self.machine = Machine(self.ram_bytes, on_event=on_event, trace_hypercalls=trace_hypercalls)
         self.victims: list[int] = []
         self.log: list[Action] = []
         #: When a list, every example's actions are kept in it at the next reset (benchmarks).
@@ -213,7 +218,7 @@ class World:
             raise Violation("frame_accounting", str(exc)) from exc
         entries, before = self.machine.frames.entries, self.snapshot.frames
         guarded = self._guarded_frames()
-        now = [(entries[m].owner, entries[m].type, entries[m].map_count, entries[m].writable_count) for m in guarded]
+        now = list(map(_ENTRY, itemgetter(*guarded)(entries))) if guarded else []
         if now == self._guarded_before():
             return
         for mfn, entry in zip(guarded, now, strict=True):
@@ -283,6 +288,7 @@ class AgentWorld(World):
     """An agent at CPL 2 and two idle victims: the hypercall and code campaigns' target."""
 
     kind = "agent"
+    ram_bytes = 5 << 18  # 1.25 MiB: ring 0's frames, the agent's 96, two victims' 64
 
     def __init__(self, victims: int = 2) -> None:
         super().__init__()

@@ -107,20 +107,29 @@ class FrameTable:
 
     def __post_init__(self) -> None:
         self.entries = [Frame() for _ in range(self.ram.frames)]
-        #: POOL frames per owner, kept in step by every method that retypes a frame
-        #: (a quota check is then O(1); ``pool_scan`` recounts it for the invariants).
+        #: POOL frames per owner and the frames of each owner, kept in step by every
+        #: method that retypes or hands over a frame: a quota check is O(1) and a
+        #: recount of one partition visits its frames only. ``Machine.check_invariants``
+        #: checks both against the entries.
         self._pool: dict[int, int] = {}
+        self._owned: dict[int, list[int]] = {}
 
-    def rebuild_pool_counts(self) -> None:
-        """Recount the POOL frames of every owner (after the entries were replaced wholesale)."""
-        self._pool = {}
-        for frame in self.entries:
+    def rebuild_index(self) -> None:
+        """Recount pools and owners from the entries (after they were replaced wholesale)."""
+        self._pool, self._owned = {}, {}
+        for mfn, frame in enumerate(self.entries):
+            if frame.owner != NO_OWNER:
+                self._owned.setdefault(frame.owner, []).append(mfn)
             if frame.type is FrameType.POOL:
                 self._pool[frame.owner] = self._pool.get(frame.owner, 0) + 1
 
-    def pool_scan(self, owner: int) -> int:
-        """POOL frames of ``owner`` counted from the entries (what ``pool_free_count`` must equal)."""
-        return sum(1 for f in self.entries if f.owner == owner and f.type is FrameType.POOL)
+    def owned(self, owner: int) -> list[int]:
+        """The frames ``owner`` holds, in frame order (ring 0's are SPK_OWNER's)."""
+        return self._owned.get(owner, [])
+
+    def owners(self) -> dict[int, list[int]]:
+        """Every owner's frames (a copy of the index, for the invariant check)."""
+        return {owner: list(mfns) for owner, mfns in self._owned.items()}
 
     def __getitem__(self, mfn: int) -> Frame:
         return self.entries[mfn]
@@ -134,6 +143,8 @@ class FrameTable:
         mfns = self._take_free(count, "SPK structures")
         for mfn in mfns:
             self.entries[mfn] = Frame(owner=SPK_OWNER, type=FrameType.SPK)
+        self._owned.setdefault(SPK_OWNER, []).extend(mfns)
+        self._owned[SPK_OWNER].sort()
         return mfns
 
     def grant(self, owner: int, count: int, start_hint: int = 0, *, exact: bool = False) -> list[int]:
@@ -153,6 +164,8 @@ class FrameTable:
             self.ram.zero_frame(mfn)
             self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL)
         self._pool[owner] = self._pool.get(owner, 0) + len(mfns)
+        self._owned.setdefault(owner, []).extend(mfns)
+        self._owned[owner].sort()
         return mfns
 
     def reclaim(self, owner: int) -> int:
@@ -177,6 +190,7 @@ class FrameTable:
             self._pool[owner] = count
         else:
             self._pool.pop(owner, None)
+            self._owned.pop(owner, None)
         return count
 
     def _find_run(self, count: int, start_hint: int) -> int:

@@ -36,6 +36,7 @@ import hashlib
 import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 
 import capstone
 
@@ -79,6 +80,7 @@ from spk.abi import (
 from spk.errors import ImageError, InternalError, SpkError
 
 _RCX, _RSP, _R11 = 1, 4, 11
+_OWNER = attrgetter("owner")
 #: RFLAGS on every entry into a guest kernel: only the reserved bit 1.
 _KERNEL_ENTRY_RFLAGS = 0x2
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -1096,18 +1098,36 @@ class Machine:
                     maps, writable = counted.get(mfn, (0, 0))
                     counted[mfn] = (maps + 1, writable + (1 if leaf & 2 else 0))
                 seen_kernel = True
-        owners = None if pids is None else {p.pid for p in walked}
-        recorded = {
-            mfn: (f.map_count, f.writable_count)
-            for mfn, f in enumerate(entries)
-            if (f.map_count or f.writable_count) and (owners is None or f.owner in owners)
-        }
+        recorded: dict[int, tuple[int, int]] = {}
+        pools: dict[int, int] = {}
+        pool = FrameType.POOL
+        if pids is None:
+            scanned = list(enumerate(entries))
+            index: dict[int, list[int]] = {}
+            for mfn, frame in scanned:
+                if frame.owner:
+                    index.setdefault(frame.owner, []).append(mfn)
+            if index != self.frames.owners():
+                raise InternalError("the frame table's owner index is not its entries'")
+        else:
+            scanned = []
+            for p in walked:
+                owned = self.frames.owned(p.pid)
+                frames = [entries[owned[0]]] if len(owned) == 1 else list(itemgetter(*owned)(entries)) if owned else []
+                if owned and set(map(_OWNER, frames)) != {p.pid}:
+                    raise InternalError(f"{p.name}: the owner index lists a frame it does not own")
+                scanned += zip(owned, frames, strict=True)
+        for mfn, frame in scanned:
+            if frame.map_count or frame.writable_count:
+                recorded[mfn] = (frame.map_count, frame.writable_count)
+            if frame.type is pool:
+                pools[frame.owner] = pools.get(frame.owner, 0) + 1
         if recorded != counted:
             mfn = min(m for m in recorded.keys() | counted.keys() if recorded.get(m) != counted.get(m))
             maps, writable = recorded.get(mfn, (0, 0))
             raise InternalError(f"frame {mfn:#x}: counts {maps}/{writable}, tables say {counted.get(mfn, (0, 0))}")
         for p in walked:
-            if self.frames.pool_free_count(p.pid) != self.frames.pool_scan(p.pid):
+            if self.frames.pool_free_count(p.pid) != pools.get(p.pid, 0):
                 raise InternalError(f"{p.name}: pool count {self.frames.pool_free_count(p.pid)} is not the table's")
         for mfn in recorded:
             frame = entries[mfn]

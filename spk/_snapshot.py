@@ -128,7 +128,7 @@ def restore(machine: Machine, snapshot: Snapshot) -> None:
         partition.context.free()
     state, entries = _Unpickler(io.BytesIO(snapshot.state), machine).load()
     machine.frames.entries[:] = entries
-    machine.frames.rebuild_pool_counts()
+    machine.frames.rebuild_index()
     for name in STATE_ATTRIBUTES:
         setattr(machine, name, state[name])
     machine.drop_caches()

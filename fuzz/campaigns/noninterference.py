@@ -45,6 +45,8 @@ READING = [Hypercall.VERSION, Hypercall.TIME_NOW, Hypercall.FRAME_ALLOC, Hyperca
 class SecretWorld(World):
     """One side: an observer agent and a secret agent on one machine."""
 
+    ram_bytes = 1 << 20  # ring 0's frames and the two agents' 96 each
+
     def __init__(self) -> None:
         super().__init__()
         self.observer = Agent(self.machine, name="observer")
