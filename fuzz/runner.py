@@ -242,6 +242,22 @@ def run_job(job: Job, on_progress: Progress | None = None) -> list[CampaignStats
     return results
 
 
+class _Gather:
+    """Sums the latest statistics of every worker per campaign, for one progress display."""
+
+    def __init__(self, on_progress: Progress) -> None:
+        self.on_progress = on_progress
+        self.latest: dict[tuple[str, int], CampaignStats] = {}
+
+    def report(self, worker: int, stats: CampaignStats) -> None:
+        self.latest[stats.name, worker] = stats
+        total = CampaignStats(stats.name)
+        for (name, _worker), part in self.latest.items():
+            if name == stats.name:
+                total.merge(part)
+        self.on_progress(total)
+
+
 def run(
     campaigns: list[str] | None = None,
     *,
@@ -257,7 +273,7 @@ def run(
 
     ``examples`` is per campaign (shared among workers); ``seconds`` is the
     whole run's budget (each worker spends it on all campaigns in turn).
-    Progress is reported only when the campaigns run in this process.
+    ``on_progress`` gets a campaign's statistics (summed over workers) after each batch.
     Errors: ValueError (unknown campaign, no budget, workers < 1),
     RuntimeError (Ray not installed).
     """
@@ -273,16 +289,17 @@ def run(
         Job(tuple(names), seed, w, workers, share, seconds, str(out_dir) if out_dir else None) for w in range(workers)
     ]
     start = time.monotonic()
+    report = None if on_progress is None else _Gather(on_progress).report
     if ray_address is not None:
         from fuzz.cluster import run_on_ray
 
-        results = run_on_ray(ray_address, jobs)
+        results = run_on_ray(ray_address, jobs, report)
     elif workers == 1:
         results = [run_job(jobs[0], on_progress)]
     else:
         from fuzz.cluster import run_in_processes
 
-        results = run_in_processes(jobs)
+        results = run_in_processes(jobs, report)
     summary = Summary(seed, workers)
     for worker_stats in results:
         for stats in worker_stats:

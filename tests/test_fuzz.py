@@ -154,9 +154,12 @@ def test_spk_fuzz_refuses_bad_usage(args: list[str], error: str) -> None:
 
 
 def test_workers_split_the_examples_and_merge_their_statistics() -> None:
-    summary = run(["hypercalls"], seed=2, examples=6, workers=2)
+    progress: list[Any] = []
+    summary = run(["hypercalls"], seed=2, examples=6, workers=2, on_progress=progress.append)
     stats = summary.campaigns["hypercalls"]
     assert summary.workers == 2 and stats.examples >= 6 and summary.findings == []
+    assert progress, "the workers' batches are reported while they run"
+    assert (progress[-1].examples, progress[-1].executions) == (stats.examples, stats.executions)
 
 
 def test_replay_of_a_recorded_program_repeats_its_results() -> None:
