@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from spgs.config import ConfigError, LoadedConfig, PartitionConfig, Problem
+from spgs.config import ConfigError, LoadedConfig, PartitionConfig, Problem, SystemDescription
 from spgs.images import build
 from spgs.rules import RING0_RESERVED, effective_windows
 from spgs.trust import Verdict, sha256, trusted_keys, verify_image
@@ -369,6 +369,20 @@ class System:
         infos = [self.machine.info(pid) for pid in sorted(self.machine.partitions)]
         return SystemReport(self.machine.now, frames, infos, list(self.refused), dict(self.usage),
                             sorted(name for pid, name in self.machine.declared.items()))  # fmt: skip
+
+
+def run_bound(description: SystemDescription, *, seed: int | None, max_ticks: int | None) -> int:
+    """Apply a command line's ``seed`` override to ``description``; the run's bound in ticks.
+
+    The bound is ``max_ticks`` when given, else the description's own.
+    Errors: ValueError for a bound that is not positive.
+    """
+    if seed is not None:
+        description.system.seed = seed
+    bound = max_ticks if max_ticks is not None else description.system.max_ticks
+    if bound <= 0:
+        raise ValueError("--max-ticks must be positive")
+    return bound
 
 
 def load_and_plan(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from spgs.config import LoadedConfig
-from spgs.system import System, SystemReport, load_and_plan
+from spgs.system import System, SystemReport, load_and_plan, run_bound
 from spgs.trust import load_seed
 from spk import MachineEvent
 from spk_review.model import PartitionFacts, PortFacts, SystemFacts
@@ -48,11 +48,7 @@ def boot(
     """Load, boot and run the system; ``seed`` overrides ``[system].seed``, ``max_ticks`` its bound."""
     loaded, plans = load_and_plan(config_path)
     desc = loaded.description
-    if seed is not None:
-        desc.system.seed = seed
-    bound = max_ticks if max_ticks is not None else desc.system.max_ticks
-    if bound <= 0:
-        raise ValueError("--max-ticks must be positive")
+    bound = run_bound(desc, seed=seed, max_ticks=max_ticks)
     key = load_seed(platform_key) if platform_key is not None else secrets.token_bytes(SEED_BYTES)
     actions: dict[str, Counter[str]] = {}
 

@@ -29,7 +29,7 @@ from spgs.assembler import AssemblyError
 from spgs.config import ConfigError
 from spgs.images import ImageNotFound
 from spgs.signing import sign_system
-from spgs.system import System, SystemReport, load_and_plan
+from spgs.system import System, SystemReport, load_and_plan, run_bound
 from spgs.trust import (
     TrustError,
     key_id,
@@ -155,11 +155,10 @@ def _boot(
     except (ConfigError, ImageNotFound, AssemblyError, TrustError) as exc:
         raise _fail(str(exc)) from None
     desc = loaded.description
-    if seed is not None:
-        desc.system.seed = seed
-    bound = max_ticks if max_ticks is not None else desc.system.max_ticks
-    if bound <= 0:
-        raise _fail("--max-ticks must be positive")
+    try:
+        bound = run_bound(desc, seed=seed, max_ticks=max_ticks)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     try:
         stream = trace.open("w", encoding="utf-8") if trace else None
     except OSError as exc:
