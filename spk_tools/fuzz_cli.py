@@ -32,8 +32,9 @@ DEFAULT_OUT = Path("fuzz-findings")
 
 def _table(rows: dict[str, CampaignStats], title: str) -> Table:
     table = Table(title=title)
-    for column in ("campaign", "examples", "executions", "execs/s", "invariant checks", "findings"):
-        table.add_column(column, justify="left" if column == "campaign" else "right")
+    table.add_column("campaign", no_wrap=True, min_width=max(map(len, rows), default=8))
+    for column in ("examples", "executions", "execs/s", "invariant checks", "findings"):
+        table.add_column(column, justify="right")
     for name, stats in rows.items():
         found = ", ".join(f.invariant for f in stats.findings) or "0"
         table.add_row(
