@@ -27,6 +27,7 @@ The invariants, after every action:
 * ``budget``: no run went past the end of its window;
 * ``no_host_exception``: nothing raised out of the SPK, and no action
   ended in an ``internal_error`` fault (a Python exception inside ring 0).
+  An exception of the campaign's own code is a ``campaign_error`` instead.
 """
 
 from __future__ import annotations
@@ -47,10 +48,26 @@ KNOWN_CALLS = frozenset(int(h) for h in Hypercall)
 #: RAM of a fuzz machine by default: enough for its partitions, small because every
 #: reset copies it and every check compares it (a world may ask for more).
 RAM_BYTES = 2 << 20
+#: Owner of free RAM in the frame table.
+FREE_OWNER = 0
 VICTIM_IMAGE = "bench_yield"
 VICTIM_QUOTA = 64
 #: Instructions a victim gets per turn (it yields at once: its loop has no stores).
 VICTIM_WINDOW = 2_000
+
+
+def raised_in_ring0(exc: BaseException) -> bool:
+    """Was ``exc`` raised inside the SPK (or its engine), not by the campaign's own code?
+
+    The innermost frame tells: an exception out of ring 0 is a finding
+    (``no_host_exception``); one out of the harness (a malformed action, a
+    bug of the fuzzer) is a ``campaign_error``.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", "")) if tb is not None else ""
+    return module.split(".")[0] in ("spk", "unicorn")
 
 
 class Violation(AssertionError):
@@ -104,6 +121,10 @@ class World:
 
     def seal(self) -> None:
         """Take the snapshot every example starts from (end of a subclass's set-up)."""
+        try:  # the oracles compare with this state: it must be whole (a full recount)
+            self.machine.check_invariants()
+        except Exception as exc:
+            raise Violation("frame_accounting", f"at the snapshot: {exc}") from exc
         self._snapshot = self.machine.snapshot()
         self._owners = [entry[0] for entry in self._snapshot.frames]
         self.reset(count=False)
@@ -188,7 +209,8 @@ class World:
         except SpkError as exc:  # a mechanism refusing a ring-1 action is an answer, not a finding
             result = -int(exc.status)
         except Exception as exc:
-            raise Violation("no_host_exception", f"{type(exc).__name__}: {exc} (action {action!r})") from exc
+            invariant = "no_host_exception" if raised_in_ring0(exc) else "campaign_error"
+            raise Violation(invariant, f"{type(exc).__name__}: {exc} (action {action!r})") from exc
         self.executions += 1
         self.check()
         return result
@@ -210,19 +232,29 @@ class World:
         A frame is mapped only by its owner, so a writer's recount is exact
         for its frames; the others acted not at all, so their entries (and,
         by ``memory_confinement``, their page tables) must be unchanged: that
-        is the full recount, done at the snapshot, still holding.
+        is the full recount, done at :meth:`seal`, still holding. The one
+        change allowed is free RAM handed to a writer (a partition created in
+        this example). And every partition holds exactly its quota, so no
+        frame moved from one partition to another.
         """
         try:
             self.machine.check_invariants(self._writers)
         except Exception as exc:
             raise Violation("frame_accounting", str(exc)) from exc
-        entries, before = self.machine.frames.entries, self.snapshot.frames
+        frames = self.machine.frames
+        for pid, partition in self.machine.partitions.items():
+            if len(frames.owned(pid)) != partition.quota:
+                raise Violation(
+                    "frame_accounting",
+                    f"partition {pid} holds {len(frames.owned(pid))} frames, its quota is {partition.quota}",
+                )
+        entries, before = frames.entries, self.snapshot.frames
         guarded = self._guarded_frames()
         now = list(map(_ENTRY, itemgetter(*guarded)(entries))) if guarded else []
         if now == self._guarded_before():
             return
         for mfn, entry in zip(guarded, now, strict=True):
-            if entry != before[mfn] and entry[0] not in self._writers:
+            if entry != before[mfn] and not self._handed_over(mfn):
                 owner, kind, maps, writable = before[mfn]
                 raise Violation(
                     "frame_accounting",
@@ -231,15 +263,20 @@ class World:
                 )
 
     def memory_confinement(self) -> None:
-        """Frames no writer owned at the snapshot are byte for byte as they were (unless a writer owns them now)."""
-        runs = self._guarded_runs()
-        entries = self.machine.frames.entries
-        for mfn in self.machine.changed_frames(self.snapshot, runs):
-            if entries[mfn].owner not in self._writers:
+        """Frames no writer owned at the snapshot are byte for byte as they were (unless they were free
+        RAM a writer has been given since)."""
+        for mfn in self.machine.changed_frames(self.snapshot, self._guarded_runs()):
+            if not self._handed_over(mfn):
                 raise Violation(
                     "memory_confinement",
-                    f"frame {mfn:#x} (owner {self._owners[mfn]} at the snapshot, {entries[mfn].owner} now) changed",
+                    f"frame {mfn:#x} (owner {self._owners[mfn]} at the snapshot, "
+                    f"{self.machine.frames.entries[mfn].owner} now) changed",
                 )
+
+    def _handed_over(self, mfn: int) -> bool:
+        """Was ``mfn`` free RAM at the snapshot, and is it a writer's now (a legitimate grant)?
+        A frame moving from one partition to another never is."""
+        return self._owners[mfn] == FREE_OWNER and self.machine.frames.entries[mfn].owner in self._writers
 
     def _guarded_frames(self) -> list[int]:
         return self._guard()[0]

@@ -177,12 +177,16 @@ class FrameTable:
         return self._release(owner, keep=False)
 
     def _release(self, owner: int, *, keep: bool) -> int:
-        """Zero every frame of ``owner``: back to its pool (``keep``) or to free RAM."""
+        """Zero every frame of ``owner``: back to its pool (``keep``) or to free RAM.
+
+        Nothing changes unless every frame can go (none is still mapped).
+        """
+        mapped = next((mfn for mfn in self.owned(owner) if self.entries[mfn].map_count), None)
+        if mapped is not None:
+            raise InternalError(f"frame {mapped:#x} of {owner} released while mapped")
         count = 0
         for mfn, frame in enumerate(self.entries):
             if frame.owner == owner:
-                if frame.map_count:
-                    raise InternalError(f"frame {mfn:#x} of {owner} released while mapped")
                 self.ram.zero_frame(mfn)
                 self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL) if keep else Frame()
                 count += 1

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ from spk.errors import ImageError, InternalError, SpkError
 
 _RCX, _RSP, _R11 = 1, 4, 11
 _OWNER = attrgetter("owner")
+_TOKENS = itertools.count(1)
 #: RFLAGS on every entry into a guest kernel: only the reserved bit 1.
 _KERNEL_ENTRY_RFLAGS = 0x2
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -172,6 +174,8 @@ class Machine:
         attestation_key: bytes | None = None,
     ) -> None:
         self.ram = PhysicalMemory(ram_bytes)
+        #: Unique per machine in this process (ids are reused; snapshots name their machine by this).
+        self.token = next(_TOKENS)
         self.frames = FrameTable(self.ram)
         self._spk = build_spk_memory(self.frames)
         self.bringup_capture: object = None

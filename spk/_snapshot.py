@@ -14,7 +14,8 @@ engine's caches (translated code, TLB, loaded CR3) are dropped on restore,
 as they describe the state being left.
 
 Errors: :class:`spk.errors.InternalError` when a snapshot is taken or
-restored while the vCPU runs, or restored on another machine.
+restored while the vCPU runs, restored on (or compared with) another
+machine, or compared over frames that are not in RAM.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Snapshot:
     is the pickled machine state a restore loads.
     """
 
-    machine_id: int
+    machine_id: int  #: the token of the machine that took it
     now: int
     ram: bytes
     frames: tuple[tuple[int, FrameType, int, int], ...]
@@ -115,22 +116,31 @@ def take(machine: Machine) -> Snapshot:
     buffer = io.BytesIO()
     state = {name: getattr(machine, name) for name in STATE_ATTRIBUTES}
     _Pickler(buffer, machine).dump((state, machine.frames.entries))
-    return Snapshot(id(machine), machine.now, bytes(machine.ram.view), frames, buffer.getvalue())
+    return Snapshot(machine.token, machine.now, bytes(machine.ram.view), frames, buffer.getvalue())
+
+
+def _check_own(machine: Machine, snapshot: Snapshot, what: str) -> None:
+    if snapshot.machine_id != machine.token or len(snapshot.ram) != machine.ram.size:
+        raise InternalError(f"a snapshot {what} only on the machine that took it")
 
 
 def restore(machine: Machine, snapshot: Snapshot) -> None:
-    """Put ``machine`` back to ``snapshot``; the snapshot stays usable for the next restore."""
+    """Put ``machine`` back to ``snapshot``; the snapshot stays usable for the next restore.
+
+    The state is loaded before anything of the machine changes: if loading
+    fails (no engine context left, say), the machine is as it was.
+    """
     _check_idle(machine, "restore")
-    if snapshot.machine_id != id(machine) or len(snapshot.ram) != machine.ram.size:
-        raise InternalError("a snapshot restores only on the machine that took it")
-    machine.ram.view[:] = snapshot.ram
-    for partition in machine.partitions.values():
-        partition.context.free()
+    _check_own(machine, snapshot, "restores")
     state, entries = _Unpickler(io.BytesIO(snapshot.state), machine).load()
+    old = list(machine.partitions.values())
+    machine.ram.view[:] = snapshot.ram
     machine.frames.entries[:] = entries
     machine.frames.rebuild_index()
     for name in STATE_ATTRIBUTES:
         setattr(machine, name, state[name])
+    for partition in old:
+        partition.context.free()
     machine.drop_caches()
 
 
@@ -142,11 +152,14 @@ def changed_frames(machine: Machine, snapshot: Snapshot, runs: Sequence[tuple[in
     chunks, then the pages of the chunks that differ. Errors: InternalError
     for another machine's snapshot.
     """
-    if snapshot.machine_id != id(machine):
-        raise InternalError("a snapshot compares only with the machine that took it")
+    _check_own(machine, snapshot, "compares")
     here, there = machine.ram.address, snapshot.address()
     changed: list[int] = []
-    for first, count in runs if runs is not None else [(0, machine.ram.frames)]:
+    runs = [(0, machine.ram.frames)] if runs is None else runs
+    for first, count in runs:
+        if first < 0 or count < 0 or first + count > machine.ram.frames:
+            raise InternalError(f"frames {first}+{count} are not all in RAM ({machine.ram.frames} frames)")
+    for first, count in runs:
         start, end = first << PAGE_SHIFT, (first + count) << PAGE_SHIFT
         if not _MEMCMP(here + start, there + start, end - start):
             continue

@@ -133,6 +133,9 @@ def replay_command(file: Annotated[Path, typer.Argument(help="A replay file writ
     if result.violation is None:
         console.print(f"clean: {len(result.steps)} step(s), every invariant held", markup=False)
         return
+    if result.violation.invariant == "campaign_error" != recorded.invariant:
+        typer.echo(f"error: {file}: action {len(result.steps)} cannot run: {result.violation.message}", err=True)
+        raise typer.Exit(EXIT_USAGE)
     same = result.violation.invariant == recorded.invariant
     console.print(f"finding {'reproduced' if same else 'changed'}: {result.violation}", markup=False)
     raise typer.Exit(EXIT_FOUND)

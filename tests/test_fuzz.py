@@ -132,6 +132,52 @@ def test_a_bad_replay_file_is_refused_with_its_name(tmp_path: Path, text: str, e
     assert result.exit_code == 2 and "bad.json" in result.output
 
 
+@pytest.mark.parametrize("action", [["hypercall", "abc"], ["code", "zz"], ["victims_run", 1, 2]])
+def test_a_replay_whose_action_cannot_run_is_a_bad_file_not_a_finding(tmp_path: Path, action: list[Any]) -> None:
+    path = Replay("hypercalls", "agent", [tuple(action)]).write(tmp_path / "bad-action.json")
+    assert replay(load(path)).violation is not None
+    assert replay(load(path)).violation.invariant == "campaign_error"  # type: ignore[union-attr]
+    result = CliRunner().invoke(app, ["replay", str(path)])
+    assert result.exit_code == 2 and "bad-action.json: action 1 cannot run" in result.output
+
+
+def test_an_exception_out_of_ring0_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spk import Machine
+
+    original = Machine.run
+
+    def run_lost(self: Machine, pid: int, until: int) -> Any:
+        self.partitions = {}  # ring 0's own state broken: its run raises KeyError from inside spk
+        return original(self, pid, until)
+
+    monkeypatch.setattr(Machine, "run", run_lost)
+    again = replay(Replay("hypercalls", "agent", [("hypercall", Hypercall.VERSION)]))
+    assert again.violation is not None and again.violation.invariant == "no_host_exception"
+    monkeypatch.undo()
+    assert replay(Replay("hypercalls", "agent", [("hypercall", Hypercall.VERSION)])).clean
+
+
+def test_a_victims_frame_handed_to_the_agent_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FRAME_ALLOC made to take a victim's unused quota frame (table, index and pool counts kept
+    consistent): the oracles see a frame move between partitions, whatever the agent does next."""
+    from spk._frames import Frame, FrameType
+
+    def stealing_alloc(m: Any, p: Any, ctx: Any, a: tuple[int, ...]) -> object:
+        table = m.frames
+        victim = next(pid for pid in m.partitions if pid != p.pid)
+        mfn = next(x for x in table.owned(victim) if table[x].type is FrameType.POOL)
+        table._owned[victim].remove(mfn)
+        table._pool[victim] -= 1
+        table._owned[p.pid] = sorted([*table._owned[p.pid], mfn])
+        table.entries[mfn] = Frame(owner=p.pid, type=FrameType.DATA)
+        return mfn
+
+    spec = hypercalls.TABLE[Hypercall.FRAME_ALLOC]
+    monkeypatch.setitem(hypercalls.TABLE, int(Hypercall.FRAME_ALLOC), replace(spec, handler=stealing_alloc))
+    [finding] = run(["hypercalls"], seed=0, examples=100).findings
+    assert finding.invariant == "frame_accounting" and finding.steps == 1, finding
+
+
 def test_spk_fuzz_reports_json_and_exits_zero_when_clean(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["fuzz", "--examples", "2", "--seed", "1", "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -73,8 +73,34 @@ def test_a_snapshot_restores_only_on_its_own_machine() -> None:
     snapshot = first.snapshot()
     with pytest.raises(InternalError, match="only on the machine that took it"):
         second.restore(snapshot)
-    with pytest.raises(InternalError, match="only with the machine that took it"):
+    with pytest.raises(InternalError, match="compares only on the machine that took it"):
         second.changed_frames(snapshot)
+    assert first.token != second.token  # ids are reused by Python: snapshots name machines by token
+
+
+@pytest.mark.parametrize("runs", [[(-5, 3)], [(200, 1000)], [(0, -1)]])
+def test_changed_frames_refuses_frames_outside_ram(runs: list[tuple[int, int]]) -> None:
+    m = Machine(1 << 20)
+    with pytest.raises(InternalError, match="not all in RAM"):
+        m.changed_frames(m.snapshot(), runs)
+
+
+def test_a_restore_that_fails_leaves_the_machine_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Machine(4 << 20)
+    pid = m.create_partition("p", bundled("kernel", "bench_yield"), [], 32)
+    snapshot = m.snapshot()
+    m.run(pid, m.now + 1_000)
+    before = fingerprint(m)
+
+    def no_context() -> None:
+        raise InternalError("no engine context left")
+
+    monkeypatch.setattr(m.engine, "new_context", no_context)
+    with pytest.raises(InternalError, match="no engine context"):
+        m.restore(snapshot)
+    monkeypatch.undo()
+    assert fingerprint(m) == before
+    assert m.run(pid, m.now + 1_000).reason == "yield"  # its context is still whole
 
 
 def test_partial_recount_checks_the_named_partitions() -> None:
