@@ -36,8 +36,9 @@ from fuzz.world import Violation
 #: many short programs beat few long ones: hypothesis also discards fewer of them
 #: for exceeding its early size limits.
 STEPS = 10
-#: Examples per hypothesis run in a time-bounded campaign.
-BATCH = 10
+#: Examples per hypothesis run in a time-bounded campaign (each run has a fixed cost:
+#: hypothesis reads the test's source to name it).
+BATCH = 50
 #: Seeds of batch b of worker w: seed * SEED_STRIDE + b * workers + w (disjoint per worker).
 SEED_STRIDE = 1_000_003
 

@@ -123,6 +123,14 @@ class FrameTable:
             if frame.type is FrameType.POOL:
                 self._pool[frame.owner] = self._pool.get(frame.owner, 0) + 1
 
+    def index(self) -> tuple[dict[int, int], dict[int, list[int]]]:
+        """The pool counts and owner index as they are (a snapshot keeps them with the entries)."""
+        return self._pool, self._owned
+
+    def set_index(self, index: tuple[dict[int, int], dict[int, list[int]]]) -> None:
+        """Take pool counts and an owner index that match the entries (a snapshot's, restored)."""
+        self._pool, self._owned = index
+
     def owned(self, owner: int) -> list[int]:
         """The frames ``owner`` holds, in frame order (ring 0's are SPK_OWNER's)."""
         return self._owned.get(owner, [])

@@ -115,7 +115,7 @@ def take(machine: Machine) -> Snapshot:
     frames = tuple((f.owner, f.type, f.map_count, f.writable_count) for f in machine.frames.entries)
     buffer = io.BytesIO()
     state = {name: getattr(machine, name) for name in STATE_ATTRIBUTES}
-    _Pickler(buffer, machine).dump((state, machine.frames.entries))
+    _Pickler(buffer, machine).dump((state, machine.frames.entries, machine.frames.index()))
     return Snapshot(machine.token, machine.now, bytes(machine.ram.view), frames, buffer.getvalue())
 
 
@@ -132,11 +132,11 @@ def restore(machine: Machine, snapshot: Snapshot) -> None:
     """
     _check_idle(machine, "restore")
     _check_own(machine, snapshot, "restores")
-    state, entries = _Unpickler(io.BytesIO(snapshot.state), machine).load()
+    state, entries, index = _Unpickler(io.BytesIO(snapshot.state), machine).load()
     old = list(machine.partitions.values())
     machine.ram.view[:] = snapshot.ram
     machine.frames.entries[:] = entries
-    machine.frames.rebuild_index()
+    machine.frames.set_index(index)
     for name in STATE_ATTRIBUTES:
         setattr(machine, name, state[name])
     for partition in old:
