@@ -11,7 +11,10 @@ information-flow proof states, checked here by testing):
   rdx, rsi, rdi, r8..r11, dumped by the agent after every call);
 * its whole memory (every frame of its quota, byte for byte);
 * virtual time (the machines' clocks, and what TIME returns);
-* how its action ended (yield, fault, window end).
+* how its action ended (yield, fault, window end);
+* the messages it receives and the state of its ports: each side has a
+  channel of its own (a queue from a port to another of the same partition),
+  so the secret's traffic runs beside the observer's and must not show in it.
 
 Windows are fixed: a secret that idles, faults or loops still uses its
 whole window, so the observer's time never depends on the secret.
@@ -30,7 +33,7 @@ from fuzz.campaigns.base import ARGUMENT, CampaignMachine, register
 from fuzz.campaigns.code import BLOBS
 from fuzz.campaigns.hypercalls import FREE_CALLS
 from fuzz.world import Violation, World
-from spk.abi import Hypercall
+from spk.abi import KERNEL_DATA_VADDR, Hypercall
 
 #: Bytes of the secret's data area the campaign may overwrite with "secret" data.
 SECRET_SPAN = 0x400
@@ -42,8 +45,33 @@ READING = [Hypercall.VERSION, Hypercall.TIME_NOW, Hypercall.FRAME_ALLOC, Hyperca
            Hypercall.PORT_STATUS, Hypercall.ATTEST]  # fmt: skip
 
 
+#: Port names (each side's channel has a source and a destination port), written into
+#: both agents' scratch pages so that either may try any of them.
+PORT_NAMES = ("obs_out", "obs_in", "sec_out", "sec_in")
+NAME_AREA, NAME_SLOT, SEND_AREA, RECEIVE_AREA, MESSAGE_SIZE = 0x800, 16, 0x900, 0x980, 64
+
+
+def _data(offset: int) -> int:
+    """A guest-virtual address in an agent's data area."""
+    return KERNEL_DATA_VADDR + offset
+
+
+#: Port hypercalls with arguments that reach the ports: names of both sides, small
+#: handles, the agent's own buffers, message lengths around the channel's size.
+PORT_CALLS = st.one_of(
+    st.integers(0, len(PORT_NAMES) - 1).map(
+        lambda i: (Hypercall.PORT_OPEN, _data(NAME_AREA + NAME_SLOT * i), len(PORT_NAMES[i]))
+    ),
+    st.tuples(st.integers(0, 3), st.integers(0, MESSAGE_SIZE + 1)).map(
+        lambda t: (Hypercall.PORT_SEND, t[0], _data(SEND_AREA), t[1])
+    ),
+    st.integers(0, 3).map(lambda h: (Hypercall.PORT_RECEIVE, h, _data(RECEIVE_AREA), MESSAGE_SIZE)),
+    st.integers(0, 3).map(lambda h: (Hypercall.PORT_STATUS, h)),
+).map(lambda call: tuple(int(word) for word in call))
+
+
 class SecretWorld(World):
-    """One side: an observer agent and a secret agent on one machine."""
+    """One side: an observer agent and a secret agent on one machine, each with a channel of its own."""
 
     ram_bytes = 1 << 20  # ring 0's frames and the two agents' 96 each
 
@@ -51,8 +79,18 @@ class SecretWorld(World):
         super().__init__()
         self.observer = Agent(self.machine, name="observer")
         self.secret = Agent(self.machine, name="secret")
+        for agent, prefix in ((self.observer, "obs"), (self.secret, "sec")):
+            channel = self.machine.create_channel("queuing", MESSAGE_SIZE, depth=4)
+            self.machine.attach_port(agent.pid, f"{prefix}_out", channel, "source")
+            self.machine.attach_port(agent.pid, f"{prefix}_in", channel, "destination")
         for agent in (self.observer, self.secret):
+            for slot, name in enumerate(PORT_NAMES):
+                agent.write(NAME_AREA + NAME_SLOT * slot, name.encode())
+            agent.write(SEND_AREA, bytes(range(MESSAGE_SIZE)))
             self.run_partition(agent.pid, WINDOW)
+        for agent, first in ((self.observer, 0), (self.secret, 2)):  # handles 0 (out) and 1 (in), opened
+            for slot in (first, first + 1):
+                agent.hypercall(Hypercall.PORT_OPEN, (_data(NAME_AREA + NAME_SLOT * slot), len(PORT_NAMES[slot])))
         self.seal()
         self.observer_frames = [mfn for mfn, entry in enumerate(self.snapshot.frames) if entry[0] == self.observer.pid]
 
@@ -163,3 +201,12 @@ class NoninterferenceCampaign(CampaignMachine):
     @rule(number=st.one_of(st.sampled_from(READING), st.sampled_from(FREE_CALLS)), args=st.lists(ARGUMENT, max_size=5))
     def observe(self, number: int, args: list[int]) -> None:
         self.act("observe", int(number), *args)
+
+    @rule(left=PORT_CALLS, right=st.one_of(st.just(()), PORT_CALLS))
+    def secret_traffic(self, left: tuple[int, ...], right: tuple[int, ...]) -> None:
+        """The secret uses ports (its own, or the observer's names) on one side or both."""
+        self.act("secret", ["hypercall", *left], ["hypercall", *right] if right else ["idle"])
+
+    @rule(call=PORT_CALLS)
+    def observe_ports(self, call: tuple[int, ...]) -> None:
+        self.act("observe", *call)
