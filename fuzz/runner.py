@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from random import Random
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
@@ -29,6 +30,8 @@ from hypothesis.stateful import run_state_machine_as_test
 
 import fuzz.campaigns  # noqa: F401  (registers every campaign)
 from fuzz.campaigns.base import REGISTRY, Campaign, CampaignMachine
+from fuzz.mutate import Mutator
+from fuzz.mutate import perform as perform_program
 from fuzz.replay import Replay, replay, world_of
 from fuzz.world import Violation
 
@@ -39,6 +42,9 @@ STEPS = 10
 #: Examples per hypothesis run in a time-bounded campaign (each run has a fixed cost:
 #: hypothesis reads the test's source to name it).
 BATCH = 50
+#: Mutated programs per hypothesis example in a time-budgeted run, and the corpus kept.
+MUTATIONS = 8
+CORPUS_MAX = 500
 #: Seeds of batch b of worker w: seed * SEED_STRIDE + b * workers + w (disjoint per worker).
 SEED_STRIDE = 1_000_003
 
@@ -199,6 +205,8 @@ class Job:
     examples: int | None = None
     seconds: float | None = None
     out_dir: str | None = None
+    #: With a time budget, follow every hypothesis batch with a mutation round.
+    mutate: bool = True
 
 
 def run_campaign(name: str, job: Job, on_progress: Progress | None = None) -> CampaignStats:
@@ -210,11 +218,20 @@ def run_campaign(name: str, job: Job, on_progress: Progress | None = None) -> Ca
     remaining = job.examples
     start = time.monotonic()
     batch = 0
+    corpus: list[list[Any]] = []
+    mutating = job.mutate and job.seconds is not None
     while True:
         count = BATCH if remaining is None else min(BATCH, remaining)
         before = (world.examples, world.executions, world.checks)
         batch_seed = job.seed * SEED_STRIDE + batch * job.workers + job.worker
+        if mutating:
+            world.history = []
         finding = _batch(chosen, batch_seed, count, out_dir)
+        if mutating:
+            corpus = (corpus + (world.history or []))[-CORPUS_MAX:]
+            world.history = None
+            if finding is None:
+                finding = _mutation_round(chosen, Random(batch_seed), corpus, MUTATIONS * count, out_dir, batch_seed)
         stats.examples += world.examples - before[0]
         stats.executions += world.executions - before[1]
         stats.invariant_checks += world.checks - before[2]
@@ -233,12 +250,29 @@ def run_campaign(name: str, job: Job, on_progress: Progress | None = None) -> Ca
     return stats
 
 
+def _mutation_round(
+    chosen: Campaign, rng: Random, corpus: list[list[Any]], programs: int, out_dir: Path | None, seed_: int
+) -> Finding | None:
+    """Mutated corpus programs through the world; the first finding, minimised, or None."""
+    world = world_of(chosen.world.kind)
+    mutator = Mutator(rng, corpus)
+    if not mutator.corpus:
+        return None
+    for _ in range(programs):
+        program = mutator.program()
+        broken = perform_program(world, program)
+        if broken is not None:
+            steps, violation = broken
+            return _confirm(chosen, seed_, violation.invariant, violation.message, program[:steps], out_dir)
+    return None
+
+
 def run_job(job: Job, on_progress: Progress | None = None) -> list[CampaignStats]:
     """Every campaign of ``job`` in turn, each with its share of the time budget."""
     share = None if job.seconds is None else job.seconds / max(1, len(job.campaigns))
     results = []
     for name in job.campaigns:
-        budget = Job(job.campaigns, job.seed, job.worker, job.workers, job.examples, share, job.out_dir)
+        budget = Job(job.campaigns, job.seed, job.worker, job.workers, job.examples, share, job.out_dir, job.mutate)
         results.append(run_campaign(name, budget, on_progress))
     return results
 
@@ -269,11 +303,14 @@ def run(
     ray_address: str | None = None,
     out_dir: Path | None = None,
     on_progress: Progress | None = None,
+    mutate: bool = True,
 ) -> Summary:
     """Run campaigns (all by default) and gather one summary.
 
-    ``examples`` is per campaign (shared among workers); ``seconds`` is the
-    whole run's budget (each worker spends it on all campaigns in turn).
+    ``examples`` is per campaign (shared among workers): pure hypothesis, a
+    repeatable count. ``seconds`` is the whole run's budget (each worker
+    spends it on all campaigns in turn); with ``mutate`` every hypothesis
+    batch is followed by a mutation round (:mod:`fuzz.mutate`).
     ``on_progress`` gets a campaign's statistics (summed over workers) after each batch.
     Errors: ValueError (unknown campaign, no budget, workers < 1),
     RuntimeError (Ray not installed).
@@ -287,7 +324,8 @@ def run(
         raise ValueError("workers must be at least 1")
     share = None if examples is None else max(1, -(-examples // workers))
     jobs = [
-        Job(tuple(names), seed, w, workers, share, seconds, str(out_dir) if out_dir else None) for w in range(workers)
+        Job(tuple(names), seed, w, workers, share, seconds, str(out_dir) if out_dir else None, mutate)
+        for w in range(workers)
     ]
     start = time.monotonic()
     report = None if on_progress is None else _Gather(on_progress).report

@@ -265,7 +265,8 @@ class AddressSpace:
     def leaves(self, *, user_half_only: bool = False) -> Iterator[tuple[int, int]]:
         """Every (va, leaf PTE) reachable from this PML4 (kernel slot included)."""
         pml4 = self.ram.table(self.pml4 << PAGE_SHIFT)
-        for i4 in range(256) if user_half_only else (*range(256), KERNEL_SLOT):
+        slots = pml4[: KERNEL_SLOT + (0 if user_half_only else 1)]
+        for i4 in compress(_INDICES, slots):  # the non-zero slots, found in C
             entry = pml4[i4]
             if entry & PTE_P:
                 yield from self._subtree(entry & PTE_ADDR, i4 << 39, 2)

@@ -23,10 +23,12 @@ the SPK and back, with the counters of the SPK telling how many happened.
   over the cost with one (target <= 1.10: scheduling does not grow with
   the number of partitions).
 * ``fuzz_execs_per_s``: isolation-checked executions per second of the
-  hypercall campaign on one core: each is one action of the CPL 2 agent
-  (a real hypercall through the engine) followed by every invariant check,
-  with hypothesis generating and a snapshot reset per example.
-  ``fuzz_world_execs_per_s``: the same programs performed again without
+  hypercall campaign on one core, as ``spk fuzz --seconds`` runs it
+  (hypothesis batches, each followed by a mutation round): each is one
+  action of the CPL 2 agent (a real hypercall through the engine) followed
+  by every invariant check, with a snapshot reset per program.
+  ``fuzz_hypothesis_execs_per_s``: hypothesis alone (``--examples``);
+  ``fuzz_world_execs_per_s``: hypothesis's programs performed again without
   generation (the world's own cost); ``fuzz_reset_us``: one snapshot restore.
 """
 
@@ -197,15 +199,17 @@ def _sched_cost_us(images: dict[tuple[str, str], bytes], partitions: int, window
     return (time.perf_counter() - start) / (frames * partitions) * 1e6
 
 
-def _fuzz(examples: int) -> dict[str, float]:
-    """The hypercall campaign's rate, with and without generation, and the reset cost."""
+def _fuzz(examples: int, seconds: float) -> dict[str, float]:
+    """The hypercall campaign's rates (as ``spk fuzz --seconds`` runs it, hypothesis alone, the
+    world alone) and the reset cost."""
     from fuzz.replay import world_of
     from fuzz.runner import run
 
     world = world_of("agent")
     run(["hypercalls"], seed=0, examples=2)  # boot the world and warm the engine first
+    mixed = run(["hypercalls"], seed=1, seconds=seconds).campaigns["hypercalls"]
     world.history = []
-    stats = run(["hypercalls"], seed=1, examples=examples).campaigns["hypercalls"]
+    pure = run(["hypercalls"], seed=1, examples=examples).campaigns["hypercalls"]
     programs, world.history = world.history, None
     start = time.perf_counter()
     performed = 0
@@ -222,7 +226,8 @@ def _fuzz(examples: int) -> dict[str, float]:
     for _ in range(100):
         world.reset()
     return {
-        "fuzz_execs_per_s": stats.execs_per_s,
+        "fuzz_execs_per_s": mixed.execs_per_s,
+        "fuzz_hypothesis_execs_per_s": pure.execs_per_s,
         "fuzz_world_execs_per_s": performed / replayed if replayed else 0.0,
         "fuzz_reset_us": (time.perf_counter() - start) / 100 * 1e6,
     }
@@ -247,6 +252,6 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     one = min(_sched_cost_us(images, 1, 6_400 // scale) for _ in range(3))
     many = min(_sched_cost_us(images, 64, 6_400 // scale) for _ in range(3))
     results["sched_cost_ratio_64_vs_1"] = many / one
-    results.update(_fuzz(300 // scale if not quick else 10))
+    results.update(_fuzz(300 // scale if not quick else 10, 10.0 if not quick else 1.0))
     results["quick"] = quick
     return results

@@ -70,6 +70,9 @@ def fuzz(
         str | None, typer.Option("--ray", help="Run the workers on this Ray cluster ('local': start one).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Where replay files of findings go.")] = DEFAULT_OUT,
+    mutate: Annotated[
+        bool, typer.Option(help="With --seconds, follow each hypothesis batch with a mutation round.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run isolation campaigns; every finding is shrunk and written as a replay file."""
@@ -99,7 +102,7 @@ def fuzz(
 
             summary = run(
                 names, seed=seed, examples=examples, seconds=seconds, workers=workers, ray_address=ray,
-                out_dir=out, on_progress=progress,
+                out_dir=out, on_progress=progress, mutate=mutate,
             )  # fmt: skip
             rows.update(summary.campaigns)
             live.update(_table(rows, title))
