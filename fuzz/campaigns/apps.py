@@ -143,7 +143,9 @@ class AppWorld(World):
 
     # -- actions ----------------------------------------------------------------------
     def do_syscall(self, gate: int, flags: int, number: int, rdi: int = 0, rsi: int = 0, rdx: int = 0) -> int | str:
-        """One system call (gate 0 ``int 0x80``, 1 ``syscall``); its result, or how the app ended."""
+        """One system call (gate 0 ``int 0x80``, any other ``syscall``, as the app reads it); its
+        result, or how the app ended."""
+        gate = GATE_INT80 if gate == GATE_INT80 else GATE_SYSCALL  # a mutated gate word means what the app does
         registers = registers_for({RAX: number, RDI: rdi, RSI: rsi, RDX: rdx})
         outcome = self._perform(COMMAND_SYSCALL, gate, flags, registers)
         if outcome.done:
