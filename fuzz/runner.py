@@ -187,6 +187,8 @@ def _confirm(
     steps = _reproduces(chosen, actions, invariant)
     if steps:
         actions = minimise(chosen, actions[:steps], invariant)
+        final = replay(Replay(chosen.name, chosen.world.kind, actions)).violation
+        message = final.message if final is not None else message  # what the short program shows
     recorded = Replay(chosen.name, chosen.world.kind, actions, invariant, message, batch_seed)
     path = None
     if out_dir is not None:

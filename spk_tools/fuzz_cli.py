@@ -13,6 +13,7 @@ fixed bug: the file can go to ``tests/regressions/``), 2 for a bad file.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,12 @@ from fuzz.runner import CampaignStats, Summary, run
 EXIT_FOUND = 1
 EXIT_USAGE = 2
 DEFAULT_OUT = Path("fuzz-findings")
+
+
+def _writable(folder: Path) -> bool:
+    """Could replay files be written into ``folder`` (created on the first finding)?"""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    return existing.is_dir() and os.access(existing, os.W_OK)
 
 
 def _table(rows: dict[str, CampaignStats], title: str) -> Table:
@@ -88,6 +95,9 @@ def fuzz(
         raise typer.Exit(EXIT_USAGE)
     if (examples is not None and examples < 1) or workers < 1:
         typer.echo("error: --examples and --workers must be at least 1", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if not _writable(out):  # checked now: a finding must not be lost after the run
+        typer.echo(f"error: cannot write replay files to {out}", err=True)
         raise typer.Exit(EXIT_USAGE)
     console = Console(stderr=as_json)
     rows: dict[str, CampaignStats] = {name: CampaignStats(name) for name in names}
