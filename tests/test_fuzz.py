@@ -192,7 +192,7 @@ def test_spk_fuzz_reports_json_and_exits_zero_when_clean(tmp_path: Path) -> None
         (["--campaign", "nope"], "unknown campaign 'nope'"),
         (["--seconds", "1", "--examples", "2"], "either --seconds"),
         (["--examples", "0"], "at least 1"),
-        (["--examples", "1", "--out", "/proc/spk-no-such-dir"], "cannot write replay files"),
+        (["--examples", "1", "--out", "README.md/findings"], "cannot write replay files"),
     ],
 )
 def test_spk_fuzz_refuses_bad_usage(args: list[str], error: str) -> None:
