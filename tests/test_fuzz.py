@@ -24,7 +24,7 @@ from spk.abi import ABI_VERSION, Hypercall
 from spk_tools.cli import app
 
 REGRESSIONS = Path(__file__).parent / "regressions"
-#: Examples per campaign in `make test` (each example is up to 20 steps).
+#: Examples per campaign in `make test` (each example is up to fuzz.runner.STEPS steps).
 PROFILE = {"hypercalls": 40, "code": 20, "noninterference": 20}
 
 

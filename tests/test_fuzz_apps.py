@@ -24,7 +24,7 @@ from spgs.assembler import Source, assemble
 from spk._machine import Machine
 from spk.abi import HYPERCALL_VECTOR, KERNEL_DATA_VADDR, KERNEL_IMAGE_VADDR, Hypercall
 
-#: Examples in `make test` (up to 20 steps each, a few seconds).
+#: Examples in `make test` (up to fuzz.runner.STEPS steps each, a few seconds).
 PROFILE = 30
 
 
