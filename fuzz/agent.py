@@ -36,6 +36,11 @@ def image(name: str) -> bytes:
     return _IMAGES[name]
 
 
+def data_address(offset: int) -> int:
+    """The guest-virtual address of byte ``offset`` of a guest kernel's data area."""
+    return KERNEL_DATA_VADDR + offset
+
+
 def signed(value: int) -> int:
     """A u64 register value as the signed result the ABI means."""
     return value - (1 << 64) if value >> 63 else value

@@ -191,6 +191,19 @@ class World:
         if not agent.healthy() or outcome.reason == "window_end":
             agent.reset()
 
+    def agent_hypercall(self, agent: Agent, number: int, args: tuple[int, ...]) -> Outcome:
+        """``agent`` makes one hypercall; its result is noted for the invariants and the agent settled."""
+        outcome = agent.hypercall(number, args)
+        self.note_result(number, outcome.result)
+        self.settle(outcome, agent)
+        return outcome
+
+    def agent_code(self, agent: Agent, blob_hex: str) -> Outcome:
+        """``agent`` calls the instruction bytes ``blob_hex`` at CPL 2; then it is settled."""
+        outcome = agent.code(bytes.fromhex(blob_hex))
+        self.settle(outcome, agent)
+        return outcome
+
     def expect_state(self, pid: int, state: str) -> None:
         """A lifecycle action moved a victim to ``state`` (ready, paused, stopped...)."""
         self._expected_state[pid] = state
@@ -346,15 +359,10 @@ class AgentWorld(World):
 
     # -- actions ----------------------------------------------------------------------
     def do_hypercall(self, number: int, *args: int) -> int | None:
-        outcome = self.agent.hypercall(number, args)
-        self.note_result(number, outcome.result)
-        self.settle(outcome)
-        return outcome.result
+        return self.agent_hypercall(self.agent, number, args).result
 
     def do_code(self, blob_hex: str) -> str | None:
-        outcome = self.agent.code(bytes.fromhex(blob_hex))
-        self.settle(outcome)
-        return outcome.fault
+        return self.agent_code(self.agent, blob_hex).fault
 
     def do_victims_run(self) -> None:
         self.run_victims()

@@ -39,12 +39,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
 from fuzz.agent import MB_DONE, MB_RESULT, MB_SCRATCH, image, signed
+from fuzz.agent import data_address as data
 from fuzz.campaigns.base import EDGES, U64, CampaignMachine, register
 from fuzz.world import VICTIM_QUOTA, VICTIM_WINDOW, AgentWorld, Violation
 from spk.abi import (
     GDT_VADDR,
     KERNEL_DATA_SIZE,
-    KERNEL_DATA_VADDR,
     KERNEL_IMAGE_VADDR,
     KERNEL_STACK_SIZE,
     KERNEL_STACK_TOP,
@@ -93,11 +93,6 @@ PEER_RECEIVED, PEER_SENT, PEER_LOG, PEER_LOG_SIZE, PEER_SLOT, PEER_SLOTS, PEER_M
 PORT_CALLS = frozenset({Hypercall.PORT_OPEN, Hypercall.PORT_SEND, Hypercall.PORT_RECEIVE, Hypercall.PORT_STATUS})
 #: Calls after which the agent's current space may map more or less than its boot layout.
 LAYOUT_CALLS = frozenset({Hypercall.MAP, Hypercall.UNMAP, Hypercall.ASPACE_SWITCH, Hypercall.IRET})
-
-
-def data(offset: int) -> int:
-    """Virtual address of byte ``offset`` of a partition's data area."""
-    return KERNEL_DATA_VADDR + offset
 
 
 def peer_message(seq: int, port: int) -> bytes:

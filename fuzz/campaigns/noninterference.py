@@ -28,12 +28,12 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from fuzz.agent import MB_SCRATCH, WINDOW, Agent
+from fuzz.agent import MB_SCRATCH, WINDOW, Agent, data_address
 from fuzz.campaigns.base import ARGUMENT, CampaignMachine, register
 from fuzz.campaigns.code import BLOBS
 from fuzz.campaigns.hypercalls import FREE_CALLS
 from fuzz.world import Violation, World
-from spk.abi import KERNEL_DATA_VADDR, Hypercall
+from spk.abi import Hypercall
 
 #: Bytes of the secret's data area the campaign may overwrite with "secret" data.
 SECRET_SPAN = 0x400
@@ -51,21 +51,16 @@ PORT_NAMES = ("obs_out", "obs_in", "sec_out", "sec_in")
 NAME_AREA, NAME_SLOT, SEND_AREA, RECEIVE_AREA, MESSAGE_SIZE = 0x800, 16, 0x900, 0x980, 64
 
 
-def _data(offset: int) -> int:
-    """A guest-virtual address in an agent's data area."""
-    return KERNEL_DATA_VADDR + offset
-
-
 #: Port hypercalls with arguments that reach the ports: names of both sides, small
 #: handles, the agent's own buffers, message lengths around the channel's size.
 PORT_CALLS = st.one_of(
     st.integers(0, len(PORT_NAMES) - 1).map(
-        lambda i: (Hypercall.PORT_OPEN, _data(NAME_AREA + NAME_SLOT * i), len(PORT_NAMES[i]))
+        lambda i: (Hypercall.PORT_OPEN, data_address(NAME_AREA + NAME_SLOT * i), len(PORT_NAMES[i]))
     ),
     st.tuples(st.integers(0, 3), st.integers(0, MESSAGE_SIZE + 1)).map(
-        lambda t: (Hypercall.PORT_SEND, t[0], _data(SEND_AREA), t[1])
+        lambda t: (Hypercall.PORT_SEND, t[0], data_address(SEND_AREA), t[1])
     ),
-    st.integers(0, 3).map(lambda h: (Hypercall.PORT_RECEIVE, h, _data(RECEIVE_AREA), MESSAGE_SIZE)),
+    st.integers(0, 3).map(lambda h: (Hypercall.PORT_RECEIVE, h, data_address(RECEIVE_AREA), MESSAGE_SIZE)),
     st.integers(0, 3).map(lambda h: (Hypercall.PORT_STATUS, h)),
 ).map(lambda call: tuple(int(word) for word in call))
 
@@ -90,7 +85,8 @@ class SecretWorld(World):
             self.run_partition(agent.pid, WINDOW)
         for agent, first in ((self.observer, 0), (self.secret, 2)):  # handles 0 (out) and 1 (in), opened
             for slot in (first, first + 1):
-                agent.hypercall(Hypercall.PORT_OPEN, (_data(NAME_AREA + NAME_SLOT * slot), len(PORT_NAMES[slot])))
+                name_at = (data_address(NAME_AREA + NAME_SLOT * slot), len(PORT_NAMES[slot]))
+                agent.hypercall(Hypercall.PORT_OPEN, name_at)
         self.seal()
         self.observer_frames = [mfn for mfn, entry in enumerate(self.snapshot.frames) if entry[0] == self.observer.pid]
 
@@ -111,9 +107,7 @@ class SecretWorld(World):
 
     def observe(self, number: int, args: tuple[int, ...]) -> tuple[Any, ...]:
         """The observer makes one hypercall; everything it can see afterwards."""
-        outcome = self.observer.hypercall(number, args)
-        self.note_result(number, outcome.result)
-        self.settle(outcome, self.observer)
+        outcome = self.agent_hypercall(self.observer, number, args)
         return (outcome.result, outcome.fault, outcome.reason, self.observer.registers(), self.machine.now,
                 self.observer_memory())  # fmt: skip
 
@@ -123,11 +117,9 @@ class SecretWorld(World):
         if kind == "idle":
             self.secret.run_window()
         elif kind == "hypercall":
-            outcome = self.secret.hypercall(args[0], args[1:])
-            self.note_result(args[0], outcome.result)
-            self.settle(outcome, self.secret)
+            self.agent_hypercall(self.secret, args[0], args[1:])
         elif kind == "code":
-            self.settle(self.secret.code(bytes.fromhex(args[0])), self.secret)
+            self.agent_code(self.secret, args[0])
         elif kind == "data":
             self.secret.write(MB_SCRATCH + args[0] % SECRET_SPAN, bytes.fromhex(args[1])[: PAGE_REST])
             self.secret.run_window()
