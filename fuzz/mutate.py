@@ -22,7 +22,7 @@ import random
 import string
 from typing import Any
 
-from fuzz.world import Action, Violation, World
+from fuzz.world import Action
 
 #: The longest mutated program (the world's programs are short: resets are cheap).
 MAX_STEPS = 16
@@ -112,14 +112,3 @@ class Mutator:
                     path = rng.choice(leaves)
                     program[where] = _replace(program[where], path, self._argument(_get(program[where], path)))
         return program[:MAX_STEPS]
-
-
-def perform(world: World, program: list[Action]) -> tuple[int, Violation] | None:
-    """Run ``program`` from a reset; (how many steps ran, the violation) if an invariant broke."""
-    world.reset()
-    for step, action in enumerate(program, 1):
-        try:
-            world.perform(action)
-        except Violation as violation:
-            return step, violation
-    return None

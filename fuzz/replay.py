@@ -100,15 +100,16 @@ def world_of(kind: str) -> World:
     return _WORLDS[kind]
 
 
-def replay(recorded: Replay) -> ReplayResult:
-    """Perform the recorded actions on a fresh world; stop at the first violation.
+def run_program(world: World, actions: list[Action]) -> ReplayResult:
+    """Perform ``actions`` on ``world`` from its snapshot; stop at the first violation.
 
-    Errors: :class:`ReplayError` for an action the world does not know.
+    The one way a recorded program runs: replays, mutation rounds and the
+    benchmark all use it. Errors: :class:`ReplayError` for an action the
+    world does not know.
     """
-    world = world_of(recorded.world)
     world.reset()
     result = ReplayResult()
-    for action in recorded.actions:
+    for action in actions:
         try:
             result.steps.append((action, world.perform(action)))
         except Violation as violation:
@@ -118,3 +119,8 @@ def replay(recorded: Replay) -> ReplayResult:
         except ValueError as exc:
             raise ReplayError(str(exc)) from exc
     return result
+
+
+def replay(recorded: Replay) -> ReplayResult:
+    """Perform the recorded actions on a fresh world of its kind. Errors: those of :func:`run_program`."""
+    return run_program(world_of(recorded.world), recorded.actions)

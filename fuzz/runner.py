@@ -31,8 +31,7 @@ from hypothesis.stateful import run_state_machine_as_test
 import fuzz.campaigns  # noqa: F401  (registers every campaign)
 from fuzz.campaigns.base import REGISTRY, Campaign, CampaignMachine
 from fuzz.mutate import Mutator
-from fuzz.mutate import perform as perform_program
-from fuzz.replay import Replay, replay, world_of
+from fuzz.replay import Replay, replay, run_program, world_of
 from fuzz.world import Violation
 
 #: Steps per example at most (hypothesis shrinks below that). Resets are cheap, so
@@ -262,10 +261,9 @@ def _mutation_round(
         return None
     for _ in range(programs):
         program = mutator.program()
-        broken = perform_program(world, program)
-        if broken is not None:
-            steps, violation = broken
-            return _confirm(chosen, seed_, violation.invariant, violation.message, program[:steps], out_dir)
+        violation = run_program(world, program).violation
+        if violation is not None:
+            return _confirm(chosen, seed_, violation.invariant, violation.message, program, out_dir)
     return None
 
 

@@ -52,9 +52,9 @@ def test_a_time_budget_mixes_hypothesis_and_mutation() -> None:
 
 
 def test_mutation_rounds_and_replays_perform_a_program_alike() -> None:
-    from fuzz.mutate import perform
-    from fuzz.replay import world_of
+    from fuzz.replay import run_program, world_of
 
     program = [("hypercall", Hypercall.ASPACE_CREATE), ("hypercall", Hypercall.VERSION)]
-    assert perform(world_of("agent"), program) is None
-    assert replay(Replay("hypercalls", "agent", program)).clean
+    direct, replayed = run_program(world_of("agent"), program), replay(Replay("hypercalls", "agent", program))
+    assert direct.clean and replayed.clean
+    assert direct.steps == replayed.steps
