@@ -110,18 +110,21 @@ class FrameTable:
         #: POOL frames per owner and the frames of each owner, kept in step by every
         #: method that retypes or hands over a frame: a quota check is O(1) and a
         #: recount of one partition visits its frames only. ``Machine.check_invariants``
-        #: checks both against the entries.
+        #: checks both against the entries (:meth:`scan_index`).
         self._pool: dict[int, int] = {}
         self._owned: dict[int, list[int]] = {}
 
-    def rebuild_index(self) -> None:
-        """Recount pools and owners from the entries (after they were replaced wholesale)."""
-        self._pool, self._owned = {}, {}
+    def scan_index(self) -> tuple[dict[int, int], dict[int, list[int]]]:
+        """Pool counts and owner index counted from the entries (what :meth:`index` must equal,
+        leaving out owners with no pool frame left)."""
+        pools: dict[int, int] = {}
+        owned: dict[int, list[int]] = {}
         for mfn, frame in enumerate(self.entries):
             if frame.owner != NO_OWNER:
-                self._owned.setdefault(frame.owner, []).append(mfn)
+                owned.setdefault(frame.owner, []).append(mfn)
             if frame.type is FrameType.POOL:
-                self._pool[frame.owner] = self._pool.get(frame.owner, 0) + 1
+                pools[frame.owner] = pools.get(frame.owner, 0) + 1
+        return pools, owned
 
     def index(self) -> tuple[dict[int, int], dict[int, list[int]]]:
         """The pool counts and owner index as they are (a snapshot keeps them with the entries)."""
@@ -134,10 +137,6 @@ class FrameTable:
     def owned(self, owner: int) -> list[int]:
         """The frames ``owner`` holds, in frame order (ring 0's are SPK_OWNER's)."""
         return self._owned.get(owner, [])
-
-    def owners(self) -> dict[int, list[int]]:
-        """Every owner's frames (a copy of the index, for the invariant check)."""
-        return {owner: list(mfns) for owner, mfns in self._owned.items()}
 
     def __getitem__(self, mfn: int) -> Frame:
         return self.entries[mfn]

@@ -1107,12 +1107,9 @@ class Machine:
         pool = FrameType.POOL
         if pids is None:
             scanned = list(enumerate(entries))
-            index: dict[int, list[int]] = {}
-            for mfn, frame in scanned:
-                if frame.owner:
-                    index.setdefault(frame.owner, []).append(mfn)
-            if index != self.frames.owners():
-                raise InternalError("the frame table's owner index is not its entries'")
+            kept_pools, kept_owned = self.frames.index()
+            if self.frames.scan_index() != ({o: n for o, n in kept_pools.items() if n}, kept_owned):
+                raise InternalError("the frame table's pool counts or owner index are not its entries'")
         else:
             scanned = []
             for p in walked:
