@@ -8,7 +8,6 @@ attacks in this run. ``spk fuzz`` runs the long campaigns.
 
 from __future__ import annotations
 
-from fuzz.runner import run
 from spk_review.model import FuzzCampaign, FuzzStats
 
 #: Examples per campaign in a review (seconds of work; ``--fuzz-examples`` changes it).
@@ -17,6 +16,8 @@ DEFAULT_EXAMPLES = 3
 
 def bounded_run(seed: int, examples: int = DEFAULT_EXAMPLES) -> FuzzStats:
     """Run every campaign for ``examples`` seeded examples; their statistics for the report."""
+    from fuzz.runner import run  # here: the campaigns load hypothesis, which only this needs
+
     summary = run(None, seed=seed, examples=examples)
     campaigns = [
         FuzzCampaign(

@@ -45,9 +45,7 @@ from spgs.trust import (
 from spgs.trust import keygen as keygen_files
 from spk import MachineEvent, SpkError, TraceWriter
 from spk.abi import NONCE_MAX
-from spk_review.fuzzing import DEFAULT_EXAMPLES, bounded_run
-from spk_review.report import build_report, write_report
-from spk_review.summary import summary as review_summary
+from spk_review.fuzzing import DEFAULT_EXAMPLES
 from spk_tools import fuzz_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SPK: a secure partitioning kernel emulator.")
@@ -401,6 +399,11 @@ def review(
                                                min=0)] = DEFAULT_EXAMPLES,
 ) -> None:
     """Security review of a system: exit 0, or 1 when anything high-severity is found (see docs/review.md)."""
+    # The harness (and the campaigns it runs) load here, not with every other command.
+    from spk_review.fuzzing import bounded_run
+    from spk_review.report import build_report, write_report
+    from spk_review.summary import summary as review_summary
+
     try:
         fuzz = bounded_run(seed or 0, fuzz_examples) if fuzz_examples else None
         report = build_report(config, seed=seed, max_ticks=max_ticks, platform_key=platform_key, fuzz=fuzz)

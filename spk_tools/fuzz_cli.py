@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fuzz.campaigns.base import REGISTRY
-from fuzz.replay import ReplayError, load, replay
-from fuzz.runner import CampaignStats, Summary, run
+if TYPE_CHECKING:  # the campaigns load hypothesis: only the fuzz commands import them, when they run
+    from fuzz.runner import CampaignStats, Summary
 
 EXIT_FOUND = 1
 EXIT_USAGE = 2
@@ -83,6 +82,9 @@ def fuzz(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run isolation campaigns; every finding is shrunk and written as a replay file."""
+    from fuzz.campaigns.base import REGISTRY
+    from fuzz.runner import CampaignStats, run
+
     if seconds is None and examples is None:
         seconds = 60.0
     names = campaign or sorted(REGISTRY)
@@ -130,6 +132,8 @@ def fuzz(
 
 def replay_command(file: Annotated[Path, typer.Argument(help="A replay file written by spk fuzz.")]) -> None:
     """Re-run a finding's actions deterministically; exit 1 if it shows again, 0 if clean."""
+    from fuzz.replay import ReplayError, load, replay
+
     try:
         recorded = load(file)
         result = replay(recorded)
