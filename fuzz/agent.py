@@ -10,6 +10,7 @@ the engine, the SPK's decode and invoke, the guest's registers.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,13 @@ MB_SCRATCH = 0x200
 CODE_MAX = 2048
 #: Instructions per action: the agent needs a few dozen; random code that loops ends here.
 WINDOW = 2_000
-_IMAGES: dict[str, bytes] = {}
 _MASK64 = (1 << 64) - 1
 
 
-def image(name: str) -> bytes:
-    """A bundled guest kernel, built once per process."""
-    if name not in _IMAGES:
-        _IMAGES[name] = build([("kernel", name)], Path.cwd())[("kernel", name)]
-    return _IMAGES[name]
+@functools.cache
+def image(name: str, kind: str = "kernel") -> bytes:
+    """A bundled guest kernel (or app, with ``kind="app"``), built once per process."""
+    return build([(kind, name)], Path.cwd())[(kind, name)]
 
 
 def data_address(offset: int) -> int:

@@ -23,15 +23,12 @@ which is what the app world's invariants need.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fuzz.agent import image, signed
-from spgs.images import build
 from spk import KernelFault, Machine, MachineEvent
 from spk.abi import APP_IMAGE_VADDR, PAGE_SHIFT, PAGE_SIZE, RFLAGS_FIXED, Hypercall
 
@@ -61,12 +58,6 @@ QUOTA = 64
 FUZZ_APP, BYSTANDER = "fuzz_app", "bystander"
 _NUMBERS = {h.name.lower(): int(h) for h in Hypercall}
 _MASK64 = (1 << 64) - 1
-
-
-@functools.cache
-def app_image() -> bytes:
-    """The fuzz app, built once per process."""
-    return build([("app", "fuzz_app")], Path.cwd())[("app", "fuzz_app")]
 
 
 def hypercall_number(name: str) -> int:
@@ -170,7 +161,7 @@ class AppAgent:
         self.observer = observer
         self.name = name
         self.kernel = image("refkernel")
-        self.modules = [(FUZZ_APP, app_image()), (BYSTANDER, app_image())]
+        self.modules = [(FUZZ_APP, image("fuzz_app", "app")), (BYSTANDER, image("fuzz_app", "app"))]
         self.pid = machine.create_partition(name, self.kernel, self.modules, quota)
         self.restarts = 0
         #: a window that ran past its end (for the world's budget invariant)
