@@ -130,7 +130,12 @@ def guest(monkeypatch: pytest.MonkeyPatch, fresh_worlds: None) -> Callable[[str,
         source = (Path(__file__).parents[1] / "partitions" / "refkernel.asm").read_text()
         assert source.count(old) == 1
         kernel = assemble([Source("refkernel-changed", source.replace(old, new), KERNEL_IMAGE_VADDR)])[0]
-        monkeypatch.setattr(fuzz.app_agent, "image", lambda name: kernel)
+        built = fuzz.app_agent.image  # the app stays as it is; only the kernel changes
+
+        def image(name: str, kind: str = "kernel") -> bytes:
+            return kernel if kind == "kernel" else built(name, kind)
+
+        monkeypatch.setattr(fuzz.app_agent, "image", image)
         changed = world_of("apps")
         assert isinstance(changed, AppWorld)
         changed.reset()
