@@ -232,7 +232,9 @@ def run_campaign(name: str, job: Job, on_progress: Progress | None = None) -> Ca
             corpus = (corpus + (world.history or []))[-CORPUS_MAX:]
             world.history = None
             if finding is None:
-                finding = _mutation_round(chosen, Random(batch_seed), corpus, MUTATIONS * count, out_dir, batch_seed)
+                deadline = start + (job.seconds or 0.0)
+                round_ = _Round(Random(batch_seed), MUTATIONS * count, deadline)
+                finding = _mutation_round(chosen, round_, corpus, out_dir, batch_seed)
         stats.examples += world.examples - before[0]
         stats.executions += world.executions - before[1]
         stats.invariant_checks += world.checks - before[2]
@@ -251,15 +253,27 @@ def run_campaign(name: str, job: Job, on_progress: Progress | None = None) -> Ca
     return stats
 
 
+@dataclass(frozen=True)
+class _Round:
+    """A mutation round: its random source, how many programs at most, and when the budget ends."""
+
+    rng: Random
+    programs: int
+    deadline: float = float("inf")
+
+
 def _mutation_round(
-    chosen: Campaign, rng: Random, corpus: list[list[Any]], programs: int, out_dir: Path | None, seed_: int
+    chosen: Campaign, round_: _Round, corpus: list[list[Any]], out_dir: Path | None, seed_: int
 ) -> Finding | None:
-    """Mutated corpus programs through the world; the first finding, minimised, or None."""
+    """Mutated corpus programs through the world, until the round's count or deadline; the first
+    finding, minimised, or None."""
     world = world_of(chosen.world.kind)
-    mutator = Mutator(rng, corpus)
+    mutator = Mutator(round_.rng, corpus)
     if not mutator.corpus:
         return None
-    for _ in range(programs):
+    for _ in range(round_.programs):
+        if time.monotonic() >= round_.deadline:
+            break
         program = mutator.program()
         violation = run_program(world, program).violation
         if violation is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from fuzz.mutate import MAX_STEPS, Mutator
 from fuzz.replay import Replay, replay
-from fuzz.runner import _mutation_round, campaign, run
+from fuzz.runner import _mutation_round, _Round, campaign, run
 from spk.abi import Hypercall
 from tests.test_fuzz import no_owner_check  # noqa: F401  (the fixture)
 
@@ -38,7 +38,7 @@ def test_a_code_blob_stays_hex_of_the_same_length() -> None:
 
 @pytest.mark.usefixtures("no_owner_check")
 def test_a_mutation_round_reports_a_finding_minimised() -> None:
-    finding = _mutation_round(campaign("hypercalls"), Random(1), [CORPUS[0]], 100, None, 1)
+    finding = _mutation_round(campaign("hypercalls"), _Round(Random(1), 100), [CORPUS[0]], None, 1)
     assert finding is not None and finding.invariant == "frame_accounting"
     assert finding.reproduced and finding.steps == 2
 
@@ -46,6 +46,7 @@ def test_a_mutation_round_reports_a_finding_minimised() -> None:
 def test_a_time_budget_mixes_hypothesis_and_mutation() -> None:
     mixed = run(["hypercalls"], seed=3, seconds=1.5)
     pure = run(["hypercalls"], seed=3, seconds=1.5, mutate=False)
+    assert mixed.campaigns["hypercalls"].seconds < 1.5 + 3.0  # a round stops at the budget (plus one batch)
     assert mixed.findings == [] and pure.findings == []
     # a mutation round runs several programs per hypothesis example
     assert mixed.campaigns["hypercalls"].examples > pure.campaigns["hypercalls"].examples
