@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -34,6 +35,16 @@ MAX_TIME = 10_000_000_000
 #: Channel limits: bytes per message, messages queued per destination.
 MAX_MESSAGE_SIZE = 4096
 MAX_DEPTH = 256
+#: Most RAM a system has, and so the largest quota and the highest fixed address.
+MAX_RAM = 1 << 30
+#: Longest run (virtual instructions): beyond any run, and exact in a JSON number (< 2**53).
+MAX_TICKS = 10**15
+#: Security versions are unsigned 32-bit counters, as TF-A's and UEFI's are (spgs.trust signs them).
+MAX_SECURITY_VERSION = (1 << 32) - 1
+#: TOML 1.0: an integer is signed 64-bit; a larger one is an error (tomllib accepts it: rule integer_64bit).
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+#: Most decimal digits a size string may have (20 digits already exceed 64 bits).
+_SIZE_DIGITS = 20
 
 
 def _parse_size(value: Any) -> Any:
@@ -45,7 +56,27 @@ def _parse_size(value: Any) -> Any:
                 "size_syntax", "{value} is not a size (an integer, or a number with B, KiB, MiB or GiB)",
                 {"value": repr(value)},
             )  # fmt: skip
+        if len(match.group(1).lstrip("0")) > _SIZE_DIGITS:
+            raise PydanticCustomError(
+                "integer_64bit", "{value}: a size of more than {digits} digits does not fit in 64 bits",
+                {"value": _shorten(value.strip()), "digits": _SIZE_DIGITS},
+            )  # fmt: skip
         return int(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+def _shorten(text: str) -> str:
+    """A long number for a message: its first digits and how many there are."""
+    return text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
+
+
+def _in_range(value: int, rule: str, low: int, high: int, unit: str = "") -> int:
+    """A named range rule: ``low <= value <= high`` or a PydanticCustomError named ``rule``."""
+    if not low <= value <= high:
+        raise PydanticCustomError(
+            rule, "{value}: must be from {low} to {high}{unit} inclusive",
+            {"value": _shorten(str(value)), "low": f"{low:,}", "high": f"{high:,}", "unit": unit},
+        )  # fmt: skip
     return value
 
 
@@ -70,14 +101,19 @@ class SystemConfig(BaseModel):
     major_frame: int | None = Field(
         default=None, ge=1_000, le=MAX_TIME, description="major frame length (instructions)"
     )
-    max_ticks: int = Field(default=20_000_000, gt=0, description="virtual-time bound of a launch")
+    max_ticks: int = Field(default=20_000_000, description="virtual-time bound of a launch, 1 to MAX_TICKS")
 
     @field_validator("memory")
     @classmethod
     def _memory_range(cls, value: int) -> int:
-        if value % PAGE_SIZE or not (1 << 20) <= value <= (1 << 30):
+        if value % PAGE_SIZE or not (1 << 20) <= value <= MAX_RAM:
             raise PydanticCustomError("ram_size", "must be a multiple of 4 KiB between 1 MiB and 1 GiB")
         return value
+
+    @field_validator("max_ticks")
+    @classmethod
+    def _max_ticks_rule(cls, value: int) -> int:
+        return _in_range(value, "max_ticks_range", 1, MAX_TICKS, " instructions")
 
 
 def _check_name(value: str, rule: str) -> str:
@@ -156,6 +192,9 @@ class PartitionConfig(BaseModel):
     period: int | None = Field(default=None, ge=1_000, le=MAX_TIME, description="the windows repeat every period")
     ports: list[PortConfig] = Field(default_factory=list, max_length=16)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    min_security_version: int = Field(
+        default=0, description="secure boot refuses an image signed with a lower security version (rollback)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -165,9 +204,19 @@ class PartitionConfig(BaseModel):
     @field_validator("memory")
     @classmethod
     def _quota_rule(cls, value: int) -> int:
-        if value % PAGE_SIZE or value < 64 * PAGE_SIZE:
-            raise PydanticCustomError("quota_size", "must be a multiple of 4 KiB and at least 256 KiB")
+        if value % PAGE_SIZE or not 64 * PAGE_SIZE <= value <= MAX_RAM:
+            raise PydanticCustomError("quota_size", "must be a multiple of 4 KiB, at least 256 KiB and at most 1 GiB")
         return value
+
+    @field_validator("address")
+    @classmethod
+    def _address_rule(cls, value: int | None) -> int | None:
+        return None if value is None else _in_range(value, "address_range", 0, MAX_RAM, " bytes")
+
+    @field_validator("min_security_version")
+    @classmethod
+    def _security_version_rule(cls, value: int) -> int:
+        return _in_range(value, "security_version_range", 0, MAX_SECURITY_VERSION)
 
 
 class ChannelConfig(BaseModel):
@@ -472,6 +521,42 @@ class _Scanner:
                 self._advance()
 
 
+#: A decimal integer literal, underscores allowed (what int() may refuse for its length).
+_LONG_DECIMAL = re.compile(r"[+-]?\d[\d_]{4299,}")
+
+
+def _integers_beyond_64_bits(
+    node: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], int]]:
+    """Every integer of a parsed document outside TOML's signed 64 bits, with its path.
+
+    TOML 1.0 makes such an integer an error; tomllib returns it as a Python
+    int, so the loader checks what tomllib does not.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _integers_beyond_64_bits(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _integers_beyond_64_bits(value, (*path, i))
+    elif isinstance(node, int) and not isinstance(node, bool) and not INT64_MIN <= node <= INT64_MAX:
+        yield path, node
+
+
+def _huge_literal(name: str, text: str, exc: ValueError) -> Problem:
+    """The problem for tomllib's ValueError: a decimal literal too long for int(), at its line."""
+    match = _LONG_DECIMAL.search(text)
+    if match is None:
+        return Problem(name, None, "-", "toml_syntax", str(exc))
+    line = text.count("\n", 0, match.start()) + 1
+    on_line: list[tuple[str, ...]] = [path for path, found in _LineIndex(text).lines.items() if found == line]
+    deepest: tuple[str, ...] = max(on_line, key=len, default=())
+    field = ".".join(deepest) or "-"
+    digits = len(match.group(0).replace("_", "").lstrip("+-"))
+    message = f"an integer of {digits} digits does not fit in 64 bits (TOML integers are from -2**63 to 2**63-1)"
+    return Problem(name, line, field, "integer_64bit", message)
+
+
 def load(path: Path) -> LoadedConfig:
     """Read and validate a system description.
 
@@ -493,16 +578,23 @@ def load(path: Path) -> LoadedConfig:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else None
         raise ConfigError([Problem(name, line, "-", "toml_syntax", str(exc))]) from None
+    except ValueError as exc:  # tomllib lets int()'s limit on digits through (a decimal of 4300 digits or more)
+        raise ConfigError([_huge_literal(name, text, exc)]) from None
     index = _LineIndex(text)
+    too_large = list(_integers_beyond_64_bits(raw))
+    if too_large:
+        raise ConfigError([
+            Problem(name, index.find(path), ".".join(map(str, path)), "integer_64bit",
+                    f"{_shorten(str(value))} does not fit in 64 bits (TOML integers are from -2**63 to 2**63-1)")
+            for path, value in too_large
+        ])  # fmt: skip
     try:
         description = SystemDescription.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             loc = tuple(str(part) for part in error["loc"])
-            problems.append(
-                Problem(name, index.find(loc), ".".join(loc) or "-", error["type"], error["msg"])
-            )
+            problems.append(Problem(name, index.find(loc), ".".join(loc) or "-", error["type"], error["msg"]))
         raise ConfigError(problems) from None
     from spgs.rules import Context, check_all  # the rules read these models
 

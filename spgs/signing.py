@@ -3,15 +3,20 @@
 ``spk sign partitions.toml --key vendor.key --out signed/`` builds every
 image the description names and writes, under ``signed/``:
 
-* ``images/kernels/NAME.bin`` and ``images/apps/NAME.bin``, each with its
-  manifest and signature (:mod:`spgs.trust`);
+* ``images/PARTITION/kernel/NAME.bin`` and ``images/PARTITION/app/NAME.bin``:
+  one copy per slot, each with its manifest and signature
+  (:mod:`spgs.trust`), signed for that slot (partition, kind, name) and
+  with a security version, so that an image copied over another slot's
+  files, or an older one, does not boot;
 * ``keys/KEY.pub``, the signer's public key (never the private one);
 * the description itself, rewritten to name those signed images, to trust
   that key and to boot with ``secure_boot = "enforce"``, and signed;
 * ``golden.json``: the digests measured boot must record for each
   partition (config, kernel image, each app), for ``spk verify-quote``.
 
-Errors: those of loading and building the system, and TrustError.
+Errors: those of loading and building the system, and TrustError (a key of
+the wrong kind, two different images for one slot, a security version
+below a partition's ``min_security_version``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,18 @@ from pathlib import Path
 import tomli_w
 
 from spgs.system import image_label, load_and_plan
-from spgs.trust import TrustError, canonical, golden_values, key_id, load_signing_key, sha256, sign_file, sign_image
+from spgs.trust import (
+    Slot,
+    TrustError,
+    canonical,
+    golden_values,
+    key_id,
+    load_signing_key,
+    sha256,
+    sign_file,
+    sign_image,
+    write_public_key,
+)
 
 
 @dataclass(frozen=True)
@@ -35,37 +51,59 @@ class SignedSystem:
     public_key: Path
 
 
-def sign_system(config_path: Path, key_path: Path, out: Path, *, expires: date | None = None) -> SignedSystem:
-    """Sign every image of a system and the system itself, into ``out``."""
+def slot_path(slot: Slot) -> str:
+    """Where ``spk sign`` puts the image of a slot, relative to its output: ``images/alpha/app/counter.bin``."""
+    return f"images/{slot.partition}/{slot.kind}/{slot.name}.bin"
+
+
+def sign_system(
+    config_path: Path, key_path: Path, out: Path, *, expires: date | None = None, security_version: int | None = None
+) -> SignedSystem:
+    """Sign every image of a system, each for its slot, and the system itself, into ``out``.
+
+    ``security_version`` goes into every manifest; by default each image
+    gets its partition's ``min_security_version``, so that the signed
+    system boots. Errors: see the module.
+    """
     key = load_signing_key(key_path)
     loaded, plans = load_and_plan(config_path, secure_boot="off")
     raw = tomllib.loads(config_path.read_text(encoding="utf-8-sig"))
-    (out / "images" / "kernels").mkdir(parents=True, exist_ok=True)
-    (out / "images" / "apps").mkdir(parents=True, exist_ok=True)
-    (out / "keys").mkdir(parents=True, exist_ok=True)
 
-    written: dict[tuple[str, str], str] = {}
+    contents: dict[Slot, bytes] = {}
     images: list[Path] = []
 
-    contents: dict[tuple[str, str], bytes] = {}
-
-    def place(kind: str, label: str, data: bytes) -> str:
-        if contents.setdefault((kind, label), data) != data:
-            raise TrustError(f"two different {kind} images are both named {label!r}: rename one before signing")
-        if (kind, label) not in written:
-            relative = f"images/{kind}s/{label}.bin"
+    def place(partition: str, minimum: int, kind: str, ref: str, data: bytes) -> str:
+        # The name is the label's last part: a bundled "adversarial/crash" or a folder "c_hello/" gives one file.
+        slot = Slot(partition, kind, image_label(ref).rstrip("/").rpartition("/")[2])
+        if contents.setdefault(slot, data) != data:
+            raise TrustError(
+                f"partition {partition}: two different {kind} images are both named {slot.name!r}: "
+                "rename one before signing"
+            )
+        relative = slot_path(slot)
+        if (out / relative) not in images:
+            version = minimum if security_version is None else security_version
+            if version < minimum:
+                raise TrustError(
+                    f"security version {version} is below partition {partition}'s min_security_version {minimum}: "
+                    "the signed system would not boot"
+                )
             target = out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-            sign_image(target, key, name=label, kind=kind, expires=expires)
-            written[(kind, label)] = relative
+            sign_image(target, key, name=slot.name, kind=kind, partition=partition, security_version=version,
+                       expires=expires)  # fmt: skip
             images.append(target)
-        return written[(kind, label)]
+        return relative
 
     for section, p in zip(raw["partition"], plans, strict=True):
-        section["image"] = place("kernel", p.kernel_label, p.kernel)
-        section["apps"] = [place("app", label, data) for label, data in p.apps]
-    public = out / "keys" / f"{key_path.stem}.pub"
-    public.write_text(bytes(key.verify_key).hex() + "\n")
+        minimum = p.config.min_security_version
+        section["image"] = place(p.name, minimum, "kernel", p.config.image, p.kernel)
+        section["apps"] = [
+            place(p.name, minimum, "app", ref, data) for ref, (_label, data) in zip(p.config.apps, p.apps, strict=True)
+        ]
+    (out / "keys").mkdir(parents=True, exist_ok=True)
+    public = write_public_key(out / "keys" / f"{key_path.stem}.pub", key.verify_key)
     trust = raw.setdefault("trust", {})
     trust["secure_boot"] = "enforce"
     trust["keys"] = [f"keys/{public.name}"]
@@ -76,9 +114,12 @@ def sign_system(config_path: Path, key_path: Path, out: Path, *, expires: date |
 
     config_digest = sha256(signed_config.read_bytes())
     partitions = {}
-    for p in plans:
-        events = [("config", "system description", config_digest), ("kernel_image", p.kernel_label, sha256(p.kernel))]
-        events += [("app", label, sha256(data)) for label, data in p.apps]
+    for section, p in zip(raw["partition"], plans, strict=True):
+        events = [("config", "system description", config_digest)]
+        events.append(("kernel_image", image_label(section["image"]), sha256(p.kernel)))
+        events += [
+            ("app", image_label(ref), sha256(data)) for ref, (_l, data) in zip(section["apps"], p.apps, strict=True)
+        ]
         partitions[p.name] = events
     golden = out / "golden.json"
     golden.write_bytes(canonical(golden_values(partitions)) + b"\n")
@@ -86,4 +127,4 @@ def sign_system(config_path: Path, key_path: Path, out: Path, *, expires: date |
     return SignedSystem(signed_config, golden, images, public)
 
 
-__all__ = ["SignedSystem", "image_label", "sign_system"]
+__all__ = ["SignedSystem", "image_label", "sign_system", "slot_path"]

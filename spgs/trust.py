@@ -1,16 +1,24 @@
 """The chain of trust, ring 1's side: keys, signed images, verdicts, quotes.
 
-* Keys are Ed25519 (pynacl). A private key file holds the 32-byte seed in
-  hex and is created with mode 0600; a public key file holds the 32-byte
-  verify key in hex. A key's id is the first 16 hex digits of the SHA-256
-  of its public key.
+* Keys are Ed25519 (pynacl). A key file is typed by its first line, as
+  OpenSSH and minisign type theirs: ``spk-ed25519-private-key v1`` then the
+  32-byte seed in hex (created with mode 0600, never readable by others,
+  not even for an instant), or ``spk-ed25519-public-key v1`` then the
+  32-byte verify key in hex. Every loader refuses the other kind and names
+  the file to use instead, so a public key is never taken for a private
+  one. A key's id is the first 16 hex digits of the SHA-256 of its public
+  key.
 * A signed image is three files side by side: ``X.bin`` (the image),
-  ``X.bin.manifest.json`` (canonical JSON: format, name, kind, version, the
-  size and SHA-256 of every part, the signer's key id, an optional expiry
-  date) and ``X.bin.sig`` (the Ed25519 signature of the manifest bytes, in
-  hex). Any signed file (a system description) can also carry ``.sig``.
-* :func:`verify_image` gives one :class:`Verdict`; secure boot in
-  :mod:`spgs.system` applies the policy (enforce, warn, off) to them.
+  ``X.bin.manifest.json`` (canonical JSON: format, the slot it is signed
+  for (partition, kind, name), its security version, the size and SHA-256
+  of every part, the signer's key id, an optional expiry date) and
+  ``X.bin.sig`` (the Ed25519 signature of the manifest bytes, in hex). Any
+  signed file (a system description) can also carry ``.sig``.
+* :func:`verify_image` gives one :class:`Verdict`; given the slot being
+  booted and the minimum security version the description declares, it
+  refuses an image signed for another slot (``wrong_slot``) or older than
+  the minimum (``rollback``). Secure boot in :mod:`spgs.system` applies the
+  policy (enforce, warn, off) to the verdicts.
 * :func:`verify_quote` checks a quote from ring 0 against the platform key,
   the verifier's nonce, the expected partition, the replayed event log and
   golden values, and says exactly what differs.
@@ -32,7 +40,9 @@ from typing import Any
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-IMAGE_FORMAT = "spk-image/1"
+from spgs.config import MAX_SECURITY_VERSION
+
+IMAGE_FORMAT = "spk-image/2"
 SIGNATURE_FORMAT = "spk-signature/1"
 QUOTE_FORMAT = "spk-quote/1"
 GOLDEN_FORMAT = "spk-golden/1"
@@ -60,47 +70,112 @@ def key_id(public: bytes) -> str:
     return hashlib.sha256(public).hexdigest()[:16]
 
 
+PRIVATE_KEY_HEADER = "spk-ed25519-private-key v1"
+PUBLIC_KEY_HEADER = "spk-ed25519-public-key v1"
+#: The two kinds of key file, by the first line that types them.
+_HEADERS = {"private": PRIVATE_KEY_HEADER, "public": PUBLIC_KEY_HEADER}
+#: What each kind of key is for, in the message that refuses the other kind.
+_USES = {"private": "sign with the private key", "public": "verify with the public key"}
+KEY_BYTES = 32
+
+
+def key_text(kind: str, raw: bytes) -> str:
+    """The content of a key file: its typed first line, then the key in hex."""
+    return f"{_HEADERS[kind]}\n{raw.hex()}\n"
+
+
 def keygen(directory: Path, name: str) -> tuple[Path, Path]:
     """Create ``NAME.key`` (private, mode 0600) and ``NAME.pub`` in ``directory``.
 
-    Errors: TrustError if either file exists (a key is never overwritten).
+    The private file is created with mode 0600 by the same call that
+    creates it (``O_EXCL``, no symlink followed), so it is never readable
+    by others, whatever the umask. Errors: TrustError if either file exists
+    (a key is never overwritten) or cannot be written.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     private, public = directory / f"{name}.key", directory / f"{name}.pub"
     for path in (private, public):
-        if path.exists():
+        if path.exists() or path.is_symlink():
             raise TrustError(f"{path} exists: refusing to overwrite a key")
     key = SigningKey.generate()
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(bytes(key).hex() + "\n")
-    public.write_text(bytes(key.verify_key).hex() + "\n")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _create(private, key_text("private", bytes(key)), 0o600)
+        _create(public, key_text("public", bytes(key.verify_key)), 0o644)
+    except FileExistsError as exc:
+        raise TrustError(f"{exc.filename} exists: refusing to overwrite a key") from None
+    except OSError as exc:
+        raise TrustError(f"cannot write the key {exc.filename or directory}: {exc.strerror or exc}") from None
     return private, public
 
 
-def _read_hex(path: Path, what: str) -> bytes:
+def write_public_key(path: Path, key: VerifyKey) -> Path:
+    """Write (or replace) a public key file: a public key is no secret."""
+    path.write_text(key_text("public", bytes(key)))
+    return path
+
+
+def _create(path: Path, text: str, mode: int) -> None:
+    """Create ``path`` (it must not exist) with ``mode`` from the start, and write ``text``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), mode)  # exactly this mode, whatever the umask left
+        out.write(text)
+
+
+def _counterpart(path: Path, kind: str) -> str:
+    """The file of the other kind that ``spk keygen`` wrote beside ``path``, for the message."""
+    suffix = ".key" if kind == "private" else ".pub"
+    other = path.with_suffix(suffix)
+    return str(other) if other != path and other.is_file() else f"(the {suffix} file spk keygen wrote with it)"
+
+
+def _read_key(path: Path, kind: str) -> bytes:
+    """The raw 32 bytes of a key file of ``kind`` ("private" or "public").
+
+    Errors: TrustError for an unreadable file, a key of the other kind
+    (naming the file to use instead), an untyped or malformed file.
+    """
+    what = f"{kind} key"
     try:
-        raw = bytes.fromhex(path.read_text().strip())
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise TrustError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise TrustError(f"{path} is not an spk key file (not text)") from None
+    first = lines[0].strip() if lines else ""
+    other = "public" if kind == "private" else "private"
+    if first == _HEADERS[other]:
+        raise TrustError(f"{path} is a {other} key; {_USES[kind]} {_counterpart(path, kind)}")
+    if first != _HEADERS[kind]:
+        untyped = len(first) == 2 * KEY_BYTES and all(c in "0123456789abcdefABCDEF" for c in first)
+        why = "an untyped hex key of an older spk" if untyped else "not an spk key file"
+        raise TrustError(
+            f"{path} is {why}: a {what} file starts with the line '{_HEADERS[kind]}' (make a new pair with spk keygen)"
+        )
+    body = [line.strip() for line in lines[1:] if line.strip()]
+    try:
+        raw = bytes.fromhex(body[0]) if len(body) == 1 else b""
     except ValueError:
-        raise TrustError(f"{path} is not a hex-encoded {what}") from None
-    if len(raw) != 32:
-        raise TrustError(f"{path}: a {what} is 32 bytes, found {len(raw)}")
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise TrustError(f"{path}: a {what} file holds one line of {2 * KEY_BYTES} hex digits after its header")
     return raw
 
 
 def load_signing_key(path: Path) -> SigningKey:
-    return SigningKey(_read_hex(path, "private key"))
+    """The private key in ``path``. Errors: TrustError (see :func:`_read_key`)."""
+    return SigningKey(_read_key(path, "private"))
 
 
 def load_seed(path: Path) -> bytes:
-    """The raw 32-byte seed of a private key (ring 0's attestation key)."""
-    return _read_hex(path, "private key")
+    """The raw 32-byte seed of a private key (ring 0's attestation key). Errors: TrustError."""
+    return _read_key(path, "private")
 
 
 def load_public_key(path: Path) -> VerifyKey:
-    return VerifyKey(_read_hex(path, "public key"))
+    """The public key in ``path``. Errors: TrustError (see :func:`_read_key`)."""
+    return VerifyKey(_read_key(path, "public"))
 
 
 def trusted_keys(paths: list[Path]) -> dict[str, VerifyKey]:
@@ -123,16 +198,57 @@ def signature_path(path: Path) -> Path:
     return path.with_name(path.name + ".sig")
 
 
+KINDS = ("kernel", "app")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where an image boots: its partition, its kind and its name (the label the description gives it).
+
+    An image is signed for one slot and boots only in it: a validly signed
+    image copied over another image's files is refused (``wrong_slot``).
+    Written ``partition/kind/name`` (``alpha/app/counter``).
+    """
+
+    partition: str
+    kind: str  #: "kernel" or "app"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.partition}/{self.kind}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> Slot:
+        """``alpha/app/counter`` -> Slot. Errors: ValueError for another form."""
+        partition, _, rest = text.partition("/")
+        kind, _, name = rest.partition("/")
+        if not partition or kind not in KINDS or not name:
+            raise ValueError(f"{text!r} is not a slot: PARTITION/kernel/NAME or PARTITION/app/NAME")
+        return cls(partition, kind, name)
+
+
 def sign_image(
-    image: Path, key: SigningKey, *, name: str, kind: str, version: str = "1", expires: date | None = None
-) -> Path:
-    """Write the manifest and signature of ``image``; returns the manifest path."""
+    image: Path, key: SigningKey, *, name: str, kind: str, partition: str | None = None, security_version: int = 0,
+    expires: date | None = None,
+) -> Path:  # fmt: skip
+    """Write the manifest and signature of ``image`` for its slot; returns the manifest path.
+
+    ``partition``, ``kind`` and ``name`` are the slot the image may boot in
+    (an image signed without a partition boots in none); ``security_version``
+    is compared with the description's ``min_security_version`` at boot.
+    Errors: TrustError for a kind or security version out of range, OSError.
+    """
+    if kind not in KINDS:
+        raise TrustError(f"kind {kind!r}: an image is a kernel or an app")
+    if isinstance(security_version, bool) or not 0 <= security_version <= MAX_SECURITY_VERSION:
+        raise TrustError(f"security version {security_version}: must be from 0 to {MAX_SECURITY_VERSION}")
     data = image.read_bytes()
     manifest = {
         "format": IMAGE_FORMAT,
-        "name": name,
+        "partition": partition,
         "kind": kind,
-        "version": version,
+        "name": name,
+        "security_version": security_version,
         "parts": [{"name": "image", "size": len(data), "sha256": sha256(data)}],
         "signer": key_id(bytes(key.verify_key)),
         "expires": expires.isoformat() if expires else None,
@@ -149,7 +265,8 @@ class Verdict:
 
     path: str
     ok: bool
-    code: str  #: ok, unsigned, malformed, untrusted_key, bad_signature, truncated, tampered, expired
+    #: ok, unsigned, malformed, untrusted_key, bad_signature, truncated, tampered, wrong_slot, rollback, expired
+    code: str
     reason: str
     digest: str = ""  #: SHA-256 of the image as read (what ring 0 will measure)
 
@@ -176,8 +293,47 @@ def _check_signature(
     return None
 
 
-def verify_image(image: Path, trusted: dict[str, VerifyKey], today: date) -> Verdict:
-    """Check a signed image: signature, trusted signer, size, digest, expiry."""
+@dataclass(frozen=True)
+class _Manifest:
+    signed_slot: Slot | None  #: None: signed for no partition
+    security_version: int
+    size: int
+    digest: str
+    signer: str
+    expires: date | None
+
+
+def _parse_manifest(body: bytes) -> _Manifest:
+    """The fields of a manifest. Errors: ValueError, KeyError, IndexError, TypeError for any other document."""
+    manifest = json.loads(body)
+    if manifest.get("format") != IMAGE_FORMAT:
+        raise ValueError(manifest.get("format"))
+    part = manifest["parts"][0]
+    version = manifest["security_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_SECURITY_VERSION:
+        raise ValueError("security_version")
+    partition, kind, name = manifest["partition"], manifest["kind"], manifest["name"]
+    if not (partition is None or isinstance(partition, str)) or kind not in KINDS or not isinstance(name, str):
+        raise ValueError("slot")
+    return _Manifest(
+        Slot(partition, kind, name) if partition is not None else None, version, int(part["size"]),
+        str(part["sha256"]), str(manifest["signer"]),
+        date.fromisoformat(manifest["expires"]) if manifest.get("expires") else None,
+    )  # fmt: skip
+
+
+def verify_image(
+    image: Path, trusted: dict[str, VerifyKey], today: date, *, slot: Slot | None = None, min_security_version: int = 0
+) -> Verdict:
+    """Check a signed image: signature, trusted signer, size, digest, slot, security version, expiry.
+
+    ``slot`` is where the image is about to boot: the image must have been
+    signed for exactly that slot (``wrong_slot`` otherwise; None checks no
+    slot, for ``spk verify`` of a loose image). An image whose signed
+    security version is below ``min_security_version`` is a rollback
+    (``rollback``). The checks run in that order; the first failure gives
+    the verdict's code. Never raises for a bad image: a refusal is a verdict.
+    """
     man, sig = manifest_path(image), signature_path(image)
     if not image.is_file():
         return _fail(image, "unsigned", "image file not found")
@@ -185,26 +341,32 @@ def verify_image(image: Path, trusted: dict[str, VerifyKey], today: date) -> Ver
         return _fail(image, "unsigned", f"no manifest and signature beside {image.name}")
     body = man.read_bytes()
     try:
-        manifest = json.loads(body)
-        part = manifest["parts"][0]
-        size, digest, signer = int(part["size"]), str(part["sha256"]), str(manifest["signer"])
-        expires = date.fromisoformat(manifest["expires"]) if manifest.get("expires") else None
-        if manifest.get("format") != IMAGE_FORMAT:
-            raise ValueError(manifest.get("format"))
-    except (ValueError, KeyError, IndexError, TypeError):
-        return _fail(image, "malformed", f"manifest {man.name} is not a {IMAGE_FORMAT} manifest")
-    refused = _check_signature(image, body, sig, signer, trusted)
+        manifest = _parse_manifest(body)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return _fail(image, "malformed", f"manifest {man.name} is not a {IMAGE_FORMAT} manifest (re-sign the image)")
+    refused = _check_signature(image, body, sig, manifest.signer, trusted)
     if refused is not None:
         return refused
     data = image.read_bytes()
     actual = sha256(data)
-    if len(data) < size:
-        return _fail(image, "truncated", f"{len(data)} bytes, the manifest says {size}", actual)
-    if len(data) != size or actual != digest:
-        return _fail(image, "tampered", f"SHA-256 {actual[:16]}… differs from the signed {digest[:16]}…", actual)
-    if expires is not None and today > expires:
-        return _fail(image, "expired", f"signature expired on {expires.isoformat()} (checked at {today})", actual)
-    return Verdict(str(image), True, "ok", f"signed by {signer}", actual)
+    if len(data) < manifest.size:
+        return _fail(image, "truncated", f"{len(data)} bytes, the manifest says {manifest.size}", actual)
+    if len(data) != manifest.size or actual != manifest.digest:
+        return _fail(image, "tampered", f"SHA-256 {actual[:16]}… differs from the signed {manifest.digest[:16]}…",
+                     actual)  # fmt: skip
+    if slot is not None and manifest.signed_slot != slot:
+        signed_for = f"slot {manifest.signed_slot}" if manifest.signed_slot else "no partition"
+        return _fail(image, "wrong_slot", f"signed for {signed_for}, booted in slot {slot}", actual)
+    if manifest.security_version < min_security_version:
+        whose = f"partition {slot.partition}'s min_security_version" if slot else "the minimum"
+        reason = f"security version {manifest.security_version} is below {whose} {min_security_version}"
+        return _fail(image, "rollback", reason, actual)
+    if manifest.expires is not None and today > manifest.expires:
+        return _fail(image, "expired", f"signature expired on {manifest.expires.isoformat()} (checked at {today})",
+                     actual)  # fmt: skip
+    where = f"slot {manifest.signed_slot}" if manifest.signed_slot else "no partition"
+    reason = f"signed by {manifest.signer} for {where}, security version {manifest.security_version}"
+    return Verdict(str(image), True, "ok", reason, actual)
 
 
 def sign_file(path: Path, key: SigningKey) -> Path:

@@ -152,6 +152,64 @@ def test_bounds_are_inclusive(tmp_path: Path) -> None:
     assert [p.window for p in desc.partition] == [1_000, 100_000_000]
 
 
+def test_upper_bounds_are_inclusive(tmp_path: Path) -> None:
+    """Every integer field's upper bound, exactly: accepted (one above it: the negative tests)."""
+    desc = loads(
+        tmp_path,
+        f"""
+        [system]
+        memory = "1GiB"
+        max_ticks = 1_000_000_000_000_000
+        clock_rate = 10_000_000_000
+        major_frame = 10_000_000_000
+
+        [[partition]]
+        name = "a"
+        image = "refkernel"
+        memory = "{(1 << 30) - (1 << 20)}B"
+        address = "1MiB"
+        min_security_version = 4_294_967_295
+        windows = [{{ start = 0, duration = 10_000, cpu = 0 }}]
+        period = 10_000_000_000
+        health.restart_limit = 1000
+        """,
+    ).description
+    assert desc.system.max_ticks == 10**15
+    assert desc.partition[0].min_security_version == (1 << 32) - 1
+    assert desc.partition[0].memory == (1 << 30) - (1 << 20)
+
+
+def test_min_security_version_defaults_to_zero(tmp_path: Path) -> None:
+    assert loads(tmp_path, ONE_PARTITION).description.partition[0].min_security_version == 0
+
+
+@pytest.mark.parametrize("size", ['"2GiB"', str(1 << 31), '"1025MiB"'])
+def test_memory_above_maximum_rejected(tmp_path: Path, size: str) -> None:
+    """A quota is at most 1 GiB, the most RAM a system has (before the rules compare it with RAM)."""
+    path = write(tmp_path, ONE_PARTITION + f"memory = {size}\n")
+    problem = only_problem(path)
+    check(problem, path, line_of(path, "memory ="), "partition.0.memory", "quota_size")
+    assert "at most 1 GiB" in problem.message
+
+
+def test_out_of_64_bit_integer_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    """TOML 1.0 makes 2**64 an error; tomllib returns it. The loader says so with file, line and field."""
+    path = write(tmp_path, "[system]\nmax_ticks = 18446744073709551616\n" + ONE_PARTITION)
+    problem = only_problem(path)
+    check(problem, path, 2, "system.max_ticks", "integer_64bit")
+    assert problem.message == (
+        "18446744073709551616 does not fit in 64 bits (TOML integers are from -2**63 to 2**63-1)"
+    )
+
+
+def test_integer_too_long_for_python_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    """tomllib raises a bare ValueError (int()'s 4300-digit limit), not a TOMLDecodeError, for this one."""
+    path = write(tmp_path, ONE_PARTITION + "window = " + "9" * 5000 + "\n")
+    problem = only_problem(path)
+    check(problem, path, line_of(path, "window ="), "partition.0.window", "integer_64bit")
+    assert problem.message.startswith("an integer of 5000 digits does not fit in 64 bits")
+
+
 def test_quota_exactly_fills_ram_accepted(tmp_path: Path) -> None:
     desc = loads(
         tmp_path,
@@ -294,13 +352,16 @@ def test_seed_negative_rejected(tmp_path: Path) -> None:
 
 
 def test_seed_too_large_rejected(tmp_path: Path) -> None:
+    """2**63 is no TOML integer at all: the 64-bit rule catches it before the seed's own bound."""
     path = write(tmp_path, f"[system]\nseed = {1 << 63}\n" + ONE_PARTITION)
-    check(only_problem(path), path, line_of(path, "seed ="), "system.seed", "less_than")
+    check(only_problem(path), path, line_of(path, "seed ="), "system.seed", "integer_64bit")
 
 
 def test_max_ticks_zero_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, "[system]\nmax_ticks = 0\n" + ONE_PARTITION)
-    check(only_problem(path), path, line_of(path, "max_ticks ="), "system.max_ticks", "greater_than")
+    problem = only_problem(path)
+    check(problem, path, line_of(path, "max_ticks ="), "system.max_ticks", "max_ticks_range")
+    assert problem.message == "0: must be from 1 to 1,000,000,000,000,000 instructions inclusive"
 
 
 # --- [[partition]] ------------------------------------------------------------------------------
@@ -576,7 +637,7 @@ def test_problem_str_format() -> None:
 
 
 def test_config_error_message_has_one_line_per_problem(tmp_path: Path) -> None:
-    path = write(tmp_path, "[system]\nseed = -1\nmax_ticks = 0\n" + ONE_PARTITION)
+    path = write(tmp_path, "[system]\nseed = -1\nmax_ticks = 0\n" + ONE_PARTITION)  # two problems
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value).splitlines() == [str(p) for p in info.value.problems]

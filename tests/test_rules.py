@@ -63,7 +63,10 @@ def channel(source: str = "alpha.out", destinations: str = '["beta.in"]', extra:
 
 # --- every rule is tested and documented ---------------------------------------------------------
 
-FIELD_RULES = ["message_size_range", "depth_range", "port_name", "channel_name"]
+FIELD_RULES = [
+    "message_size_range", "depth_range", "port_name", "channel_name",
+    "max_ticks_range", "address_range", "security_version_range", "integer_64bit",
+]  # fmt: skip
 
 
 def test_every_rule_has_a_negative_test() -> None:
@@ -672,6 +675,60 @@ def test_depth_range_rejected(tmp_path: Path, depth: int) -> None:
     problem = only_problem(path)
     check(problem, path, line_of(path, "depth ="), "channel.0.depth", "depth_range")
     assert f"{depth} messages: must be from 1 to 256 messages" == problem.message
+
+
+# --- the upper bound of every integer (issue 12) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("ticks", "shown"), [("1_000_000_000_000_001", "1000000000000001"), ("-5", "-5")])
+def test_max_ticks_range_rejected(tmp_path: Path, ticks: str, shown: str) -> None:
+    path = write(tmp_path, f"[system]\nmax_ticks = {ticks}\n" + ONE)
+    problem = only_problem(path)
+    check(problem, path, line_of(path, "max_ticks ="), "system.max_ticks", "max_ticks_range")
+    assert problem.message == f"{shown}: must be from 1 to 1,000,000,000,000,000 instructions inclusive"
+
+
+@pytest.mark.parametrize(("address", "shown"), [('"2GiB"', "2147483648"), ("-4096", "-4096")])
+def test_address_range_rejected(tmp_path: Path, address: str, shown: str) -> None:
+    path = write(tmp_path, ONE + f"address = {address}\n")
+    problem = only_problem(path)
+    check(problem, path, line_of(path, "address ="), "partition.0.address", "address_range")
+    assert problem.message == f"{shown}: must be from 0 to 1,073,741,824 bytes inclusive"
+
+
+@pytest.mark.parametrize("version", ["4_294_967_296", "-1"])
+def test_security_version_range_rejected(tmp_path: Path, version: str) -> None:
+    path = write(tmp_path, ONE + f"min_security_version = {version}\n")
+    problem = only_problem(path)
+    check(problem, path, line_of(path, "min_security_version ="), "partition.0.min_security_version",
+          "security_version_range")  # fmt: skip
+    assert problem.message.endswith(": must be from 0 to 4,294,967,295 inclusive")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "field"),
+    [
+        ("[system]\nmax_ticks = 18446744073709551616\n" + ONE, "max_ticks =", "system.max_ticks"),
+        ("[system]\nseed = -9223372036854775809\n" + ONE, "seed =", "system.seed"),
+        ("[system]\nclock_rate = 0x1_0000_0000_0000_0000\n" + ONE, "clock_rate =", "system.clock_rate"),
+        (ONE + "windows = [{ start = 0, duration = 0o7777777777777777777777 }]\n", "windows =",
+         "partition.0.windows.0.duration"),
+        (ONE + 'apps = ["hello",\n  99999999999999999999]\n', "9999", "partition.0.apps.1"),
+        (ONE + "[partition.health]\nrestart_limit = 1" + "0" * 30 + "\n", "restart_limit",
+         "partition.0.health.restart_limit"),
+        (ONE + "min_security_version = " + "1" * 4400 + "\n", "min_security_version",
+         "partition.0.min_security_version"),
+        (ONE + 'memory = "' + "4" * 25 + 'KiB"\n', "memory =", "partition.0.memory"),
+        (ONE + "unknown = 9223372036854775808\n", "unknown =", "partition.0.unknown"),
+    ],
+)  # fmt: skip
+def test_integer_64bit_rejected(tmp_path: Path, text: str, needle: str, field: str) -> None:
+    """TOML 1.0: an integer is signed 64-bit; tomllib accepts any size, the loader does not (file, line, field)."""
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    check(problem, path, line_of(path, needle), field, "integer_64bit")
+    assert "does not fit in 64 bits" in problem.message
+    assert len(str(problem)) < 300  # a long literal is shortened, never printed whole
 
 
 def test_channel_bounds_are_inclusive(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -10,9 +12,15 @@ from pathlib import Path
 import pytest
 
 from spgs.config import load
-from spgs.signing import sign_system
+from spgs.signing import sign_system, slot_path
 from spgs.system import System, plan
 from spgs.trust import (
+    PRIVATE_KEY_HEADER,
+    PUBLIC_KEY_HEADER,
+    Slot,
+    TrustError,
+    canonical,
+    key_id,
     keygen,
     load_public_key,
     load_seed,
@@ -55,10 +63,15 @@ def signed(signed_template: Path, tmp_path: Path) -> Path:
     return target
 
 
+#: The slot the loose test image is signed for.
+SLOT = Slot("alpha", "app", "app")
+
+
 def image(tmp_path: Path, keys: Path, data: bytes = b"\x90" * 100, **kwargs: object) -> Path:
     path = tmp_path / "app.bin"
     path.write_bytes(data)
-    sign_image(path, load_signing_key(keys / "vendor.key"), name="app", kind="app", **kwargs)  # type: ignore[arg-type]
+    options: dict[str, object] = {"name": "app", "kind": "app", "partition": "alpha", **kwargs}
+    sign_image(path, load_signing_key(keys / "vendor.key"), **options)  # type: ignore[arg-type]
     return path
 
 
@@ -69,10 +82,96 @@ def trusted(keys: Path, *names: str) -> dict[str, object]:
 # -- keys -------------------------------------------------------------------
 def test_private_key_is_owner_only_and_never_overwritten(keys: Path) -> None:
     assert (keys / "vendor.key").stat().st_mode & 0o777 == 0o600
-    from spgs.trust import TrustError
-
     with pytest.raises(TrustError, match="refusing to overwrite"):
         keygen(keys, "vendor")
+
+
+def test_private_key_is_created_owner_only_whatever_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is born 0600: never a moment where a lax umask leaves it readable (no chmod after the write)."""
+    import os
+
+    modes: list[int] = []
+    real_open = os.open
+
+    def spying_open(path: object, flags: int, mode: int = 0o777, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".key"):
+            modes.append(mode)
+        return real_open(path, flags, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", spying_open)
+    old = os.umask(0)
+    try:
+        private, _public = keygen(tmp_path, "k")
+    finally:
+        os.umask(old)
+    assert modes == [0o600]
+    assert private.stat().st_mode & 0o777 == 0o600
+
+
+def test_keygen_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    (tmp_path / "k.key").symlink_to(target)
+    with pytest.raises(TrustError, match="refusing to overwrite"):
+        keygen(tmp_path, "k")
+    assert not target.exists()
+
+
+def test_key_files_are_typed(keys: Path) -> None:
+    assert (keys / "vendor.key").read_text().splitlines()[0] == PRIVATE_KEY_HEADER
+    assert (keys / "vendor.pub").read_text().splitlines()[0] == PUBLIC_KEY_HEADER
+
+
+def test_public_key_is_not_a_private_key(keys: Path) -> None:
+    for load_private in (load_signing_key, load_seed):
+        with pytest.raises(TrustError) as info:
+            load_private(keys / "vendor.pub")
+        assert (
+            str(info.value) == f"{keys / 'vendor.pub'} is a public key; sign with the private key {keys / 'vendor.key'}"
+        )
+
+
+def test_private_key_is_not_a_public_key(keys: Path) -> None:
+    for load_public in (load_public_key, lambda path: trusted_keys([path])):
+        with pytest.raises(TrustError) as info:
+            load_public(keys / "vendor.key")
+        assert (
+            str(info.value)
+            == f"{keys / 'vendor.key'} is a private key; verify with the public key {keys / 'vendor.pub'}"
+        )
+
+
+def test_wrong_kind_without_its_pair_still_says_what_to_use(tmp_path: Path, keys: Path) -> None:
+    lonely = tmp_path / "lonely.pub"
+    lonely.write_text((keys / "vendor.pub").read_text())
+    with pytest.raises(TrustError, match=r"is a public key; sign with the private key \(the .key file spk keygen"):
+        load_signing_key(lonely)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("ab" * 32 + "\n", "an untyped hex key of an older spk"),
+        ("", "not an spk key file"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n", "not an spk key file"),
+        (f"{PRIVATE_KEY_HEADER}\nzz\n", "one line of 64 hex digits"),
+        (f"{PRIVATE_KEY_HEADER}\n{'ab' * 31}\n", "one line of 64 hex digits"),
+        (f"{PRIVATE_KEY_HEADER}\n{'ab' * 32}\n{'ab' * 32}\n", "one line of 64 hex digits"),
+        (f"{PRIVATE_KEY_HEADER}\n", "one line of 64 hex digits"),
+    ],
+)  # fmt: skip
+def test_untyped_or_malformed_key_file_refused(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "k.key"
+    path.write_text(text)
+    with pytest.raises(TrustError, match=re.escape(words)):
+        load_signing_key(path)
+
+
+def test_binary_or_missing_key_file_refused(tmp_path: Path) -> None:
+    (tmp_path / "bin.key").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(TrustError, match="not an spk key file"):
+        load_seed(tmp_path / "bin.key")
+    with pytest.raises(TrustError, match="cannot read public key"):
+        load_public_key(tmp_path / "missing.pub")
 
 
 # -- images: every refusal ---------------------------------------------------
@@ -106,11 +205,66 @@ def test_wrong_key_refused(tmp_path: Path, keys: Path) -> None:
     assert verify_image(path, trusted(keys, "other"), TODAY).code == "untrusted_key"  # type: ignore[arg-type]
 
 
-def test_forged_manifest_refused(tmp_path: Path, keys: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(b'"security_version":0', b'"security_version":9'), (b'"partition":"alpha"', b'"partition":"beta"')],
+)
+def test_forged_manifest_refused(tmp_path: Path, keys: Path, old: bytes, new: bytes) -> None:
     path = image(tmp_path, keys)
     manifest = path.with_name("app.bin.manifest.json")
-    manifest.write_bytes(manifest.read_bytes().replace(b'"version":"1"', b'"version":"2"'))
+    assert old in manifest.read_bytes()
+    manifest.write_bytes(manifest.read_bytes().replace(old, new))
     assert verify_image(path, trusted(keys, "vendor"), TODAY).code == "bad_signature"  # type: ignore[arg-type]
+
+
+# -- slots and security versions -----------------------------------------------
+def test_image_verifies_in_its_own_slot(tmp_path: Path, keys: Path) -> None:
+    verdict = verify_image(image(tmp_path, keys, security_version=3), trusted(keys, "vendor"), TODAY,  # type: ignore[arg-type]
+                           slot=SLOT, min_security_version=3)  # fmt: skip
+    assert verdict.ok and "for slot alpha/app/app, security version 3" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "slot", [Slot("beta", "app", "app"), Slot("alpha", "kernel", "app"), Slot("alpha", "app", "counter")]
+)
+def test_image_in_another_slot_refused(tmp_path: Path, keys: Path, slot: Slot) -> None:
+    """Partition, kind and name are each part of the slot."""
+    verdict = verify_image(image(tmp_path, keys), trusted(keys, "vendor"), TODAY, slot=slot)  # type: ignore[arg-type]
+    assert verdict.code == "wrong_slot"
+    assert verdict.reason == f"signed for slot alpha/app/app, booted in slot {slot}"
+
+
+def test_image_signed_for_no_partition_boots_in_none(tmp_path: Path, keys: Path) -> None:
+    path = image(tmp_path, keys, partition=None)
+    verdict = verify_image(path, trusted(keys, "vendor"), TODAY, slot=SLOT)  # type: ignore[arg-type]
+    assert verdict.code == "wrong_slot" and "signed for no partition" in verdict.reason
+
+
+def test_older_security_version_refused(tmp_path: Path, keys: Path) -> None:
+    path = image(tmp_path, keys, security_version=1)
+    verdict = verify_image(path, trusted(keys, "vendor"), TODAY, slot=SLOT, min_security_version=2)  # type: ignore[arg-type]
+    assert verdict.code == "rollback"
+    assert verdict.reason == "security version 1 is below partition alpha's min_security_version 2"
+
+
+@pytest.mark.parametrize("version", [-1, 1 << 32, True])
+def test_security_version_out_of_range_is_not_signed(tmp_path: Path, keys: Path, version: int) -> None:
+    with pytest.raises(TrustError, match="security version"):
+        image(tmp_path, keys, security_version=version)
+
+
+def test_manifest_of_the_old_format_refused(tmp_path: Path, keys: Path) -> None:
+    """spk-image/1 bound no slot and no security version: such an image must be re-signed."""
+    path = image(tmp_path, keys)
+    key = load_signing_key(keys / "vendor.key")
+    old = {"format": "spk-image/1", "name": "app", "kind": "app", "version": "1", "expires": None,
+           "parts": [{"name": "image", "size": 100, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}],
+           "signer": key_id(bytes(key.verify_key))}  # fmt: skip
+    body = canonical(old)
+    path.with_name("app.bin.manifest.json").write_bytes(body)
+    path.with_name("app.bin.sig").write_text(key.sign(body).signature.hex())
+    verdict = verify_image(path, trusted(keys, "vendor"), TODAY, slot=SLOT)  # type: ignore[arg-type]
+    assert verdict.code == "malformed" and "spk-image/2" in verdict.reason
 
 
 def test_expired_image_refused(tmp_path: Path, keys: Path) -> None:
@@ -139,14 +293,19 @@ def boot(config: Path, mode: str | None = None, key: bytes | None = None) -> tup
     return system, rec
 
 
+#: alpha's counter app, in the signed system (alpha alone runs counter).
+COUNTER = slot_path(Slot("alpha", "app", "counter"))
+
+
 def tamper(path: Path) -> None:
+    """Change one byte in the middle of an image (its code: whatever its format, it still parses)."""
     data = bytearray(path.read_bytes())
-    data[5] ^= 0xFF
+    data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
 def test_enforce_refuses_only_the_partition_with_a_tampered_image(signed: Path) -> None:
-    tamper(signed / "images/apps/counter.bin")  # used by alpha only
+    tamper(signed / COUNTER)  # used by alpha only
     system, rec = boot(signed / "partitions.toml")
     assert [r.name for r in system.refused] == ["alpha"]
     assert "tampered" in system.refused[0].reasons[0]
@@ -156,7 +315,7 @@ def test_enforce_refuses_only_the_partition_with_a_tampered_image(signed: Path) 
 
 
 def test_warn_boots_and_reports(signed: Path) -> None:
-    tamper(signed / "images/apps/counter.bin")
+    tamper(signed / COUNTER)
     system, rec = boot(signed / "partitions.toml", "warn")
     assert not system.refused
     decisions = {e.partition: e.args["decision"] for e in rec.of("secure_boot")}
@@ -164,7 +323,7 @@ def test_warn_boots_and_reports(signed: Path) -> None:
 
 
 def test_off_checks_nothing(signed: Path) -> None:
-    tamper(signed / "images/apps/counter.bin")
+    tamper(signed / COUNTER)
     system, rec = boot(signed / "partitions.toml", "off")
     assert not system.refused and not rec.of("secure_boot")
 
@@ -233,9 +392,9 @@ def test_quote_of_another_partition_rejected(signed: Path, keys: Path) -> None:
 def test_quote_after_an_image_change_rejected(signed: Path, keys: Path) -> None:
     golden = json.loads((signed / "golden.json").read_bytes())
     # The vendor ships a changed counter, signed: secure boot accepts it, attestation does not.
-    app = signed / "images/apps/counter.bin"
+    app = signed / COUNTER
     tamper(app)
-    sign_image(app, load_signing_key(keys / "vendor.key"), name="counter", kind="app")
+    sign_image(app, load_signing_key(keys / "vendor.key"), name="counter", kind="app", partition="alpha")
     quote = _quote(signed, keys, b"n")
     platform = load_public_key(keys / "platform.pub")
     problems = verify_quote(quote, platform_key=platform, nonce=b"n", partition="alpha", golden=golden)
@@ -266,11 +425,9 @@ def _resigned(signed: Path, keys: Path, edit: object) -> bytes:
     """A quote whose statement was re-signed by the platform after ``edit`` (a forger with the key)."""
     from nacl.signing import SigningKey
 
-    from spgs.trust import canonical
-
     quote = json.loads(_quote(signed, keys, b"n"))
     edit(quote)  # type: ignore[operator]
-    quote["statement"]["log_digest"] = __import__("hashlib").sha256(canonical(quote["log"])).hexdigest()
+    quote["statement"]["log_digest"] = hashlib.sha256(canonical(quote["log"])).hexdigest()
     key = SigningKey(load_seed(keys / "platform.key"))
     quote["signature"] = key.sign(canonical(quote["statement"])).signature.hex()
     return json.dumps(quote).encode()
@@ -313,7 +470,7 @@ def test_golden_counts_every_measurement_in_order(signed: Path, keys: Path) -> N
 
 def test_refused_partition_keeps_its_window_idle(signed: Path) -> None:
     _clean, clean_rec = boot(signed / "partitions.toml")
-    tamper(signed / "images/apps/counter.bin")
+    tamper(signed / COUNTER)
     refused, refused_rec = boot(signed / "partitions.toml")
     assert [r.name for r in refused.refused] == ["alpha"]
 
@@ -325,11 +482,95 @@ def test_refused_partition_keeps_its_window_idle(signed: Path) -> None:
 
 
 def test_sign_refuses_two_images_with_one_name(tmp_path: Path, keys: Path) -> None:
-    from spgs.trust import TrustError
-
     (tmp_path / "x").mkdir()
-    shutil.copy(ROOT / "apps/counter.asm", tmp_path / "x/hello.asm")
+    shutil.copy(ROOT / "apps/fuzz_app.asm", tmp_path / "x/hello.asm")  # another app, named hello too
     config = tmp_path / "p.toml"
     config.write_text('[[partition]]\nname = "a"\nimage = "refkernel"\napps = ["hello", "x/hello.asm"]\n')
     with pytest.raises(TrustError, match="both named 'hello'"):
         sign_system(config, keys / "vendor.key", tmp_path / "out")
+
+
+# -- slot binding and rollback at boot (issue 12) --------------------------------
+def copy_signed(source: Path, target: Path) -> None:
+    """The attack: a validly signed image copied, with its manifest and signature, over another image's files."""
+    for suffix in ("", ".manifest.json", ".sig"):
+        shutil.copyfile(source.with_name(source.name + suffix), target.with_name(target.name + suffix))
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "victim"),
+    [
+        (Slot("alpha", "app", "hello"), Slot("alpha", "app", "counter"), "alpha"),  # another app, same partition
+        (Slot("gamma", "app", "bad_hlt"), Slot("beta", "app", "sleeper"), "beta"),  # another partition's app
+        (Slot("beta", "app", "hello"), Slot("alpha", "app", "hello"), "alpha"),  # same name, other partition
+        (Slot("alpha", "kernel", "refkernel"), Slot("beta", "kernel", "refkernel"), "beta"),  # same bytes even
+    ],
+)  # fmt: skip
+def test_signed_image_copied_into_another_slot_is_refused(signed: Path, source: Slot, target: Slot,
+                                                          victim: str) -> None:  # fmt: skip
+    # (An app copied over a kernel is refused as wrong_slot too: test_image_in_another_slot_refused.)
+    copy_signed(signed / slot_path(source), signed / slot_path(target))
+    system, rec = boot(signed / "partitions.toml")
+    assert [r.name for r in system.refused] == [victim]
+    file = Path(slot_path(target)).name
+    assert system.refused[0].reasons == [f"{file}: wrong_slot: signed for slot {source}, booted in slot {target}"]
+    others = {i.name for i in system.report(0).partitions}
+    assert others == {"alpha", "beta", "gamma"} - {victim}
+    decisions = {e.partition: e.args["decision"] for e in rec.of("secure_boot")}
+    assert decisions == {name: "refused" if name == victim else "verified" for name in ("alpha", "beta", "gamma")}
+
+
+def _with_minimum(folder: Path, partition: str, minimum: int) -> Path:
+    """The example description, in ``folder``, with ``min_security_version`` set on one partition."""
+    text = (ROOT / "partitions.toml").read_text()
+    head, found, tail = text.partition(f'name = "{partition}"\n')
+    assert found
+    path = folder / f"partitions-{partition}-{minimum}.toml"
+    path.write_text(f"{head}{found}min_security_version = {minimum}\n{tail}")
+    return path
+
+
+def test_rollback_to_an_older_signed_image_is_refused(tmp_path: Path, keys: Path) -> None:
+    """Release 1 is signed at security version 1; release 2 declares minimum 2 for alpha.
+
+    Release 1's counter, validly signed for the same slot, no longer boots in release 2.
+    """
+    release1 = sign_system(ROOT / "partitions.toml", keys / "vendor.key", tmp_path / "r1", security_version=1)
+    policy = _with_minimum(tmp_path, "alpha", 2)
+    release2 = sign_system(policy, keys / "vendor.key", tmp_path / "r2", security_version=2)
+    legit, _ = boot(release2.config)
+    assert not legit.refused  # release 2 boots as signed
+    copy_signed(release1.config.parent / COUNTER, release2.config.parent / COUNTER)
+    system, _ = boot(release2.config)
+    assert [r.name for r in system.refused] == ["alpha"]
+    assert system.refused[0].reasons == ["counter.bin: rollback: security version 1 is below partition alpha's "
+                                         "min_security_version 2"]  # fmt: skip
+    assert {i.name for i in system.report(0).partitions} == {"beta", "gamma"}  # no minimum there: version 1 is fine
+
+
+def test_sign_defaults_to_each_partitions_minimum(tmp_path: Path, keys: Path) -> None:
+    policy = _with_minimum(tmp_path, "beta", 7)
+    signed = sign_system(policy, keys / "vendor.key", tmp_path / "out")
+    versions = {str(p.relative_to(signed.config.parent)): json.loads(p.with_name(p.name + ".manifest.json").read_text())
+                ["security_version"] for p in signed.images}  # fmt: skip
+    assert versions[slot_path(Slot("beta", "app", "sleeper"))] == 7
+    assert versions[slot_path(Slot("alpha", "app", "counter"))] == 0
+    system, _ = boot(signed.config)
+    assert not system.refused
+
+
+def test_sign_refuses_a_security_version_below_a_minimum(tmp_path: Path, keys: Path) -> None:
+    policy = _with_minimum(tmp_path, "beta", 7)
+    with pytest.raises(TrustError, match="security version 6 is below partition beta's min_security_version 7"):
+        sign_system(policy, keys / "vendor.key", tmp_path / "out", security_version=6)
+
+
+def test_every_slot_gets_its_own_signed_image(signed: Path) -> None:
+    manifests = sorted(signed.glob("images/*/*/*.bin.manifest.json"))
+    assert len(manifests) == 15  # 3 kernels + 2 + 2 + 8 apps
+    for manifest in manifests:
+        fields = json.loads(manifest.read_text())
+        partition, kind = manifest.parent.parent.name, manifest.parent.name
+        assert (fields["partition"], fields["kind"], fields["name"] + ".bin.manifest.json") == (
+            partition, kind, manifest.name
+        )  # fmt: skip

@@ -1,0 +1,26 @@
+/* Linker script of a C guest kernel: every segment inside the kernel image
+ * region [SPK_KERNEL_IMAGE_VADDR, + SPK_KERNEL_IMAGE_MAX), code read-only
+ * and executable, constants read-only, data and bss writable. Each segment
+ * starts on its own page: a page has one set of permissions. Run through the
+ * C preprocessor (spk/abi.h) by the image builder. */
+#include "spk/abi.h"
+ENTRY(_start)
+PHDRS
+{
+    text PT_LOAD FLAGS(5);
+    rodata PT_LOAD FLAGS(4);
+    data PT_LOAD FLAGS(6);
+}
+SECTIONS
+{
+    . = SPK_KERNEL_IMAGE_VADDR;
+    .text : { *(.text.start) *(.text .text.*) } :text
+    . = ALIGN(SPK_PAGE_SIZE);
+    .rodata : { *(.rodata .rodata.*) } :rodata
+    . = ALIGN(SPK_PAGE_SIZE);
+    .data : { *(.data .data.*) } :data
+    .bss : { *(.bss .bss.*) *(COMMON) } :data
+    __image_end = .;
+    /DISCARD/ : { *(.note.GNU-stack) *(.note.gnu.*) *(.comment) *(.eh_frame) *(.eh_frame_hdr) }
+}
+ASSERT(__image_end <= SPK_KERNEL_IMAGE_VADDR + SPK_KERNEL_IMAGE_MAX, "kernel image larger than SPK_KERNEL_IMAGE_MAX")
