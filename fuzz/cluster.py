@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - without the cluster extra
     class RayEmpty(Exception):  # type: ignore[no-redef]
         """Never raised: Ray is not installed."""
 
+
 if TYPE_CHECKING:
     from fuzz.runner import CampaignStats, Job
 
@@ -37,13 +38,17 @@ Report = Callable[[int, "CampaignStats"], None]
 
 
 def _work(job: Job, queue: Any = None) -> list[CampaignStats]:
-    """A worker: run the job; each batch's statistics go to ``queue`` (a progress feed) if given."""
-    from fuzz.runner import run_job
+    """A worker: run the job; each batch's statistics go to ``queue`` (a progress feed) if given.
+
+    The job's deadline was read on the shared (wall) clock by the parent, before
+    this process or task started: starting it is spent from the budget too.
+    """
+    from fuzz.runner import run_job, shared_clock
 
     def progress(stats: CampaignStats) -> None:
         queue.put((job.worker, stats))
 
-    return run_job(job, progress if queue is not None else None)
+    return run_job(job, progress if queue is not None else None, shared_clock)
 
 
 def _drain(queue: Any, report: Report, *, wait: float) -> None:

@@ -6,6 +6,12 @@ seed (so a run is repeatable), and stops at the first finding: hypothesis
 shrinks it, the runner replays the shrunk action list on a fresh reset to
 confirm it, and writes it as a replay file.
 
+Budgets are kept: an example is one program run from a reset (one
+hypothesis test case, or one mutated program), and an examples budget runs
+exactly that many per campaign; a time budget is checked before every
+example, shrinking and minimising included, on a clock the caller may give
+(tests drive it by the work done, never by the wall clock).
+
 :func:`run` runs several campaigns, in this process or in worker
 processes (``workers``) or on a Ray cluster (``ray_address``); each worker
 takes its own slice of the seed space, and the statistics are gathered in
@@ -20,7 +26,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -32,7 +38,7 @@ import fuzz.campaigns  # noqa: F401  (registers every campaign)
 from fuzz.campaigns.base import REGISTRY, Campaign, CampaignMachine
 from fuzz.mutate import Mutator
 from fuzz.replay import Replay, replay, run_program, world_of
-from fuzz.world import Violation
+from fuzz.world import Violation, World
 
 #: Steps per example at most (hypothesis shrinks below that). Resets are cheap, so
 #: many short programs beat few long ones: hypothesis also discards fewer of them
@@ -46,6 +52,9 @@ MUTATIONS = 8
 CORPUS_MAX = 500
 #: Seeds of batch b of worker w: seed * SEED_STRIDE + b * workers + w (disjoint per worker).
 SEED_STRIDE = 1_000_003
+INF = float("inf")
+#: A clock: seconds, from any origin (only differences and comparisons are used).
+Clock = Callable[[], float]
 
 
 @dataclass
@@ -140,23 +149,123 @@ def _settings(examples: int) -> settings:
     )  # fmt: skip
 
 
-def _batch(chosen: Campaign, batch_seed: int, examples: int, out_dir: Path | None) -> Finding | None:
-    """One hypothesis run; the finding it shrank to (confirmed by a replay), or None."""
+def _clock(clock: Clock | None) -> Clock:
+    """The clock to use: the one given, else this process's monotonic clock (looked up now)."""
+    return clock if clock is not None else time.monotonic
+
+
+def shared_clock() -> float:
+    """The clock of jobs run in other processes or on other hosts: the wall clock, the one they share.
+
+    A job's deadline is read on it by the parent and by the worker
+    (hosts of a Ray cluster are assumed kept in step, by NTP or the like).
+    """
+    return time.time()
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """Where a batch writes replay files, its clock, and when its time budget ends (on that clock)."""
+
+    out_dir: Path | None
+    clock: Clock
+    deadline: float = INF
+
+    def spent(self) -> bool:
+        return self.clock() >= self.deadline
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What one hypothesis run did: its finding (or None) and the examples it generated."""
+
+    finding: Finding | None
+    examples: int
+
+
+class _Spent(KeyboardInterrupt):
+    """Ends a hypothesis run from inside when its examples or its time are spent.
+
+    A KeyboardInterrupt: the one exception hypothesis lets out of a test case
+    without recording the test case (an Exception is a failure to shrink; any
+    other is recorded, and hypothesis then finds a test case cut short before
+    its first draw inconsistent with the ones before it).
+    """
+
+
+class _Examples:
+    """The factory hypothesis calls for each test case: counts the examples and keeps the bounds.
+
+    Hypothesis stops at ``max_examples`` *valid* test cases, and runs more when
+    some ran out of data or were rejected: each of those ran from a reset too.
+    So the count is kept here: once ``limit`` examples ran (and none failed),
+    or once the deadline passed, the next test case ends the run
+    (:class:`_Spent`). After a failure the test cases are hypothesis's
+    shrinking, not new examples: they are not counted, and only the deadline
+    stops them; the shortest failing program seen is kept for that case.
+    """
+
+    def __init__(self, chosen: Campaign, world: World, limit: int, bounds: _Bounds) -> None:
+        self.chosen, self.world, self.limit, self.bounds = chosen, world, limit, bounds
+        self.started = 0
+        self.last: CampaignMachine | None = None
+        #: (invariant, message, actions) of the shortest failing program so far.
+        self.failure: tuple[str, str, list[Any]] | None = None
+
+    def note(self) -> None:
+        """Keep the last test case's failure if it is the shortest so far."""
+        machine, self.last = self.last, None
+        if machine is None or machine.failure is None or machine.program is None:
+            return
+        error = machine.failure
+        if isinstance(error, Violation):
+            invariant, message = error.invariant, error.message
+        else:
+            invariant, message = "campaign_error", _describe(error)
+        if self.failure is None or len(machine.program) < len(self.failure[2]):
+            self.failure = (invariant, message, machine.program)
+
+    def machine(self) -> CampaignMachine:
+        """A fresh machine (its world reset), or :class:`_Spent` when the batch's budget is spent."""
+        self.note()
+        if self.bounds.spent() or (self.failure is None and self.started >= self.limit):
+            raise _Spent
+        if self.failure is None:
+            self.started += 1
+        self.last = self.chosen.machine(self.world)
+        return self.last
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _batch(chosen: Campaign, batch_seed: int, examples: int, bounds: _Bounds) -> _Batch:
+    """One hypothesis run of exactly ``examples`` examples (fewer when it finds something or the
+    deadline passes); the finding it shrank to (confirmed by a replay), or None."""
     world = world_of(chosen.world.kind)
+    made = _Examples(chosen, world, examples, bounds)
 
     def factory() -> CampaignMachine:
-        return chosen.machine(world)
+        return made.machine()
 
     seed(batch_seed)(factory)
     try:
         # hypothesis takes any callable returning a state machine (its type says the class).
         run_state_machine_as_test(factory, settings=_settings(examples))  # type: ignore[arg-type]
+    except _Spent:
+        made.note()
+        if made.failure is None:
+            return _Batch(None, made.started)
+        invariant, message, actions = made.failure  # shrinking cut short by the deadline
+        return _Batch(_confirm(chosen, batch_seed, invariant, message, actions, bounds), made.started)
     except Violation as violation:
-        return _confirm(chosen, batch_seed, violation.invariant, violation.message, list(world.log), out_dir)
+        found = _confirm(chosen, batch_seed, violation.invariant, violation.message, list(world.log), bounds)
+        return _Batch(found, made.started)
     except Exception as exc:  # the campaign's own machinery failed: still reported, with its last actions
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return _confirm(chosen, batch_seed, "campaign_error", detail, list(world.log), out_dir)
-    return None
+        return _Batch(_confirm(chosen, batch_seed, "campaign_error", _describe(exc), list(world.log), bounds),
+                      made.started)  # fmt: skip
+    return _Batch(None, made.started)
 
 
 def _reproduces(chosen: Campaign, actions: list[Any], invariant: str) -> int:
@@ -165,11 +274,17 @@ def _reproduces(chosen: Campaign, actions: list[Any], invariant: str) -> int:
     return len(again.steps) if again.violation is not None and again.violation.invariant == invariant else 0
 
 
-def minimise(chosen: Campaign, actions: list[Any], invariant: str) -> list[Any]:
+def minimise(
+    chosen: Campaign, actions: list[Any], invariant: str, *, stop: Callable[[], bool] | None = None
+) -> list[Any]:
     """Drop actions one at a time while the finding still shows (hypothesis shrinks the
-    program it generated; this removes steps whose results later ones do not need)."""
+    program it generated; this removes steps whose results later ones do not need).
+
+    ``stop`` ends the search early (the time budget): every program kept on
+    the way still shows the finding.
+    """
     index = 0
-    while index < len(actions):
+    while index < len(actions) and not (stop is not None and stop()):
         candidate = actions[:index] + actions[index + 1 :]
         steps = _reproduces(chosen, candidate, invariant)
         if steps:
@@ -180,115 +295,163 @@ def minimise(chosen: Campaign, actions: list[Any], invariant: str) -> list[Any]:
 
 
 def _confirm(
-    chosen: Campaign, batch_seed: int, invariant: str, message: str, actions: list[Any], out_dir: Path | None
+    chosen: Campaign, batch_seed: int, invariant: str, message: str, actions: list[Any], bounds: _Bounds
 ) -> Finding:
-    """Replay the shrunk actions on a fresh reset, minimise them, write the replay file."""
+    """Replay the shrunk actions on a fresh reset, minimise them (until the deadline), write the replay file."""
     steps = _reproduces(chosen, actions, invariant)
     if steps:
-        actions = minimise(chosen, actions[:steps], invariant)
+        actions = minimise(chosen, actions[:steps], invariant, stop=bounds.spent)
         final = replay(Replay(chosen.name, chosen.world.kind, actions)).violation
         message = final.message if final is not None else message  # what the short program shows
     recorded = Replay(chosen.name, chosen.world.kind, actions, invariant, message, batch_seed)
     path = None
-    if out_dir is not None:
-        path = str(recorded.write(out_dir / f"{chosen.name}-{invariant}-{batch_seed}.json"))
+    if bounds.out_dir is not None:
+        path = str(recorded.write(bounds.out_dir / f"{chosen.name}-{invariant}-{batch_seed}.json"))
     return Finding(chosen.name, invariant, message, len(actions), bool(steps), path, batch_seed)
 
 
 @dataclass(frozen=True)
 class Job:
-    """What one worker runs: its slice of the seed space and its budget."""
+    """What one worker runs: its slice of the seed space and its budget.
+
+    ``examples`` is this worker's exact share of each campaign's examples;
+    ``deadline`` is when the run's time budget ends, on the clock the job runs
+    with (:func:`shared_clock` in another process).
+    """
 
     campaigns: tuple[str, ...]
     seed: int
     worker: int = 0
     workers: int = 1
     examples: int | None = None
-    seconds: float | None = None
+    deadline: float | None = None
     out_dir: str | None = None
     #: With a time budget, follow every hypothesis batch with a mutation round.
     mutate: bool = True
 
 
-def run_campaign(name: str, job: Job, on_progress: Progress | None = None) -> CampaignStats:
-    """Run one campaign under ``job``'s budget (per campaign) until it ends or finds something."""
+def run_campaign(name: str, job: Job, on_progress: Progress | None = None, clock: Clock | None = None) -> CampaignStats:
+    """Run one campaign under ``job``'s budget until it is spent or the campaign finds something.
+
+    With ``job.examples``, exactly that many examples (fewer only after a
+    finding); with ``job.deadline`` (on ``clock``), no example starts after it.
+    """
+    clock = _clock(clock)
     chosen = campaign(name)
-    world = world_of(chosen.world.kind)
     stats = CampaignStats(name)
-    out_dir = Path(job.out_dir) if job.out_dir else None
+    deadline = INF if job.deadline is None else job.deadline
     remaining = job.examples
-    start = time.monotonic()
+    begin = clock()
+    if remaining == 0 or begin >= deadline:
+        return stats
+    world = world_of(chosen.world.kind)
+    bounds = _Bounds(Path(job.out_dir) if job.out_dir else None, clock, deadline)
     batch = 0
     corpus: list[list[Any]] = []
-    mutating = job.mutate and job.seconds is not None
+    mutating = job.mutate and job.deadline is not None
     while True:
         count = BATCH if remaining is None else min(BATCH, remaining)
-        before = (world.examples, world.executions, world.checks)
+        before = (world.executions, world.checks)
         batch_seed = job.seed * SEED_STRIDE + batch * job.workers + job.worker
         if mutating:
             world.history = []
-        finding = _batch(chosen, batch_seed, count, out_dir)
+        result = _batch(chosen, batch_seed, count, bounds)
+        finding = result.finding
+        stats.examples += result.examples
         if mutating:
             corpus = (corpus + (world.history or []))[-CORPUS_MAX:]
             world.history = None
             if finding is None:
-                deadline = start + (job.seconds or 0.0)
-                round_ = _Round(Random(batch_seed), MUTATIONS * count, deadline)
-                finding = _mutation_round(chosen, round_, corpus, out_dir, batch_seed)
-        stats.examples += world.examples - before[0]
-        stats.executions += world.executions - before[1]
-        stats.invariant_checks += world.checks - before[2]
-        stats.seconds = time.monotonic() - start
+                round_ = _Round(Random(batch_seed), MUTATIONS * count, deadline, clock)
+                finding = _mutation_round(chosen, round_, corpus, bounds.out_dir, batch_seed)
+                stats.examples += round_.ran
+        stats.executions += world.executions - before[0]
+        stats.invariant_checks += world.checks - before[1]
+        stats.seconds = clock() - begin
         if finding is not None:
             stats.findings.append(finding)
         if on_progress is not None:
             on_progress(stats)
         batch += 1
         if remaining is not None:
-            remaining -= count
-        if finding is not None or (remaining is not None and remaining <= 0):
-            break
-        if job.seconds is not None and stats.seconds >= job.seconds:
+            remaining -= result.examples
+            if remaining <= 0 or result.examples == 0:  # spent, or hypothesis has nothing left to try
+                break
+        if finding is not None or bounds.spent():
             break
     return stats
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Round:
-    """A mutation round: its random source, how many programs at most, and when the budget ends."""
+    """A mutation round: its random source, how many programs at most, when the budget ends (on
+    ``clock``, by default this process's monotonic clock); ``ran`` counts the programs it ran."""
 
     rng: Random
     programs: int
-    deadline: float = float("inf")
+    deadline: float = INF
+    clock: Clock | None = None
+    ran: int = 0
 
 
 def _mutation_round(
     chosen: Campaign, round_: _Round, corpus: list[list[Any]], out_dir: Path | None, seed_: int
 ) -> Finding | None:
     """Mutated corpus programs through the world, until the round's count or deadline; the first
-    finding, minimised, or None."""
+    finding, minimised (until the deadline), or None."""
     world = world_of(chosen.world.kind)
     mutator = Mutator(round_.rng, corpus)
     if not mutator.corpus:
         return None
+    bounds = _Bounds(out_dir, _clock(round_.clock), round_.deadline)
     for _ in range(round_.programs):
-        if time.monotonic() >= round_.deadline:
+        if bounds.spent():
             break
         program = mutator.program()
+        round_.ran += 1
         violation = run_program(world, program).violation
         if violation is not None:
-            return _confirm(chosen, seed_, violation.invariant, violation.message, program, out_dir)
+            return _confirm(chosen, seed_, violation.invariant, violation.message, program, bounds)
     return None
 
 
-def run_job(job: Job, on_progress: Progress | None = None) -> list[CampaignStats]:
-    """Every campaign of ``job`` in turn, each with its share of the time budget."""
-    share = None if job.seconds is None else job.seconds / max(1, len(job.campaigns))
+def run_job(job: Job, on_progress: Progress | None = None, clock: Clock | None = None) -> list[CampaignStats]:
+    """Every campaign of ``job`` in turn, each until the end of its slot of the time budget.
+
+    The time left when the job starts (a worker starts late: the budget is
+    the run's) is cut into equal slots, one per campaign, fixed then: a
+    campaign that ends early (a finding) leaves its time to the next one.
+    """
+    clock = _clock(clock)
+    begin = clock()
     results = []
-    for name in job.campaigns:
-        budget = Job(job.campaigns, job.seed, job.worker, job.workers, job.examples, share, job.out_dir, job.mutate)
-        results.append(run_campaign(name, budget, on_progress))
+    count = len(job.campaigns)
+    for index, name in enumerate(job.campaigns):
+        deadline = None
+        if job.deadline is not None:
+            deadline = begin + max(0.0, job.deadline - begin) * (index + 1) / count
+        results.append(run_campaign(name, replace(job, deadline=deadline), on_progress, clock))
     return results
+
+
+def examples_share(examples: int, workers: int, worker: int) -> int:
+    """Worker ``worker``'s exact share of ``examples``: the shares of all workers add up to it."""
+    return examples // workers + (1 if worker < examples % workers else 0)
+
+
+def plan_jobs(
+    names: list[str], *, seed: int, examples: int | None, start: float, seconds: float | None, workers: int,
+    out_dir: Path | None = None, mutate: bool = True,
+) -> list[Job]:  # fmt: skip
+    """One job per worker that has work: exact shares of the examples, one deadline for all."""
+    deadline = None if seconds is None else start + seconds
+    jobs = []
+    for w in range(workers):
+        share = None if examples is None else examples_share(examples, workers, w)
+        if share != 0:
+            jobs.append(Job(tuple(names), seed, w, workers, share, deadline, str(out_dir) if out_dir else None,
+                            mutate))  # fmt: skip
+    return jobs
 
 
 class _Gather:
@@ -318,14 +481,20 @@ def run(
     out_dir: Path | None = None,
     on_progress: Progress | None = None,
     mutate: bool = True,
+    clock: Clock | None = None,
 ) -> Summary:
     """Run campaigns (all by default) and gather one summary.
 
-    ``examples`` is per campaign (shared among workers): pure hypothesis, a
-    repeatable count. ``seconds`` is the whole run's budget (each worker
-    spends it on all campaigns in turn); with ``mutate`` every hypothesis
-    batch is followed by a mutation round (:mod:`fuzz.mutate`).
-    ``on_progress`` gets a campaign's statistics (summed over workers) after each batch.
+    ``examples`` is per campaign, exactly (split among the workers; fewer only
+    when a finding ends the campaign): pure hypothesis, a repeatable count.
+    ``seconds`` is the whole run's budget, counted from this call (starting
+    workers or Ray is spent from it): each worker spends it on all campaigns
+    in turn, each campaign its slot, and no example starts after its slot
+    ends. With ``mutate`` every hypothesis batch is followed by a mutation
+    round (:mod:`fuzz.mutate`). ``clock`` is the clock of a run in this
+    process (default: the monotonic clock); workers in other processes read
+    the deadline on :func:`shared_clock`. ``on_progress`` gets a campaign's
+    statistics (summed over workers) after each batch.
     Errors: ValueError (unknown campaign, no budget, workers < 1),
     RuntimeError (Ray not installed).
     """
@@ -336,26 +505,30 @@ def run(
         raise ValueError("give exactly one budget: examples or seconds")
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    share = None if examples is None else max(1, -(-examples // workers))
-    jobs = [
-        Job(tuple(names), seed, w, workers, share, seconds, str(out_dir) if out_dir else None, mutate)
-        for w in range(workers)
-    ]
-    start = time.monotonic()
+    clock = _clock(clock)
+    here = ray_address is None and workers == 1
+    job_clock = clock if here else shared_clock
+    began = clock()
+    jobs = plan_jobs(
+        names, seed=seed, examples=examples, start=job_clock(), seconds=seconds, workers=workers, out_dir=out_dir,
+        mutate=mutate,
+    )  # fmt: skip
     report = None if on_progress is None else _Gather(on_progress).report
     if ray_address is not None:
         from fuzz.cluster import run_on_ray
 
         results = run_on_ray(ray_address, jobs, report)
-    elif workers == 1:
-        results = [run_job(jobs[0], on_progress)]
+    elif here:
+        results = [run_job(jobs[0], on_progress, clock)]
     else:
         from fuzz.cluster import run_in_processes
 
         results = run_in_processes(jobs, report)
     summary = Summary(seed, workers)
+    for name in names:  # every campaign has a row, the ones no worker had time for too
+        summary.add(CampaignStats(name))
     for worker_stats in results:
         for stats in worker_stats:
             summary.add(stats)
-    summary.seconds = time.monotonic() - start
+    summary.seconds = clock() - began
     return summary

@@ -24,10 +24,12 @@ from spgs.config import LoadedConfig
 from spgs.system import System, SystemReport, load_and_plan, run_bound
 from spgs.trust import load_seed
 from spk import MachineEvent
-from spk_review.model import PartitionFacts, PortFacts, SystemFacts
+from spk_review.model import FAULT_SITES_KEPT, FaultSite, PartitionFacts, PortFacts, SystemFacts
 
 #: Bytes of an Ed25519 seed (a platform key).
 SEED_BYTES = 32
+#: Health actions that restart a partition (up to its table's restart_limit).
+RESTARTS = ("cold_restart", "warm_restart")
 
 
 @dataclass
@@ -40,6 +42,11 @@ class Booted:
     key_origin: Literal["ephemeral", "file"]
     #: health-monitor actions taken during the run, per partition
     health_actions: dict[str, Counter[str]] = field(default_factory=dict)
+    #: per partition, the health event it was halted for when its table asked for a restart
+    #: and its restart limit was reached
+    restarts_exhausted: dict[str, str] = field(default_factory=dict)
+    #: per partition, its first faults with the code they happened in
+    fault_sites: dict[str, list[FaultSite]] = field(default_factory=dict)
 
 
 def boot(
@@ -51,14 +58,28 @@ def boot(
     bound = run_bound(desc, seed=seed, max_ticks=max_ticks)
     key = load_seed(platform_key) if platform_key is not None else secrets.token_bytes(SEED_BYTES)
     actions: dict[str, Counter[str]] = {}
+    exhausted: dict[str, str] = {}
+    tables = {p.name: p.health for p in desc.partition}
+    sites: dict[str, list[FaultSite]] = {}
 
     def listen(event: MachineEvent) -> None:
+        if event.event in ("kernel_fault", "app_fault"):
+            kept = sites.setdefault(event.partition, [])
+            if len(kept) < FAULT_SITES_KEPT:
+                a = event.args
+                source: Literal["kernel", "app"] = "kernel" if event.event == "kernel_fault" else "app"
+                kept.append(FaultSite(source=source, module=a.get("module"), vector=a["vector"], rip=a["rip"],
+                                      where=a.get("where")))  # fmt: skip
         if event.event == "health_action":
-            actions.setdefault(event.partition, Counter())[str(event.args["action"])] += 1
+            action, health_event = str(event.args["action"]), str(event.args["event"])
+            actions.setdefault(event.partition, Counter())[action] += 1
+            table = tables.get(event.partition)
+            if action == "halt" and table is not None and table.action(health_event) in RESTARTS:
+                exhausted[event.partition] = health_event  # ring 1 halts instead once restart_limit is reached
 
     system = System(loaded, plans, listen, attestation_key=key)
     run = system.run(bound)
-    return Booted(loaded, system, run, "file" if platform_key is not None else "ephemeral", actions)
+    return Booted(loaded, system, run, "file" if platform_key is not None else "ephemeral", actions, exhausted, sites)
 
 
 def _status(booted: Booted, name: str) -> str:
@@ -100,6 +121,8 @@ def system_facts(booted: Booted) -> SystemFacts:
                 overruns=booted.run.usage[plan.name].overruns,
                 restarts=machine.info(pid).restarts if pid is not None else 0,
                 health_actions=dict(sorted(booted.health_actions.get(plan.name, Counter()).items())),
+                restarts_exhausted=booted.restarts_exhausted.get(plan.name),
+                fault_sites=booted.fault_sites.get(plan.name, []),
             )
         )  # fmt: skip
     return SystemFacts(

@@ -108,37 +108,43 @@ def shared_frame(facts: Facts) -> Iterator[Hit]:
     Ring 0's own frames (the GDT, in every space) are judged by ring0_frame_exposed.
     """
     names = {p.name for p in facts.system.partitions}
-    seen: set[int] = set()
-    for part in facts.memory.partitions:
-        for shared in part.shared:
-            others = sorted(set(shared.shared_with) & names)
-            if others and shared.owner != "ring 0" and shared.mfn not in seen:
-                seen.add(shared.mfn)
-                yield (
-                    f"frame {shared.mfn:#x}",
-                    f"{part.name} maps frame {shared.mfn:#x} (owner {shared.owner}) at {shared.va:#x}, "
-                    f"also reachable by {', '.join(others)}",
-                    None,
-                )
+    for region in facts.memory.shared:
+        parties = {m.partition for m in region.mapped_by} | ({region.owner} & names)
+        if region.owner != "ring 0" and len(parties & names) > 1:
+            where = ", ".join(f"{m.partition} at {m.va:#x}" for m in region.mapped_by)
+            yield (
+                f"frame {region.mfn:#x}",
+                f"{_frames(region.mfn, region.frames)} (owner {region.owner}) is reachable by "
+                f"{', '.join(sorted(parties))}: mapped by {where}",
+                None,
+            )
+
+
+def _frames(mfn: int, count: int) -> str:
+    return f"frame {mfn:#x}" if count == 1 else f"frames {mfn:#x}-{mfn + count - 1:#x}"
 
 
 @rule("high")
 def foreign_mapping(facts: Facts) -> Iterator[Hit]:
     """A partition maps a frame it does not own (other than ring 0's read-only, supervisor GDT)."""
-    for part in facts.memory.partitions:
-        for shared in part.shared:
-            if shared.owner not in (part.name, "ring 0"):
-                yield (part.name, f"maps frame {shared.mfn:#x} of {shared.owner} at {shared.va:#x}", None)
+    for region in facts.memory.shared:
+        for m in region.mapped_by:
+            if region.owner not in (m.partition, "ring 0"):
+                yield (m.partition, f"maps {_frames(region.mfn, region.frames)} of {region.owner} at {m.va:#x}", None)
 
 
 @rule("high")
 def ring0_frame_exposed(facts: Facts) -> Iterator[Hit]:
     """A frame of ring 0 is mapped writable, or reachable from CPL 3, in a partition."""
-    for part in facts.memory.partitions:
-        for shared in part.shared:
-            if shared.owner == "ring 0" and (shared.writable or shared.user):
-                rights = ", ".join(r for r, on in (("writable", shared.writable), ("user", shared.user)) if on)
-                yield (part.name, f"maps ring 0's frame {shared.mfn:#x} at {shared.va:#x} ({rights})", None)
+    for region in facts.memory.shared:
+        for m in region.mapped_by:
+            if region.owner == "ring 0" and (m.writable or m.user):
+                rights = ", ".join(r for r, on in (("writable", m.writable), ("user", m.user)) if on)
+                yield (
+                    m.partition,
+                    f"maps ring 0's {_frames(region.mfn, region.frames)} at {m.va:#x} ({rights})",
+                    None,
+                )
 
 
 @rule("high")
@@ -197,7 +203,11 @@ def fuzz_findings(facts: Facts) -> Iterator[Hit]:
     """A fuzz campaign of the bounded run reported findings (broken isolation invariants)."""
     for campaign in facts.fuzz.campaigns if facts.fuzz else []:
         if campaign.findings:
-            yield (campaign.name, f"{campaign.findings} finding(s) in {campaign.examples} examples", None)
+            yield (
+                campaign.name,
+                f"{campaign.findings} finding(s) in {campaign.examples} examples ({campaign.executions} executions)",
+                None,
+            )
 
 
 # -- medium ----------------------------------------------------------------------
@@ -240,6 +250,20 @@ def apps_not_measured(facts: Facts) -> Iterator[Hit]:
 
 
 @rule("medium")
+def restarts_exhausted(facts: Facts) -> Iterator[Hit]:
+    """A partition was halted during the review's run: its health table asked for a restart, and it had used
+    its restart_limit: it no longer runs, and nothing restarts it but a system partition or an operator."""
+    for part in facts.system.partitions:
+        if part.restarts_exhausted is not None:
+            yield (
+                part.name,
+                f"halted after {part.restarts} restart(s): {part.restarts_exhausted} again with "
+                f"restart_limit = {part.health.get('restart_limit')} reached",
+                ("partition", facts.index(part.name), "health", "restart_limit"),
+            )
+
+
+@rule("medium")
 def no_window(facts: Facts) -> Iterator[Hit]:
     """A partition has no window time in the major frame: it can never run."""
     for part in facts.system.partitions:
@@ -263,7 +287,7 @@ def overruns_ignored(facts: Facts) -> Iterator[Hit]:
         if part.overruns and part.health.get("overrun") == "ignore":
             yield (
                 part.name,
-                f"{part.overruns} overruns in {facts.system.major_frames} major frames, health.overrun = \"ignore\"",
+                f'{part.overruns} overruns in {facts.system.major_frames} major frames, health.overrun = "ignore"',
                 ("partition", facts.index(part.name), "health", "overrun"),
             )
 
@@ -340,4 +364,3 @@ def channel_idle(facts: Facts) -> Iterator[Hit]:
             seen.add(edge.channel)
             yield (edge.channel, f"no message sent in {facts.system.ran_until:,} instructions",
                    ("channel", channels.index(edge.channel)))  # fmt: skip
-

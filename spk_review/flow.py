@@ -46,24 +46,22 @@ def _frame_edges(memory: MemoryFacts, names: set[str]) -> list[FlowEdge]:
 
     The owner counts as a writer: it may map its own data frame writable at will.
     """
-    mappers: dict[int, dict[str, bool]] = {}
-    owners: dict[int, str] = {}
-    for part in memory.partitions:
-        for shared in part.shared:
-            if set(shared.shared_with) & names:
-                entry = mappers.setdefault(shared.mfn, {})
-                entry[part.name] = entry.get(part.name, False) or shared.writable
-                owners[shared.mfn] = shared.owner
     edges = []
-    for mfn, parties in sorted(mappers.items()):
-        if owners[mfn] in names:
-            parties[owners[mfn]] = True
+    for region in memory.shared:
+        parties: dict[str, bool] = {}
+        for m in region.mapped_by:
+            parties[m.partition] = parties.get(m.partition, False) or m.writable
+        if region.owner in names:
+            parties[region.owner] = True
+        if len(set(parties) & names) < 2:
+            continue
+        mfn = region.mfn
         for writer in sorted(p for p, w in parties.items() if w):
             for reader in sorted(set(parties) - {writer}):
                 edges.append(
                     FlowEdge(
                         channel=f"frame {mfn:#x}", kind="shared_frame", source=writer, source_port="-",
-                        destination=reader, destination_port="-", message_size=PAGE_SIZE, depth=None,
+                        destination=reader, destination_port="-", message_size=region.frames * PAGE_SIZE, depth=None,
                         refresh=None, sent=None, on_violation=False,
                     )
                 )

@@ -15,7 +15,7 @@ DEFAULT_EXAMPLES = 3
 
 
 def bounded_run(seed: int, examples: int = DEFAULT_EXAMPLES) -> FuzzStats:
-    """Run every campaign for ``examples`` seeded examples; their statistics for the report."""
+    """Run every campaign for exactly ``examples`` seeded examples; their statistics for the report."""
     from fuzz.runner import run  # here: the campaigns load hypothesis, which only this needs
 
     summary = run(None, seed=seed, examples=examples)
@@ -27,4 +27,7 @@ def bounded_run(seed: int, examples: int = DEFAULT_EXAMPLES) -> FuzzStats:
         )
         for name, stats in sorted(summary.campaigns.items())
     ]
-    return FuzzStats(campaigns=campaigns, seconds=round(summary.seconds, 3), seed=seed)
+    return FuzzStats(
+        campaigns=campaigns, examples=sum(c.examples for c in campaigns),
+        executions=sum(c.executions for c in campaigns), seconds=round(summary.seconds, 3), seed=seed,
+    )  # fmt: skip

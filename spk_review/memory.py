@@ -1,8 +1,10 @@
 """The memory map of a booted system, read from ring 0's own records.
 
 For each running partition: the frames it owns (by type, and where they lie
-in physical RAM), every mapping of every address space it has, and every
-frame it maps that another party owns or maps too. The page tables are
+in physical RAM) and every mapping of every address space it has. Then the
+shared regions: frames a partition maps that another party owns or maps
+too, once each, with every partition that maps them (ring 0's GDT is one
+region mapped by all, not one row per partition). The page tables are
 walked here from physical RAM (``Machine.ram``), level by level, so the
 rights shown are the effective ones (writable and user only if every level
 says so), and ring 0's slot is walked as well. Frame ownership comes from
@@ -36,7 +38,7 @@ from spk.abi import (
     SPK_BASE,
     START_INFO_VADDR,
 )
-from spk_review.model import Mapping, MemoryFacts, PartitionMemory, PhysicalRange, SharedFrame
+from spk_review.model import Mapping, MemoryFacts, PartitionMemory, PhysicalRange, SharedMapping, SharedRegion
 
 # x86-64 page-table entry bits (architectural).
 _PRESENT, _WRITE, _USER = 1, 1 << 1, 1 << 2
@@ -132,15 +134,13 @@ def _coalesce(leaves: dict[_Leaf, set[int]], modules: dict[int, str]) -> list[Ma
 
 
 def memory_map(machine: Machine) -> MemoryFacts:
-    """The memory facts of every running partition, and the frame table's summary."""
+    """The memory facts of every running partition, the shared regions, and the frame table's summary."""
     leaves: dict[int, dict[_Leaf, set[int]]] = {}
-    mappers: dict[int, set[str]] = {}
     for pid, p in sorted(machine.partitions.items()):
         found: dict[_Leaf, set[int]] = {}
         for handle, space in sorted(p.spaces.items()):
             for leaf in walk(machine, space.cr3):
                 found.setdefault(leaf, set()).add(handle)
-                mappers.setdefault(leaf.mfn, set()).add(p.name)
         leaves[pid] = found
     owned: dict[int, list[int]] = {}
     owners: Counter[str] = Counter()
@@ -154,20 +154,11 @@ def memory_map(machine: Machine) -> MemoryFacts:
         modules = {m.first_mfn + i: m.name for m in p.modules for i in range(m.pages)}
         mine = owned.get(pid, [])
         mapped = {leaf.mfn for leaf in leaves[pid]}
-        shared = []
-        for leaf in sorted(leaves[pid], key=lambda x: (x.va, x.mfn)):
-            owner = _owner_name(machine, leaf.mfn)
-            others = sorted((mappers[leaf.mfn] | {owner}) - {p.name})
-            if others:
-                shared.append(
-                    SharedFrame(mfn=leaf.mfn, owner=owner, frame_type=machine.frames[leaf.mfn].type.value,
-                                shared_with=others, va=leaf.va, writable=leaf.writable, user=leaf.user)
-                )
         partitions.append(
             PartitionMemory(
                 name=p.name, pid=pid, quota_frames=info.quota_frames, frames_in_use=info.frames_in_use,
                 frame_types=dict(sorted(Counter(machine.frames[m].type.value for m in mine).items())),
-                physical=_runs(mine), spaces=len(p.spaces), mappings=_coalesce(leaves[pid], modules), shared=shared,
+                physical=_runs(mine), spaces=len(p.spaces), mappings=_coalesce(leaves[pid], modules),
                 unmapped_data_frames=sum(
                     1 for m in mine if machine.frames[m].type.value == "data" and m not in mapped
                 ),
@@ -178,7 +169,40 @@ def memory_map(machine: Machine) -> MemoryFacts:
         invariants = None
     except InternalError as exc:
         invariants = str(exc)
+    names = {pid: p.name for pid, p in machine.partitions.items()}
     return MemoryFacts(
         ram_frames=len(machine.frames.entries), owners=dict(sorted(owners.items())), invariants=invariants,
-        partitions=partitions,
+        partitions=partitions, shared=shared_regions(machine, {names[pid]: found for pid, found in leaves.items()}),
     )  # fmt: skip
+
+
+def shared_regions(machine: Machine, leaves: dict[str, dict[_Leaf, set[int]]]) -> list[SharedRegion]:
+    """Frames more than one party reaches, each run of them once with every partition that maps it.
+
+    A frame is shared when a partition maps it and another partition maps it
+    too or owns it, or ring 0 owns it. Adjacent frames with the same owner and
+    type, mapped by the same partitions at adjacent addresses with the same
+    rights, are one region.
+    """
+    by_frame: dict[int, list[SharedMapping]] = {}
+    for name, found in sorted(leaves.items()):
+        for leaf in found:
+            by_frame.setdefault(leaf.mfn, []).append(
+                SharedMapping(partition=name, va=leaf.va, writable=leaf.writable, user=leaf.user)
+            )
+    regions: list[SharedRegion] = []
+    for mfn, mapped in sorted(by_frame.items()):
+        owner = _owner_name(machine, mfn)
+        if len({m.partition for m in mapped} | {owner}) < 2:
+            continue  # only its owner maps it
+        mapped = sorted(mapped, key=lambda m: (m.partition, m.va))
+        frame_type = machine.frames[mfn].type.value
+        if regions:
+            last = regions[-1]
+            follows = [m.model_copy(update={"va": m.va + last.frames * PAGE_SIZE}) for m in last.mapped_by]
+            if (last.mfn + last.frames, last.owner, last.frame_type, follows) == (mfn, owner, frame_type, mapped):
+                regions[-1] = last.model_copy(update={"frames": last.frames + 1})
+                continue
+        regions.append(SharedRegion(mfn=mfn, frames=1, owner=owner, frame_type=frame_type, mapped_by=mapped))
+    return regions
+

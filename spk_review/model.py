@@ -57,12 +57,15 @@ class PackageSize(_Model):
 
 
 class Dependency(_Model):
-    """A third-party distribution the TCB's code imports."""
+    """A third-party distribution the TCB's code imports, in its process or in a child process it runs."""
 
     module: str = Field(description="the top-level module imported")
     distribution: str | None = Field(description="the installed distribution that provides it, if known")
     version: str | None
-    imported_by: list[str] = Field(description="TCB modules that import it")
+    imported_by: list[str] = Field(
+        description="TCB modules that import it ('(in a child process)' when the import is in code it runs there)"
+    )
+    native: list[str] = Field(description="native libraries the distribution installs (shared objects): machine code")
 
 
 class HypercallAccess(_Model):
@@ -102,16 +105,24 @@ class PhysicalRange(_Model):
     frames: int = Field(ge=1)
 
 
-class SharedFrame(_Model):
-    """A frame this partition maps that someone else owns or maps too."""
+class SharedMapping(_Model):
+    """Where one partition maps a shared region, and with what effective rights."""
 
-    mfn: int = Field(ge=0)
-    owner: str = Field(description="a partition, 'ring 0' or 'nobody'")
-    frame_type: str
-    shared_with: list[str] = Field(description="the other partitions (or ring 0) that own or map it")
-    va: int = Field(ge=0, description="where this partition maps it")
+    partition: str
+    va: int = Field(ge=0, description="where the region's first frame is mapped")
     writable: bool
     user: bool
+
+
+class SharedRegion(_Model):
+    """Frames more than one party can reach (a partition maps what another owns or maps too): one entry,
+    every partition that maps them named once."""
+
+    mfn: int = Field(ge=0, description="first physical frame")
+    frames: int = Field(ge=1)
+    owner: str = Field(description="a partition, 'ring 0' or 'nobody'")
+    frame_type: str
+    mapped_by: list[SharedMapping] = Field(description="every mapping of the region, by partition")
 
 
 class PartitionMemory(_Model):
@@ -123,7 +134,6 @@ class PartitionMemory(_Model):
     physical: list[PhysicalRange]
     spaces: int = Field(ge=0)
     mappings: list[Mapping]
-    shared: list[SharedFrame]
     unmapped_data_frames: int = Field(ge=0, description="data frames mapped in no space (e.g. app images not run)")
 
 
@@ -132,11 +142,26 @@ class MemoryFacts(_Model):
     owners: dict[str, int] = Field(description="frames of RAM by owner: each partition, ring 0, nobody")
     invariants: str | None = Field(description="None when Machine.check_invariants() holds, else its message")
     partitions: list[PartitionMemory]
+    shared: list[SharedRegion] = Field(description="frames two parties can reach, once each with every mapper")
 
 
 # ---------------------------------------------------------------------------
 # Partitions and time
 # ---------------------------------------------------------------------------
+#: Faults the report keeps per partition (a crash loop would repeat one site).
+FAULT_SITES_KEPT = 16
+
+
+class FaultSite(_Model):
+    """One fault during the run, named from its image's symbols when it has them."""
+
+    source: Literal["kernel", "app"]
+    module: str | None = Field(description="the app image the faulting code came from (apps only)")
+    vector: int = Field(ge=0)
+    rip: int = Field(ge=0)
+    where: str | None = Field(description="function+offset (file:line) from the image's symbols; None: no symbols")
+
+
 class PortFacts(_Model):
     name: str
     direction: Literal["source", "destination"]
@@ -163,6 +188,13 @@ class PartitionFacts(_Model):
     overruns: int = Field(ge=0)
     restarts: int = Field(ge=0)
     health_actions: dict[str, int] = Field(description="health-monitor actions taken during the run, by action")
+    restarts_exhausted: str | None = Field(
+        description="the health event ring 1 halted it for when its table asked for a restart and restart_limit "
+        "was reached (None: it was not)"
+    )
+    fault_sites: list[FaultSite] = Field(
+        default_factory=list, description=f"the first {FAULT_SITES_KEPT} faults of its kernel and apps, in order"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -280,6 +312,8 @@ class FuzzStats(_Model):
     """Statistics of a bounded fuzz run (fuzz/), handed to the report builder."""
 
     campaigns: list[FuzzCampaign]
+    examples: int = Field(ge=0, description="examples of every campaign")
+    executions: int = Field(ge=0, description="actions performed and checked, in every campaign")
     seconds: float = Field(ge=0)
     seed: int
 

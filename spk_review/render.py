@@ -127,11 +127,12 @@ def _tcb(r: Report) -> str:
             + _table(("module", "lines", "code", "comments", "docstrings", "blank"), rows, numeric=(1, 2, 3, 4, 5))
         )
     deps = [(f"<code>{_e(d.module)}</code>", _e(d.distribution or "?"), _e(d.version or "?"),
-             ", ".join(f"<code>{_e(u)}</code>" for u in d.imported_by)) for d in r.tcb.dependencies]  # fmt: skip
+             ", ".join(f"<code>{_e(u)}</code>" for u in d.imported_by),
+             ", ".join(f"<code>{_e(n)}</code>" for n in d.native) or "none") for d in r.tcb.dependencies]  # fmt: skip
     return (
         f'<p class="muted">Counted: {_e(r.tcb.counting)}.</p>{"".join(out)}'
         "<h3>Third-party code the TCB imports</h3>"
-        + _table(("module", "distribution", "version", "imported by"), deps)
+        + _table(("module", "distribution", "version", "imported by", "native libraries"), deps)
     )
 
 
@@ -156,7 +157,14 @@ def _partitions(r: Report) -> str:
                      f"{p.restarts}", actions))  # fmt: skip
     headers = ("partition", "role", "state", "kernel", "apps", "quota", "time", "health table", "ports",
                "instructions", "faults", "overruns", "restarts", "health actions")  # fmt: skip
-    return _table(headers, rows, numeric=(5, 6, 9, 10, 11, 12))
+    sites = [(f"<strong>{_e(p.name)}</strong>", _e(f.source if f.module is None else f"app {f.module}"),
+              str(f.vector), f"<code>{f.rip:#x}</code>", f"<code>{_e(f.where)}</code>" if f.where else "(no symbols)")
+             for p in r.system.partitions for f in p.fault_sites]  # fmt: skip
+    faults = ""
+    if sites:
+        faults = ("<p>Where the faults happened, named from each image's symbols and line table:</p>"
+                  + _table(("partition", "in", "vector", "rip", "code"), sites, numeric=(2,)))  # fmt: skip
+    return _table(headers, rows, numeric=(5, 6, 9, 10, 11, 12)) + faults
 
 
 def _memory(r: Report) -> str:
@@ -171,17 +179,20 @@ def _memory(r: Report) -> str:
         maps = [(", ".join(str(s) for s in mp.spaces), f"<code>{mp.va:#x}</code>", str(mp.pages),
                  f"<code>{mp.mfn:#x}</code>", ("rw" if mp.writable else "r-") + (" user" if mp.user else " kernel"),
                  _e(mp.region)) for mp in p.mappings]  # fmt: skip
-        shared = [(f"<code>{s.mfn:#x}</code>", _e(s.owner), _e(s.frame_type), _e(", ".join(s.shared_with)),
-                   f"<code>{s.va:#x}</code>", ("rw" if s.writable else "r-") + (" user" if s.user else " kernel"))
-                  for s in p.shared]  # fmt: skip
         out.append(
             f"<h3>{_e(p.name)} (pid {p.pid})</h3><p>{p.frames_in_use} of {p.quota_frames} quota frames in use "
             f"({types}); physical frames {phys}; {p.spaces} address space(s); {p.unmapped_data_frames} data "
             "frame(s) mapped nowhere.</p>"
             + _table(("spaces", "virtual", "pages", "first frame", "rights", "region"), maps, numeric=(2,))
-            + "<p>Frames shared with others:</p>"
-            + _table(("frame", "owner", "type", "shared with", "mapped at", "rights"), shared)
         )
+    shared = [(f"<code>{s.mfn:#x}</code>", str(s.frames), _e(s.owner), _e(s.frame_type),
+               "<br>".join(f"{_e(m.partition)} at <code>{m.va:#x}</code> "
+                           + ("rw" if m.writable else "r-") + (" user" if m.user else " kernel") for m in s.mapped_by))
+              for s in m.shared]  # fmt: skip
+    out.append(
+        "<h3>Shared frames</h3><p>Frames more than one party can reach, each region once with every partition "
+        "that maps it.</p>" + _table(("first frame", "frames", "owner", "type", "mapped by"), shared, numeric=(1,))
+    )
     return "".join(out)
 
 
@@ -258,7 +269,12 @@ def _fuzz(r: Report) -> str:
     f = r.fuzz
     rows = [(_e(c.name), f"{c.examples:,}", f"{c.executions:,}", f"{c.execs_per_s:,.1f}",
              f"{c.invariant_checks:,}", str(c.findings)) for c in f.campaigns]  # fmt: skip
-    return (f"<p>Seed {f.seed}, {f.seconds:.1f} s.</p>"
+    rows.append(("<strong>total</strong>", f"<strong>{f.examples:,}</strong>", f"<strong>{f.executions:,}</strong>",
+                 f"{f.executions / f.seconds if f.seconds else 0.0:,.1f}",
+                 f"{sum(c.invariant_checks for c in f.campaigns):,}",
+                 str(sum(c.findings for c in f.campaigns))))  # fmt: skip
+    return (f"<p>Seed {f.seed}, {f.seconds:.1f} s: {f.examples:,} examples, {f.executions:,} executions in "
+            f"{len(f.campaigns)} campaigns.</p>"
             + _table(("campaign", "examples", "executions", "exec/s", "invariant checks", "findings"), rows,
                      numeric=(1, 2, 3, 4, 5)))  # fmt: skip
 

@@ -36,7 +36,10 @@ def summary(report: Report, written: list[Path]) -> Group:
         if adversarial.ran else f"did not run: {adversarial.error}"
     )  # fmt: skip
     fuzz = (
-        f"{sum(c.findings for c in report.fuzz.campaigns)} findings in {len(report.fuzz.campaigns)} campaigns"
+        f"{sum(c.findings for c in report.fuzz.campaigns)} findings in {len(report.fuzz.campaigns)} campaigns, "
+        f"{report.fuzz.examples:,} examples, {report.fuzz.executions:,} executions ("
+        + ", ".join(f"{c.name}: {c.executions:,}" for c in report.fuzz.campaigns)
+        + ")"
         if report.fuzz else "no statistics given"
     )  # fmt: skip
     lines = [

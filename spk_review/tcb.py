@@ -2,10 +2,12 @@
 
 Ring 0 (``spk``) and ring 1 (``spgs``) are the TCB (docs/trust.md): a bug in
 either breaks isolation or the chain of trust, so a reviewer wants their size
-and the third-party code below them. Sizes are counted from the files of the
-*installed* packages (what runs, wherever it was installed from), with the
-standard tokenizer, so a long docstring or a comment block does not pass for
-code.
+and the third-party code below them: what they import, and what the code
+they run in a child process imports (the assembler: keystone), with each
+distribution's version and the native libraries it installed. Sizes are
+counted from the files of the *installed* packages (what runs, wherever it
+was installed from), with the standard tokenizer, so a long docstring or a
+comment block does not pass for code.
 
 Errors: OSError when a package file cannot be read; SyntaxError (from
 tokenize/ast) for a file that is not Python: neither happens to an installed
@@ -79,28 +81,65 @@ def package_size(package: ModuleType, ring: int) -> PackageSize:
     )  # fmt: skip
 
 
+#: How :attr:`Dependency.imported_by` marks an import made by code a TCB module runs in a child process.
+CHILD = " (in a child process)"
+#: File names of native libraries (shared objects) a distribution may install.
+_NATIVE = (".so", ".pyd", ".dylib", ".dll")
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    """Top-level names of every absolute import in ``tree``."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return [name.split(".")[0] for name in names]
+
+
+def _child_imports(tree: ast.AST) -> list[str]:
+    """Imports of the Python source held in string constants: code a module runs in a child process
+    (``python -c``, as ``spgs.assembler`` runs keystone). A string that is not Python imports nothing."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import" in node.value:
+            try:
+                found += _imports(ast.parse(node.value))
+            except SyntaxError:
+                continue
+    return found
+
+
+def _native(distribution: str | None) -> list[str]:
+    """The native libraries a distribution installed (its RECORD), by path inside site-packages."""
+    if distribution is None:
+        return []
+    files = importlib.metadata.files(distribution) or []
+    return sorted(str(f) for f in files if f.name.endswith(_NATIVE) or ".so." in f.name)
+
+
 def dependencies(packages: list[ModuleType]) -> list[Dependency]:
-    """Third-party modules the packages import (standard library and the TCB itself left out)."""
+    """Third-party modules the packages import, in their process or in a child process they run
+    (standard library and the TCB itself left out), with version and native libraries."""
     own = {p.__name__ for p in packages}
     users: dict[str, set[str]] = {}
     for package in packages:
         directory = Path(package.__file__ or "").parent
         for path in sorted(directory.glob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-            for node in ast.walk(tree):
-                names: list[str] = []
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names = [node.module]
-                for name in names:
-                    top = name.split(".")[0]
-                    if top not in own and top not in sys.stdlib_module_names and top != "__future__":
-                        users.setdefault(top, set()).add(f"{package.__name__}.{path.stem}")
+            user = f"{package.__name__}.{path.stem}"
+            found = [(top, user) for top in _imports(tree)] + [(top, user + CHILD) for top in _child_imports(tree)]
+            for top, by in found:
+                if top not in own and top not in sys.stdlib_module_names and top != "__future__":
+                    users.setdefault(top, set()).add(by)
     providers = importlib.metadata.packages_distributions()
     result = []
     for module in sorted(users):
         dist = next(iter(providers.get(module, [])), None)
         version = importlib.metadata.version(dist) if dist else None
-        result.append(Dependency(module=module, distribution=dist, version=version, imported_by=sorted(users[module])))
+        result.append(
+            Dependency(module=module, distribution=dist, version=version, imported_by=sorted(users[module]),
+                       native=_native(dist))
+        )  # fmt: skip
     return result

@@ -11,6 +11,8 @@ process, with a stub adversarial suite where the suite is not the point.
 
 from __future__ import annotations
 
+import ast
+import io
 import json
 import os
 import re
@@ -25,16 +27,18 @@ from typing import Any
 
 import jsonschema
 import pytest
+from rich.console import Console
 
 from spgs.config import load
 from spk.abi import Hypercall
 from spk_review.findings import RULES, Facts, check_all
 from spk_review.flow import flow_graph
 from spk_review.hypercalls import REQUIRES
-from spk_review.model import FuzzCampaign, FuzzStats, Report, SharedFrame, schema_json
+from spk_review.model import FuzzCampaign, FuzzStats, Report, SharedMapping, SharedRegion, schema_json
 from spk_review.render import SECTIONS, render_html
 from spk_review.report import build_report
-from spk_review.tcb import module_size
+from spk_review.summary import summary as review_summary
+from spk_review.tcb import CHILD, _child_imports, module_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SPK = Path(sys.executable).with_name("spk")
@@ -319,11 +323,15 @@ def test_memory_map_of_the_example(reviews: dict[str, Reviewed]) -> None:
         assert not regions["start info"].writable and not regions["start info"].user
         assert regions["kernel image"].writable and not regions["kernel image"].user
         assert all(m.user == (m.va < 1 << 47) for m in p.mappings if m.region != "ring 0 (GDT)")
-        # the only frame shared: ring 0's GDT, read-only, supervisor, in every partition
-        assert [(s.owner, s.frame_type, s.writable, s.user) for s in p.shared] == [("ring 0", "spk", False, False)]
-        assert set(p.shared[0].shared_with) == {"ring 0"} | {q.name for q in memory.partitions} - {p.name}
+    # the only frame shared: ring 0's GDT, read-only, supervisor, in every partition: one region naming them all
+    [gdt] = memory.shared
+    assert (gdt.owner, gdt.frame_type, gdt.frames) == ("ring 0", "spk", 1)
+    assert [m.partition for m in gdt.mapped_by] == sorted(p.name for p in memory.partitions)
+    assert all(not m.writable and not m.user for m in gdt.mapped_by)
     gamma = next(p for p in memory.partitions if p.name == "gamma")
-    assert any(m.region == "app image bad_spin" and m.user and not m.writable for m in gamma.mappings)
+    # Every app of gamma has ended (bad_spin by the watchdog); its kernel keeps the modules mapped read-only.
+    images = [m for m in gamma.mappings if m.region == "app image bad_spin"]
+    assert images and not any(m.writable or m.user for m in images)
 
 
 def test_attestation_of_the_example_verifies_and_matches_what_was_loaded(reviews: dict[str, Reviewed]) -> None:
@@ -344,7 +352,7 @@ def test_platform_key_file_signs_the_quotes(tmp_path: Path) -> None:
                  "--max-ticks", "100000", "--json")  # fmt: skip
     attestation = json.loads(result.stdout)["attestation"]
     assert attestation["key_origin"] == "file"
-    assert attestation["platform_key"] == (tmp_path / "platform.pub").read_text().strip()
+    assert attestation["platform_key"] == (tmp_path / "platform.pub").read_text().split()[-1].strip()
 
 
 # -- rules fed by the suite, fuzzing and measured boot ---------------------------------------------
@@ -397,13 +405,20 @@ def test_fuzz_statistics_are_reported_and_findings_are_high() -> None:
                                 invariant_checks=1800, findings=0),
                    FuzzCampaign(name="cpl2_code", examples=20, executions=300, execs_per_s=120.0,
                                 invariant_checks=600, findings=2)],
-        seconds=4.2, seed=7,
+        examples=60, executions=1200, seconds=4.2, seed=7,
     )  # fmt: skip
     report = build_report(ROOT / "partitions.toml", max_ticks=50_000, fuzz=fuzz, suite=_suite())
     assert report.fuzz == fuzz
     assert [(f.rule, f.subject) for f in report.findings if f.severity == "high"] == [("fuzz_findings", "cpl2_code")]
+    assert "2 finding(s) in 20 examples (300 executions)" in report.findings[0].message
     html = render_html(report)
     assert "cpl2_code" in html and "1,800" in html
+    assert "60 examples, 1,200 executions in 2 campaigns" in html  # the totals, not only the findings
+    printed = Console(width=200, record=True, file=io.StringIO())
+    printed.print(review_summary(report, []))
+    assert "fuzz: 2 findings in 2 campaigns, 60 examples, 1,200 executions (hypercalls: 900, cpl2_code: 300)" in (
+        printed.export_text()
+    )
 
 
 def test_kernel_that_does_not_measure_its_apps(tmp_path: Path) -> None:
@@ -421,11 +436,9 @@ def test_kernel_that_does_not_measure_its_apps(tmp_path: Path) -> None:
     assert quote.verified and not quote.expected
 
 
-def _with_shared(report: Report, name: str, extra: SharedFrame) -> Facts:
-    """The report's facts as if partition ``name`` also mapped ``extra``."""
-    parts = [p.model_copy(update={"shared": [*p.shared, extra]}) if p.name == name else p
-             for p in report.memory.partitions]  # fmt: skip
-    memory = report.memory.model_copy(update={"partitions": parts})
+def _with_shared(report: Report, extra: SharedRegion) -> Facts:
+    """The report's facts as if ``extra`` were shared too."""
+    memory = report.memory.model_copy(update={"shared": [*report.memory.shared, extra]})
     config = load(ROOT / "partitions.toml")
     flow = flow_graph(config.description, memory, {})
     return Facts(config, report.system, memory, flow, report.attestation, report.adversarial, None)
@@ -435,9 +448,9 @@ def test_frame_reachable_by_two_partitions_is_a_flow_and_high() -> None:
     report = build_report(ROOT / "partitions.toml", max_ticks=50_000, suite=_suite())
     beta = next(p for p in report.memory.partitions if p.name == "beta")
     mfn = beta.physical[0].first_mfn + 3
-    leak = SharedFrame(mfn=mfn, owner="beta", frame_type="data", shared_with=["beta"], va=0x500000, writable=False,
-                       user=True)  # fmt: skip
-    facts = _with_shared(report, "alpha", leak)
+    alpha = SharedMapping(partition="alpha", va=0x500000, writable=False, user=True)
+    leak = SharedRegion(mfn=mfn, frames=1, owner="beta", frame_type="data", mapped_by=[alpha])
+    facts = _with_shared(report, leak)
     # alpha only reads it, but beta owns it and may write it: data flows beta -> alpha
     assert [(e.kind, e.source, e.destination) for e in facts.flow.edges] == [("shared_frame", "beta", "alpha")]
     high = [(f.rule, f.subject) for f in check_all(facts) if f.severity == "high"]
@@ -446,8 +459,9 @@ def test_frame_reachable_by_two_partitions_is_a_flow_and_high() -> None:
 
 def test_ring0_frame_mapped_writable_is_high() -> None:
     report = build_report(ROOT / "partitions.toml", max_ticks=50_000, suite=_suite())
-    gdt = next(p for p in report.memory.partitions if p.name == "gamma").shared[0]
-    facts = _with_shared(report, "gamma", gdt.model_copy(update={"va": 0x600000, "writable": True, "user": True}))
+    [gdt] = report.memory.shared
+    exposed = SharedMapping(partition="gamma", va=0x600000, writable=True, user=True)
+    facts = _with_shared(report, gdt.model_copy(update={"mapped_by": [*gdt.mapped_by, exposed]}))
     findings = [f for f in check_all(facts) if f.severity == "high"]
     assert [(f.rule, f.subject) for f in findings] == [("ring0_frame_exposed", "gamma")]
     assert "(writable, user)" in findings[0].message
@@ -513,3 +527,43 @@ def test_html_renders_in_headless_chromium(reviews: dict[str, Reviewed], key: st
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (1280, 2000)
     assert len(png) > 20_000  # a rendered page, not a blank one
+
+
+# -- issue 12: restarts exhausted, fuzz executions, native code in the TCB, one row per shared region --------
+def test_a_partition_halted_after_its_restarts_is_a_finding() -> None:
+    report = build_report(ROOT / "examples" / "arinc.toml", suite=_suite())
+    faulty = next(p for p in report.system.partitions if p.name == "faulty")
+    assert (faulty.restarts, faulty.restarts_exhausted) == (2, "memory_violation")
+    assert faulty.status.startswith("halted") or faulty.status.startswith("stopped"), faulty.status
+    [finding] = [f for f in report.findings if f.rule == "restarts_exhausted"]
+    assert (finding.severity, finding.subject) == ("medium", "faulty")
+    assert finding.field == "partition.1.health.restart_limit" and finding.line is not None
+    assert "halted after 2 restart(s): memory_violation again with restart_limit = 2 reached" in finding.message
+    assert all(p.restarts_exhausted is None for p in report.system.partitions if p.name != "faulty")
+
+
+def test_tcb_lists_the_native_code_ring_0_and_ring_1_load(reviews: dict[str, Reviewed]) -> None:
+    deps = {d.module: d for d in reviews["example"].report.tcb.dependencies}
+    # keystone runs in a child process of the assembler (its import is in a string of Python code)
+    assert deps["keystone"].imported_by == [f"spgs.assembler{CHILD}"]
+    for module in ("keystone", "unicorn", "capstone", "nacl"):
+        assert deps[module].version and deps[module].distribution, module
+        assert deps[module].native, f"{module}: a native library"
+    assert deps["pydantic"].native == []
+
+
+def test_child_process_imports_are_read_from_python_source_in_strings() -> None:
+    source = 'CHILD = "import json\\nimport keystone\\nfrom nacl import bindings"\nTEXT = "import this, not code"\n'
+    tree = ast.parse(source)
+    assert _child_imports(tree) == ["json", "keystone", "nacl"]
+
+
+def test_a_region_shared_by_several_partitions_is_one_row() -> None:
+    report = build_report(ROOT / "partitions.toml", max_ticks=50_000, suite=_suite())
+    names = sorted(p.name for p in report.memory.partitions)
+    [gdt] = report.memory.shared  # not one row per partition
+    assert [m.partition for m in gdt.mapped_by] == names
+    html = render_html(report)
+    assert html.count(f"<code>{gdt.mfn:#x}</code>") == 1 + sum(
+        1 for p in report.memory.partitions for m in p.mappings if m.mfn == gdt.mfn
+    )  # once in the shared table, and once in each partition's own mappings

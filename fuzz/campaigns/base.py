@@ -10,11 +10,13 @@ performs them through the same method, with the same checks.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine
 
 from fuzz.world import World
@@ -32,6 +34,10 @@ class CampaignMachine(RuleBasedStateMachine):
     """The rules of one campaign, acting on a world the runner provides."""
 
     world: World
+    #: Set when the example ends: the exception a step raised (a finding), else None.
+    failure: Exception | None = None
+    #: The actions the example performed, when it failed.
+    program: list[Any] | None = None
 
     def __init__(self, world: World) -> None:
         super().__init__()
@@ -41,6 +47,19 @@ class CampaignMachine(RuleBasedStateMachine):
     def act(self, *action: Any) -> Any:
         """Perform one action in the world (which checks every invariant after it)."""
         return self.world.perform(tuple(action))
+
+    def teardown(self) -> None:
+        """Note how the example ended, for the runner (:mod:`fuzz.runner` counts and bounds examples).
+
+        Hypothesis calls this from a ``finally`` block, so the exception a step
+        raised is the one in flight (hypothesis reads it the same way for its
+        own reports). Its control exceptions (an example that ran out of data
+        or was rejected) are not failures.
+        """
+        error = sys.exc_info()[1]
+        if isinstance(error, Exception) and not isinstance(error, HypothesisException):
+            self.failure = error
+            self.program = list(self.world.log)
 
 
 @dataclass(frozen=True)
@@ -64,4 +83,3 @@ def register(name: str, summary: str, world: type[World]) -> Callable[[type[Camp
         return machine
 
     return add
-
