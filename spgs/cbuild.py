@@ -169,10 +169,18 @@ def _compile(kind: str, name: str, sources: list[tuple[str, bytes]]) -> bytes:
         (root / "guest.ld").write_text(script.stdout)
         units = [f"{safe}/{rel}" for rel, _ in sources if rel.endswith((".c", ".S"))]
         units += [f"spk_sdk/{rel}" for rel in _SDK_SOURCES[kind]]
-        proc = subprocess.run(
-            [path, *common, *LDFLAGS, "-Wl,-T,guest.ld", "-o", "guest.elf", *units],
-            cwd=root, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise BuildError(f"{name}: gcc failed:\n{proc.stderr.strip()}")
+        # One object per unit under a name of its own: gcc's temporary object
+        # names (random) would otherwise land in the symbol table.
+        objects = []
+        for unit in units:
+            obj = f"{unit.rsplit('.', 1)[0]}.o"
+            objects.append(obj)
+            _run(name, [path, *common, "-c", unit, "-o", obj], root)
+        _run(name, [path, *common, *LDFLAGS, "-Wl,-T,guest.ld", "-o", "guest.elf", *objects], root)
         return (root / "guest.elf").read_bytes()
+
+
+def _run(name: str, command: list[str], cwd: Path) -> None:
+    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"{name}: gcc failed:\n{proc.stderr.strip()}")

@@ -1,13 +1,16 @@
 """Resolve the images a configuration names and build them.
 
 An image is named either by a bundled name (``refkernel`` for
-``partitions/refkernel.asm``, ``hello`` for ``apps/hello.asm``, and
-``adversarial/crash`` for a source in a subfolder of the package, such as the
-attackers of the adversarial suite) or by a path relative to the
-configuration file: ``.asm`` is assembled (see :mod:`spgs.assembler`),
-``.bin`` is loaded as it is.
+``partitions/refkernel.c``, ``hello`` for ``apps/hello.c``, ``fuzz_agent``
+for ``partitions/fuzz_agent.asm``, and ``adversarial/crash`` for a source in
+a subfolder of the package, such as the attackers of the adversarial suite)
+or by a path relative to the configuration file: ``.c`` or a folder of C
+sources is compiled (see :mod:`spgs.cbuild`), ``.asm`` is assembled (see
+:mod:`spgs.assembler`), ``.elf`` and ``.bin`` are loaded as they are (an
+ELF by its magic, whatever its name: a signed image is written as ``.bin``).
 
-Errors: :class:`ImageNotFound`, :class:`spgs.assembler.AssemblyError`.
+Errors: :class:`ImageNotFound`, :class:`spgs.assembler.AssemblyError`,
+:class:`spgs.cbuild.BuildError`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from spgs.assembler import Source, assemble
+from spgs.cbuild import build_c, program_sources
 from spk.abi import APP_IMAGE_VADDR, KERNEL_IMAGE_VADDR
 
 
@@ -33,10 +37,15 @@ class ImageRef:
     origin: str  #: where it came from, for messages
 
 
+#: Source kinds of a bundled guest, by suffix, in the order a name is looked up.
+_BUNDLED_SUFFIXES = (".c", ".asm")
+
+
 def bundled(kind: str) -> list[str]:
     """Names of the bundled kernels or apps (the package's own folder, not its subfolders)."""
     package = "partitions" if kind == "kernel" else "apps"
-    return sorted(p.name[:-4] for p in resources.files(package).iterdir() if p.name.endswith(".asm"))
+    names = {p.name.rsplit(".", 1)[0] for p in resources.files(package).iterdir() if p.name.endswith(_BUNDLED_SUFFIXES)}
+    return sorted(names)
 
 
 #: A bundled name: folders and a file stem, never ``..`` (nothing outside the package).
@@ -44,13 +53,16 @@ _BUNDLED_NAME = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 
 
 def bundled_source(kind: str, name: str) -> Traversable | None:
-    """The bundled source of ``name`` (``refkernel``, ``adversarial/crash``), or None."""
+    """The bundled source of ``name`` (``refkernel``, ``adversarial/crash``): a ``.c`` or ``.asm`` file, or None."""
     if not _BUNDLED_NAME.fullmatch(name):
         return None
-    resource = resources.files("partitions" if kind == "kernel" else "apps")
-    for part in f"{name}.asm".split("/"):
-        resource = resource / part
-    return resource if resource.is_file() else None
+    for suffix in _BUNDLED_SUFFIXES:
+        resource = resources.files("partitions" if kind == "kernel" else "apps")
+        for part in f"{name}{suffix}".split("/"):
+            resource = resource / part
+        if resource.is_file():
+            return resource
+    return None
 
 
 #: The bundled packages: a subfolder of one shares its includes with the same subfolder of the other.
@@ -87,19 +99,31 @@ def expand_includes(text: str, package: str, base_dir: Path | None = None, depth
     return _INCLUDE.sub(load, text)
 
 
+def is_path(name: str) -> bool:
+    """Whether an image name is a path (relative to the configuration) rather than a bundled name."""
+    return name.endswith((".asm", ".bin", ".elf", ".c", "/"))
+
+
 def _read(name: str, kind: str, base_dir: Path) -> tuple[str, str | bytes]:
+    """Where ``name`` comes from and what it is: assembly text, or built bytes (flat or ELF)."""
     package = "partitions" if kind == "kernel" else "apps"
-    if name.endswith((".asm", ".bin")):
+    if is_path(name):
         path = (base_dir / name).resolve()
-        if not path.is_file():
-            raise ImageNotFound(f"{kind} image file {name!r} not found (relative to {base_dir.name or '.'})")
-        if name.endswith(".bin"):
+        wanted = path.is_dir() if name.endswith("/") else path.is_file()
+        if not wanted:
+            what = "folder of C sources" if name.endswith("/") else "image file"
+            raise ImageNotFound(f"{kind} {what} {name!r} not found (relative to {base_dir.name or '.'})")
+        if name.endswith((".bin", ".elf")):
             return str(path), path.read_bytes()
+        if name.endswith(("/", ".c")):
+            return str(path), build_c(kind, path.stem if path.is_file() else path.name, program_sources(path))
         return str(path), expand_includes(path.read_text(), package, path.parent)
     resource = bundled_source(kind, name)
     if resource is None:
         known = ", ".join(bundled(kind))
         raise ImageNotFound(f"no bundled {kind} named {name!r} (bundled: {known})")
+    if resource.name.endswith(".c"):
+        return f"{package}/{resource.name}", build_c(kind, name, program_sources(Path(str(resource))))
     folder = name.rpartition("/")[0]
     return f"{package}/{name}.asm", expand_includes(resource.read_text(), package, folder=folder)
 

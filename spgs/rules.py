@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spgs.config import FATAL_EVENTS, MAX_TIME, PartitionConfig, Problem, SystemDescription, _LineIndex
-from spgs.images import bundled, bundled_source
+from spgs.images import bundled, bundled_source, is_path
 from spk.abi import PAGE_SIZE
 
 #: Ring 0 keeps the first MiB of RAM for itself.
@@ -149,10 +149,12 @@ def memory_overlap(ctx: Context) -> Iterator[Problem]:
 # -- images ------------------------------------------------------------------
 def image_problem(ref: str, kind: str, base_dir: Path) -> str | None:
     """Why ``ref`` names no image (the words of :class:`spgs.images.ImageNotFound`), or None."""
-    if ref.endswith((".asm", ".bin")):
-        if (base_dir / ref).is_file():
+    if is_path(ref):
+        folder = ref.endswith("/")
+        if (base_dir / ref).is_dir() if folder else (base_dir / ref).is_file():
             return None
-        return f"{kind} image file {ref!r} not found (relative to {base_dir.name or '.'})"
+        what = "folder of C sources" if folder else "image file"
+        return f"{kind} {what} {ref!r} not found (relative to {base_dir.name or '.'})"
     if bundled_source(kind, ref) is not None:
         return None
     return f"no bundled {kind} named {ref!r} (bundled: {', '.join(bundled(kind))})"
@@ -557,9 +559,7 @@ def no_boot_partition(ctx: Context) -> Iterator[Problem]:
 @rule
 def no_system_partition(ctx: Context) -> Iterator[Problem]:
     """A partition with ``boot = false`` is started by a system partition: one must boot."""
-    if any(p.boot for p in ctx.desc.partition) and not any(
-        p.boot and p.role == "system" for p in ctx.desc.partition
-    ):
+    if any(p.boot for p in ctx.desc.partition) and not any(p.boot and p.role == "system" for p in ctx.desc.partition):
         for i, p in enumerate(ctx.desc.partition):
             if not p.boot:
                 yield ctx.problem(("partition", i, "boot"), "no_system_partition",

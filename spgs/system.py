@@ -14,16 +14,29 @@ windows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Literal, Protocol
 
 from spgs.config import ConfigError, LoadedConfig, PartitionConfig, Problem, SystemDescription
-from spgs.images import build
+from spgs.elfimage import symbols_of
+from spgs.images import build, is_path
 from spgs.rules import RING0_RESERVED, effective_windows
-from spgs.trust import Verdict, sha256, trusted_keys, verify_image
-from spk import Machine, MachineEvent, PartitionInfo
+from spgs.trust import Slot, Verdict, sha256, trusted_keys, verify_image
+from spk import (
+    DebugSession,
+    DebugStop,
+    ImageError,
+    LoadImage,
+    Machine,
+    MachineEvent,
+    PartitionInfo,
+    RunOutcome,
+    check_app_image,
+    load_image,
+)
 from spk.abi import PAGE_SIZE, PartOp
 
 EventListener = Callable[[MachineEvent], None]
@@ -31,11 +44,37 @@ EventListener = Callable[[MachineEvent], None]
 RING0_RESERVED_FRAMES = RING0_RESERVED // PAGE_SIZE
 
 
+DebugAction = Literal["continue", "step", "detach", "kill"]
+
+
+class Debugger(Protocol):
+    """Whoever debugs one partition (the gdb stub): ring 1 calls it, never the other way.
+
+    While a call runs the whole system stands still: no virtual time
+    passes and no other partition runs. Other partitions keep their windows.
+    """
+
+    def on_stop(self, session: DebugSession, stop: DebugStop) -> DebugAction:
+        """The partition stopped; inspect it through ``session``, then say how to go on.
+
+        ``continue`` and ``step`` resume it (step: stop before its next
+        instruction), ``detach`` lets it run on undebugged, ``kill`` ends
+        the whole run where it stands.
+        """
+
+    def on_end(self, state: str, exit_code: int | None) -> None:
+        """The partition will not stop again: it is ``exited``, ``faulted``, ``stopped``,
+        ``destroyed`` or the run is ``over``."""
+
+    def interrupt_requested(self) -> bool:
+        """Polled between windows: True asks for a stop before the partition's next instruction."""
+
+
 @dataclass
 class PartitionPlan:
     name: str
     kernel_label: str
-    kernel: bytes
+    kernel: bytes  #: the kernel image's file, as built or read (flat or ELF): what is signed and measured
     apps: list[tuple[str, bytes]]
     quota_frames: int
     config: PartitionConfig
@@ -69,50 +108,91 @@ class SystemReport:
 
 def image_label(ref: str) -> str:
     """How an image is named in measurements and start info: its stem."""
-    return Path(ref).stem if ref.endswith((".asm", ".bin")) else ref
+    return (Path(ref).stem or Path(ref).name) if is_path(ref) else ref
+
+
+def image_problems(
+    config: LoadedConfig, images: dict[tuple[str, str], bytes], skip: Collection[str] = ()
+) -> list[Problem]:
+    """What keeps the built images of ``config`` from booting, one problem per way.
+
+    Every check ring 0 or a guest kernel would make when loading, made
+    before anything runs so ``spk validate`` refuses what ``spk launch``
+    would: a kernel against the rules of :func:`spk.load_image` (an ELF
+    file's segments, a flat image's size), an app against those of
+    :func:`spk.check_app_image`, and a quota too small for the images
+    (quota_below_boot_size). Partitions named in ``skip`` (refused by
+    secure boot) are not looked at: their images are never parsed.
+    """
+    problems: list[Problem] = []
+    path = str(config.path)
+
+    def problem(i: int, where: tuple[str, ...], rule: str, message: str) -> None:
+        line = config.lines.find(("partition", str(i), *where))
+        problems.append(Problem(path, line, ".".join(("partition", str(i), *where)), rule, message))
+
+    for i, p in enumerate(config.description.partition):
+        if p.name in skip:
+            continue
+        kernel: LoadImage | None = None
+        try:
+            kernel = load_image(images[("kernel", p.image)])
+        except ImageError as exc:
+            problem(i, ("image",), exc.rule, f"{p.name}: kernel {p.image!r}: {exc}")
+        for j, ref in enumerate(p.apps):
+            try:
+                check_app_image(images[("app", ref)])
+            except ImageError as exc:
+                problem(i, ("apps", str(j)), exc.rule, f"{p.name}: app {ref!r}: {exc}")
+        if kernel is None:
+            continue
+        needed = Machine.frames_to_boot(kernel, [len(images[("app", a)]) for a in p.apps])
+        if p.memory // PAGE_SIZE < needed:
+            problem(i, ("memory",), "quota_below_boot_size",
+                    f"{p.name}: quota of {p.memory >> 10} KiB < {needed * PAGE_SIZE >> 10} KiB its images need to boot")
+    return problems
 
 
 def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | None = None) -> list[PartitionPlan]:
     """Build every image the description names and check it against secure boot.
 
     ``secure_boot`` overrides ``[trust].secure_boot``. Errors: ConfigError
-    (a quota too small for its images), ImageNotFound, AssemblyError,
-    TrustError (an unreadable trusted key).
+    (every problem of :func:`image_problems`), ImageNotFound,
+    AssemblyError, BuildError, TrustError (an unreadable trusted key).
     """
     desc = config.description
     wanted = [("kernel", p.image) for p in desc.partition]
     wanted += [("app", a) for p in desc.partition for a in p.apps]
     images = build(wanted, config.path.parent)
-    problems = []
-    for i, p in enumerate(desc.partition):
-        needed = Machine.frames_to_boot(len(images[("kernel", p.image)]), [len(images[("app", a)]) for a in p.apps])
-        if p.memory // PAGE_SIZE < needed:
-            problems.append(
-                Problem(
-                    str(config.path), config.lines.find(("partition", str(i), "memory")), f"partition.{i}.memory",
-                    "quota_below_boot_size",
-                    f"{p.name}: quota of {p.memory >> 10} KiB < {needed * PAGE_SIZE >> 10} KiB its images need to boot",
-                )
-            )  # fmt: skip
-    if problems:
-        raise ConfigError(problems)
     mode = secure_boot or desc.trust.secure_boot
     trusted = trusted_keys([config.path.parent / k for k in desc.trust.keys]) if mode != "off" else {}
     when = today or desc.trust.reference_date or date.today()
 
-    def check(kind: str, ref: str) -> Verdict:
+    def check(p: PartitionConfig, kind: str, ref: str) -> Verdict:
         if not ref.endswith(".bin"):
             return Verdict(ref, False, "unsigned", "built from source: not a signed image")
-        verdict = verify_image(config.path.parent / ref, trusted, when)
+        slot = Slot(p.name, kind, image_label(ref))  # signed for this slot, and recent enough, or refused
+        verdict = verify_image(
+            config.path.parent / ref, trusted, when, slot=slot, min_security_version=p.min_security_version
+        )
         if verdict.ok and verdict.digest != sha256(images[(kind, ref)]):
             return Verdict(ref, False, "tampered", "changed between verification and loading")
         return verdict
 
+    verdicts_of = {
+        p.name: [check(p, "kernel", p.image)] + [check(p, "app", a) for a in p.apps] if mode != "off" else []
+        for p in desc.partition
+    }
+    # Secure boot first: an image it refuses is never parsed (an untrusted ELF
+    # reaches no parser), and its partition is refused alone, as a tampered one is.
+    refused = {p.name for p in desc.partition if mode == "enforce" and any(not v.ok for v in verdicts_of[p.name])}
+    problems = image_problems(config, images, skip=refused)
+    if problems:
+        raise ConfigError(problems)
+
     plans = []
     for p in desc.partition:
-        verdicts = []
-        if mode != "off":
-            verdicts = [check("kernel", p.image)] + [check("app", a) for a in p.apps]
+        verdicts = verdicts_of[p.name]
         plans.append(
             PartitionPlan(
                 name=p.name,
@@ -161,11 +241,13 @@ class System:
         self.name = desc.system.name
         self._listener = listener
         self.machine = Machine(
-            desc.system.memory, on_event=listener, trace_hypercalls=trace_hypercalls, attestation_key=attestation_key
-        )
+            desc.system.memory, on_event=self._on_machine_event, trace_hypercalls=trace_hypercalls,
+            attestation_key=attestation_key,
+        )  # fmt: skip
         mode = secure_boot or desc.trust.secure_boot
         self.refused: list[RefusedPartition] = []
         self.plans = plans
+        self._plan_of = {p.name: p for p in plans}
         self.pids: dict[str, int] = {}  #: every partition that has an id: running or declared
         self.usage: dict[str, Usage] = {p.name: Usage() for p in plans}
         allowed = []
@@ -197,6 +279,86 @@ class System:
         # partition's fate may shift another's windows (no borrowing, ever).
         windows, self.major_frame = effective_windows(desc)
         self.windows = [(plans[w.partition].name, w.start, w.duration) for w in windows if w.cpu == 0]
+        self._debugger: tuple[str, Debugger, DebugSession] | None = None
+        self._killed = False
+
+    # -- debugging -------------------------------------------------------------------
+
+    def _on_machine_event(self, event: MachineEvent) -> None:
+        """Pass ring 0's events on, naming the code of a fault from its image's symbols.
+
+        A kernel fault's rip is looked up in the partition's kernel image, an
+        app fault's in the module ring 0 found behind it; ``where`` is
+        ``function+0xoff (file.c:line)`` when that image is an ELF with
+        symbols (docs/guest.md), and absent otherwise.
+        """
+        if event.event in ("kernel_fault", "app_fault"):
+            where = self.describe_code(event.partition, event.args.get("rip"), event.args.get("module"))
+            if where is not None:
+                event.args["where"] = where
+        self._listener(event)
+
+    def describe_code(self, partition: str, rip: object, module: object = None) -> str | None:
+        """``function+0xoff (file.c:line)`` of ``rip`` in a partition's kernel, or in its app ``module``."""
+        plan = self._plan_of.get(partition)
+        if plan is None or not isinstance(rip, int):
+            return None
+        if module is None:
+            image = plan.kernel
+        else:
+            image = next((data for label, data in plan.apps if label == module), b"")
+        symbols = symbols_of(image)
+        return symbols.describe(rip) if symbols is not None else None
+    def attach_debugger(self, name: str, debugger: Debugger) -> None:
+        """Debug partition ``name``: it stops before its first instruction.
+
+        Errors: ValueError when no partition of that name is running.
+        """
+        pid = self.pid_of(name)
+        if pid is None:
+            known = ", ".join(p.name for p in self.plans)
+            raise ValueError(f"no running partition {name!r} to debug (partitions: {known})")
+        self._debugger = (name, debugger, self.machine.debug_attach(pid))
+
+    def _debug_stops(self, pid: int, end: int, outcome: RunOutcome) -> RunOutcome:
+        """Serve the debugger while ``pid`` is stopped; returns the run's outcome once it is not.
+
+        The window goes on where it stopped: what the partition executes,
+        and when, is what it would have been without a debugger.
+        """
+        executed = outcome.executed
+        while outcome.reason == "debug_stop" and self._debugger is not None:
+            _name, debugger, session = self._debugger
+            action = debugger.on_stop(session, session.stop or DebugStop(pid, "entry", 0, self.machine.now))
+            if action == "kill":
+                self._end_debugging()
+                self._killed = True
+                break
+            if action == "detach":
+                self._end_debugging()
+            else:
+                session.resume(step=action == "step")
+            outcome = self.machine.run(pid, end)
+            executed += outcome.executed
+        return RunOutcome(outcome.pid, outcome.reason, executed, outcome.end_time)
+
+    def _end_debugging(self) -> None:
+        self.machine.debug_detach()
+        self._debugger = None
+
+    def _debug_poll(self, *, over: bool = False) -> None:
+        """After a window: tell the debugger its partition is gone, or pass on its interrupt."""
+        if self._debugger is None:
+            return
+        name, debugger, session = self._debugger
+        pid = self.pid_of(name)
+        state = self.machine.info(pid).state if pid is not None else "destroyed"
+        if over or state not in ("ready", "blocked", "paused"):
+            self._end_debugging()
+            debugger.on_end("over" if over and state in ("ready", "blocked", "paused") else state,
+                            self.machine.info(pid).exit_code if pid is not None else None)  # fmt: skip
+        elif debugger.interrupt_requested():
+            session.interrupt()
 
     # -- partitions ------------------------------------------------------------
     def _plan(self, name: str) -> PartitionPlan:
@@ -266,7 +428,7 @@ class System:
         """Run major frames until every partition is done or ``max_ticks`` passes."""
         machine = self.machine
         frames = 0
-        while self.live() and machine.now < max_ticks:
+        while self.live() and machine.now < max_ticks and not self._killed:
             frame_start = machine.now
             used_this_frame: dict[str, int] = {}
             for name, start, duration in self.windows:
@@ -276,7 +438,12 @@ class System:
                 machine.advance(begin)
                 end = min(begin + duration, max_ticks)
                 self._window(name, begin, end, used_this_frame)
+                if self._killed:
+                    break
                 machine.advance(end)
+                self._debug_poll()
+            if self._killed:
+                break
             machine.advance(min(frame_start + self.major_frame, max_ticks))
             frames += 1
             for name, usage in self.usage.items():
@@ -284,6 +451,7 @@ class System:
                 usage.last_frame_use = used_this_frame.get(name, 0) / share if share else 0.0
             if on_frame is not None:
                 on_frame(self.report(frames))
+        self._debug_poll(over=True)
         return self.report(frames)
 
     def _window(self, name: str, begin: int, end: int, used: dict[str, int]) -> None:
@@ -296,6 +464,8 @@ class System:
             return  # refused, declared, destroyed, paused, halted or done: the window passes idle
         self._listener(MachineEvent(begin, name, "window", {"end": end}))
         outcome = machine.run(pid, end)
+        if outcome.reason == "debug_stop":
+            outcome = self._debug_stops(pid, end, outcome)
         usage.used += outcome.executed
         used[name] = used.get(name, 0) + outcome.executed
         if outcome.reason == "window_end" and machine.info(pid).state == "ready":

@@ -6,7 +6,10 @@ pins this list.
 """
 
 from spk import abi
+from spk._debug import REGISTERS as DEBUG_REGISTERS
+from spk._debug import DebugError, DebugSession, DebugStop
 from spk._engine import bare_run
+from spk._image import LoadImage, Segment, check_app_image, load_image
 from spk._machine import Machine, PartitionInfo, RunOutcome
 from spk._partition import Counters, KernelFault
 from spk._snapshot import Snapshot
@@ -14,20 +17,28 @@ from spk._trace import EventSink, MachineEvent, TraceWriter
 from spk.errors import EngineError, ImageError, InternalError, OutOfMemory, SpkError
 
 __all__ = [
+    "DEBUG_REGISTERS",
     "Counters",
+    "DebugError",
+    "DebugSession",
+    "DebugStop",
     "EngineError",
     "EventSink",
     "ImageError",
     "InternalError",
     "KernelFault",
+    "LoadImage",
     "Machine",
     "MachineEvent",
     "OutOfMemory",
     "PartitionInfo",
     "RunOutcome",
+    "Segment",
     "Snapshot",
     "SpkError",
     "TraceWriter",
     "abi",
     "bare_run",
+    "check_app_image",
+    "load_image",
 ]

@@ -33,7 +33,7 @@ import ctypes
 import functools
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,7 +55,7 @@ _REG_IDS: dict[str, int] = {
         "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
         "rip", "rflags", "cs", "ss", "ds", "es", "fs", "gs",
-        "cr0", "cr2", "cr3", "cr4",
+        "cr0", "cr2", "cr3", "cr4", "fs_base", "gs_base",
     )
 }  # fmt: skip
 _GPR_NAMES = (
@@ -319,6 +319,9 @@ class Engine:
         self._limit = ctypes.c_uint64.from_address(self.handle + offset + 8)
         self._scratch = ctypes.c_uint64()
         self._run_budget = 0
+        self._stopped_before = self._port_stop = self._stop_requested = False
+        self._code_hooks = 0  #: debugger hooks (add_code_hook) in place
+        self._scratch_ctx: Context | None = None
         self._install_hooks()
         size = int(_LIB.uc_context_size(self.handle)) - self.layout.gpr0 * 8
         self._env_address = locate_cpu_state(self.handle, self.write)
@@ -345,6 +348,7 @@ class Engine:
         def on_in(_uc: object, port: int, size: int, _ud: object) -> int:
             rip = self.read("rip")
             sink.on_port_io(port, False, rip)
+            self._note_port_stop()
             # Leave the destination register as it was: the SPK faults the
             # instruction, so its result must not be visible.
             mask = (1 << (8 * size)) - 1
@@ -352,6 +356,7 @@ class Engine:
 
         def on_out(_uc: object, port: int, _size: int, _value: int, _ud: object) -> None:
             sink.on_port_io(port, True, self.read("rip"))
+            self._note_port_stop()
 
         def on_syscall(_uc: object, _ud: object) -> None:
             sink.on_syscall_insn(self.read("rip"))
@@ -425,15 +430,92 @@ class Engine:
         if budget <= 0:
             return RunResult(0, True, None)
         self._run_budget = budget
+        self._stopped_before = self._port_stop = self._stop_requested = False
         error: str | None = None
         try:
             self._uc.emu_start(rip, _NEVER, 0, budget)
         except unicorn.UcError as exc:
             error = str(exc)
+        if self._stopped_before:  # the engine counted the instruction it did not execute
+            self._counter.value -= 1
+        elif self._port_stop:
+            # Measured: a stop from an in/out hook counts one instruction more
+            # (the next one, not executed) when the engine's own counter is the
+            # only code hook, and not when a debugger's hooks exist. The SPK's
+            # time is the first: keep it with hooks too, or a debugged run
+            # would drift from an undebugged one.
+            self._counter.value += 1
         counted = int(self._counter.value)
         limit = int(self._limit.value)
         executed = min(counted, limit)
         return RunResult(executed, counted > limit, error)
+
+    def stop_before(self) -> None:
+        """Inside a code hook: end the run *before* the hooked instruction (a debugger stop).
+
+        The engine counts an instruction before its code hooks run (measured:
+        a stop there leaves it unexecuted but counted); :meth:`run` takes it
+        back off, so the count stays exact.
+        """
+        self._stopped_before = True
+        _LIB.uc_emu_stop(self.handle)
+
+    # -- debugging (slow path: only while a debugger is attached) --------------
+    def add_code_hook(self, begin: int, end: int, callback: Callable[[int], None]) -> int:
+        """Call ``callback(address)`` before each instruction in ``[begin, end]``; ``begin > end``: all.
+
+        A bounded hook costs nothing outside its range (unicorn-notes). The
+        callback must not raise. Translated code is dropped so the hook
+        applies to code already translated. Returns the hook's handle.
+        """
+
+        def on_code(_uc: object, address: int, _size: int, _ud: object) -> None:
+            callback(address)
+
+        handle = self._uc.hook_add(unicorn.UC_HOOK_CODE, on_code, None, begin, end)
+        self._code_hooks += 1
+        self.flush_code()
+        return int(handle)
+
+    def remove_hook(self, handle: int) -> None:
+        """Remove a hook :meth:`add_code_hook` returned."""
+        self._uc.hook_del(handle)
+        self._code_hooks -= 1
+        self.flush_code()
+
+    def context_read(self, ctx: Context, names: Sequence[str]) -> list[int]:
+        """Registers of a saved context, by name (the engine computes lazy flags and bases).
+
+        The live state is put back afterwards: this may run between two runs only.
+        """
+        scratch = self._debug_scratch()
+        self.save(scratch)
+        self.restore(ctx)
+        values = []
+        try:
+            for name in names:
+                self._scratch.value = 0  # a selector fills only the low bytes
+                _LIB.uc_reg_read(self.handle, _REG_IDS[name], ctypes.byref(self._scratch))
+                values.append(int(self._scratch.value))
+        finally:
+            self.restore(scratch)
+        return values
+
+    def context_write(self, ctx: Context, name: str, value: int) -> None:
+        """Change one register of a saved context, by name (between two runs only)."""
+        scratch = self._debug_scratch()
+        self.save(scratch)
+        self.restore(ctx)
+        try:
+            self.write(name, value)
+            self.save(ctx)
+        finally:
+            self.restore(scratch)
+
+    def _debug_scratch(self) -> Context:
+        if self._scratch_ctx is None:
+            self._scratch_ctx = Context(self)
+        return self._scratch_ctx
 
     def executed(self) -> int:
         """Instructions executed so far in the current :meth:`run` (inside a hook)."""
@@ -449,7 +531,12 @@ class Engine:
 
     def stop(self) -> None:
         """End the current :meth:`run` after the current instruction."""
+        self._stop_requested = True
         _LIB.uc_emu_stop(self.handle)
+
+    def _note_port_stop(self) -> None:
+        if self._code_hooks and self._stop_requested:
+            self._port_stop = True
 
     # -- caches -------------------------------------------------------------
     def flush_tlb(self) -> None:

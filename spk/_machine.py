@@ -44,9 +44,11 @@ import capstone
 from spk import _snapshot, abi
 from spk._channels import Channel, ChannelKind, Direction, Port
 from spk._cpu import bring_up, build_spk_memory
+from spk._debug import DebugError, DebugSession
 from spk._engine import SYSCALL_INSN_LEN, Engine
 from spk._frames import FrameTable, FrameType, PhysicalMemory
 from spk._hypercalls import NO_RESULT, TABLE
+from spk._image import LoadImage, load_image
 from spk._measure import AttestationKey, MeasurementEvent
 from spk._paging import AddressSpace, KernelHalf, Walker
 from spk._partition import Counters, KernelFault, Module, Partition, State
@@ -59,8 +61,6 @@ from spk.abi import (
     IRET_FRAME_SIZE,
     KERNEL_DATA_SIZE,
     KERNEL_DATA_VADDR,
-    KERNEL_IMAGE_MAX,
-    KERNEL_IMAGE_VADDR,
     KERNEL_STACK_SIZE,
     KERNEL_STACK_TOP,
     PAGE_SHIFT,
@@ -165,6 +165,10 @@ class Machine:
     quotes are not supported.
     """
 
+    #: the debugger's session (:meth:`debug_attach`), and where an interrupted run resumes
+    _debug: DebugSession | None = None
+    _debug_resume: tuple[int, int] | None = None  # (pid, end of the engine run a debug stop cut)
+
     def __init__(
         self,
         ram_bytes: int,
@@ -218,7 +222,7 @@ class Machine:
     def create_partition(
         self,
         name: str,
-        kernel_image: bytes,
+        kernel_image: bytes | LoadImage,
         modules: Sequence[tuple[str, bytes]],
         quota_frames: int,
         *,
@@ -240,10 +244,15 @@ class Machine:
         partition declared earlier (:meth:`declare_partition`);
         ``may_manage`` grants the management hypercalls (role "system").
 
-        The kernel half of its boot space gets the image (RW, supervisor) at
-        KERNEL_IMAGE_VADDR, a zeroed data area, a boot stack and the
-        read-only start-info page; each module (an app image) is loaded into
-        contiguous frames the partition owns, mapped nowhere.
+        The kernel half of its boot space gets the image, a zeroed data
+        area, a boot stack and the read-only start-info page; each module
+        (an app image: its file's bytes) is loaded into contiguous frames the
+        partition owns, mapped nowhere. A flat image (``bytes``) is mapped
+        RW at KERNEL_IMAGE_VADDR and entered at its first byte; a
+        :class:`LoadImage` (ring 1 reads it from an ELF) has its segments
+        mapped at their addresses, read-only unless writable, and is entered
+        at its entry point; ``bytes`` that are an ELF file are read into one
+        (:func:`spk.load_image`). Either way the kernel gets rdi = START_INFO_VADDR.
 
         Errors: ImageError (image or module too large, bad name, too many
         modules), OutOfMemory (quota larger than free RAM, or too small for
@@ -252,11 +261,13 @@ class Machine:
         encoded = name.encode()
         if not encoded or len(encoded) >= abi.SI_NAME_LEN:
             raise ImageError(f"partition name {name!r} must be 1..{abi.SI_NAME_LEN - 1} bytes")
-        if not kernel_image or len(kernel_image) > KERNEL_IMAGE_MAX:
-            raise ImageError(f"{name}: kernel image of {len(kernel_image)} bytes (max {KERNEL_IMAGE_MAX})")
+        try:
+            image = load_image(kernel_image)
+        except ImageError as exc:
+            raise ImageError(f"{name}: {exc}", exc.rule) from None
         if len(modules) > abi.SI_MAX_MODULES:
             raise ImageError(f"{name}: {len(modules)} modules (max {abi.SI_MAX_MODULES})")
-        needed = self.frames_to_boot(len(kernel_image), [len(b) for _, b in modules])
+        needed = self.frames_to_boot(image, [len(b) for _, b in modules])
         if quota_frames < needed:
             raise ImageError(f"{name}: quota of {quota_frames} frames < {needed} needed to boot")
         if pid is None:
@@ -266,7 +277,7 @@ class Machine:
             raise ImageError(f"{name}: partition {pid} is not declared under that name")
         self.frames.grant(pid, quota_frames, frame_hint, exact=exact_placement)
         try:
-            partition = self._build(pid, name, kernel_image, modules, quota_frames)
+            partition = self._build(pid, name, image, modules, quota_frames)
         except SpkError:
             self.frames.reclaim(pid)
             raise
@@ -275,29 +286,34 @@ class Machine:
         self.partitions[pid] = partition
         if config_digest is not None:
             partition.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
-        kernel_digest = hashlib.sha256(kernel_image).digest()
+        kernel_digest = hashlib.sha256(image.measured).digest()
         partition.measurements.extend(Register.KERNEL, kernel_digest, "kernel_image", kernel_name)
         self._emit(partition, "created", {"quota": quota_frames, "modules": [m for m, _ in modules]})
         return pid
 
     @staticmethod
-    def frames_to_boot(kernel_size: int, module_sizes: Sequence[int]) -> int:
+    def frames_to_boot(kernel: int | bytes | LoadImage, module_sizes: Sequence[int]) -> int:
         """Frames a partition needs before its kernel runs a single instruction.
 
-        Image, data area, boot stack, start-info page, modules, and the page
-        tables the SPK builds for them. Ring 1 uses it to refuse a quota that
-        cannot boot before anything is created.
+        ``kernel`` is the image, or the size in bytes of a flat one
+        (ImageError for an image :func:`spk.load_image` refuses). Image,
+        data area, boot stack, start-info page, modules, and the page tables
+        the SPK builds for them. Ring 1 uses it to refuse a quota that cannot
+        boot before anything is created.
         """
-        pages = _pages(kernel_size) + KERNEL_DATA_SIZE // PAGE_SIZE + KERNEL_STACK_SIZE // PAGE_SIZE + 1
+        image_pages = _pages(kernel) if isinstance(kernel, int) else load_image(kernel).pages
+        pages = image_pages + KERNEL_DATA_SIZE // PAGE_SIZE + KERNEL_STACK_SIZE // PAGE_SIZE + 1
         pages += sum(_pages(size) for size in module_sizes)
         return pages + _BOOT_TABLES
 
     def _build(
-        self, pid: int, name: str, image: bytes, modules: Sequence[tuple[str, bytes]], quota: int
+        self, pid: int, name: str, image: LoadImage, modules: Sequence[tuple[str, bytes]], quota: int
     ) -> Partition:
         kernel = KernelHalf(pid, self.frames)
         space = AddressSpace(pid, self.frames, kernel, self._spk.spk_pdpt, self.cr3_changed)
-        self._load_pages(space, KERNEL_IMAGE_VADDR, image, write=True)
+        for segment in image.segments:
+            for va, page in segment.pages():
+                self._load_pages(space, va, page, write=segment.writable)
         self._load_pages(space, KERNEL_DATA_VADDR, bytes(KERNEL_DATA_SIZE), write=True)
         stack_base = KERNEL_STACK_TOP - KERNEL_STACK_SIZE
         self._load_pages(space, stack_base, bytes(KERNEL_STACK_SIZE), write=True)
@@ -314,12 +330,12 @@ class Machine:
         context.load_gprs([0] * 16)
         context.set_gpr(_RSP, KERNEL_STACK_TOP)
         context.set_gpr(7, START_INFO_VADDR)  # rdi
-        context.rip = KERNEL_IMAGE_VADDR
+        context.rip = image.entry
         context.cr3 = space.cr3
         self.engine.flush_code()
         return Partition(
             pid=pid, name=name, quota=quota, kernel=kernel, spaces={0: space},
-            context=context, modules=loaded,
+            context=context, modules=loaded, image=image,
         )  # fmt: skip
 
     def _start_info(self, pid: int, name: str, quota: int, modules: list[Module]) -> bytes:
@@ -430,7 +446,7 @@ class Machine:
     def reset_partition(
         self,
         pid: int,
-        kernel_image: bytes,
+        kernel_image: bytes | LoadImage,
         modules: Sequence[tuple[str, bytes]],
         *,
         warm: bool = False,
@@ -443,8 +459,13 @@ class Machine:
         zeroed; then the kernel is loaded again as at creation. A cold
         restart also resets the measurements and measures again; a warm one
         keeps them, and keeps the kernel's data area as it was. Ports stay,
-        closed; messages waiting for the partition are dropped.
+        closed; messages waiting for the partition are dropped. A warm
+        restart keeps the writable segments of a segmented kernel image too
+        (its .data and .bss): they are its data area as much as the ABI's.
+
+        Errors: ImageError (a bad image: the partition is left as it was).
         """
+        image = load_image(kernel_image)
         old = self.partitions[pid]
         data = self._read_kernel_data(old) if warm else None
         for space in old.spaces.values():
@@ -454,7 +475,7 @@ class Machine:
         self.engine.flush_tlb()
         self.engine.flush_code()
         self._loaded_cr3 = -1
-        new = self._build(pid, old.name, kernel_image, modules, old.quota)
+        new = self._build(pid, old.name, image, modules, old.quota)
         old.context.free()  # only now: had the build failed, the old state would still be whole
         new.ports, new.may_manage = old.ports, old.may_manage
         new.counters, new.restarts = old.counters, old.restarts + 1
@@ -462,26 +483,33 @@ class Machine:
             port.queue.clear()
         if warm and data is not None:
             new.measurements = old.measurements
-            tr = self.walker.translate(new.spaces[0].cr3, KERNEL_DATA_VADDR)
-            for offset in range(0, len(data), PAGE_SIZE):
-                page = self.walker.translate(new.spaces[0].cr3, KERNEL_DATA_VADDR + offset)
-                if tr is not None and page is not None:
-                    self.ram.write(page.paddr, data[offset : offset + PAGE_SIZE])
+            for va, content in data:
+                page = self.walker.translate(new.spaces[0].cr3, va)
+                if page is not None:
+                    self.ram.write(page.paddr, content)
         else:
             if config_digest is not None:
                 new.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
             new.measurements.extend(
-                Register.KERNEL, hashlib.sha256(kernel_image).digest(), "kernel_image", kernel_name
+                Register.KERNEL, hashlib.sha256(image.measured).digest(), "kernel_image", kernel_name
             )
         self.partitions[pid] = new
         self._emit(new, "restarted", {"warm": warm, "restarts": new.restarts})
 
-    def _read_kernel_data(self, p: Partition) -> bytes:
-        out = bytearray()
-        for offset in range(0, KERNEL_DATA_SIZE, PAGE_SIZE):
-            tr = self.walker.translate(p.spaces[0].cr3, KERNEL_DATA_VADDR + offset)
-            out += self.ram.read(tr.paddr, PAGE_SIZE) if tr is not None else bytes(PAGE_SIZE)
-        return bytes(out)
+    def _read_kernel_data(self, p: Partition) -> list[tuple[int, bytes]]:
+        """The kernel's mutable pages, by address: its data area and, for a
+        segmented image, its writable, non-executable segments (kept by a
+        warm restart; a flat image is code and data in one, and is not)."""
+        pages = [KERNEL_DATA_VADDR + offset for offset in range(0, KERNEL_DATA_SIZE, PAGE_SIZE)]
+        if p.image is not None:
+            for seg in p.image.segments:
+                if seg.writable and not seg.executable:
+                    pages += range(seg.first_page, seg.end_page, PAGE_SIZE)
+        out = []
+        for va in pages:
+            tr = self.walker.translate(p.spaces[0].cr3, va)
+            out.append((va, self.ram.read(tr.paddr, PAGE_SIZE) if tr is not None else bytes(PAGE_SIZE)))
+        return out
 
     # -- channels ------------------------------------------------------------
     def create_channel(self, kind: str, message_size: int, *, depth: int = 1, refresh: int = 0) -> int:
@@ -574,13 +602,19 @@ class Machine:
         Returns early when it yields, blocks with no wake-up before
         ``until``, exits or faults. Exact and deterministic: the same
         partition state and bound give the same instructions and result.
+        With a debugger attached it also returns ``debug_stop`` (see
+        :mod:`spk._debug`); the next call goes on with the same window.
         """
         p = self.partitions[pid]
         start = self.now
         if p.state not in (State.READY, State.BLOCKED) or until <= self.now:
             return RunOutcome(pid, "not_runnable", 0, self.now)
+        resume_end = None
+        if self._debug_resume is not None and self._debug_resume[0] == pid:
+            resume_end, self._debug_resume = self._debug_resume[1], None
         self._load(p)
-        p.counters.windows += 1
+        if resume_end is None:
+            p.counters.windows += 1
         reason = "window_end"
         while True:
             if p.state is State.BLOCKED:
@@ -595,9 +629,9 @@ class Machine:
             if p.timer_deadline and p.timer_deadline <= self.now:
                 p.timer_deadline = 0
                 p.timer_pending = True
-            if p.timer_pending:
+            if p.timer_pending and resume_end is None:
                 self._deliver_timer(p)
-            if p.pending_traps:
+            if p.pending_traps and resume_end is None:
                 self._deliver_pending_trap(p)
             if p.state is State.FAULTED:  # a delivery found no entry or no kernel stack
                 reason = "fault"
@@ -609,6 +643,8 @@ class Machine:
                 budget = min(budget, p.timer_deadline - self.now)
             if p.timer_pending or p.pending_traps:
                 budget = min(budget, TIMER_RECHECK)
+            if resume_end is not None:  # the engine run a debug stop cut goes on, nothing in between
+                budget, resume_end = min(resume_end, until) - self.now, None
             self._stop_reason = None
             self._pending_trap = None
             self._run_start = self.now
@@ -632,6 +668,9 @@ class Machine:
             if stop is not None and stop in ("yield", "exit", "fault"):
                 reason = stop
                 break
+            if stop == "debug" and self._debug_resume is not None:
+                reason = "debug_stop"
+                break
             if self._listener_error is not None:
                 reason = "host_error"
                 break
@@ -644,6 +683,48 @@ class Machine:
         if error is not None:
             raise error
         return RunOutcome(pid, reason, self.now - start, self.now)
+
+    # -- debugging (mechanisms: spk._debug) ----------------------------------------
+    def debug_attach(self, pid: int) -> DebugSession:
+        """Debug partition ``pid``: it stops before its next instruction (its first, before it ran).
+
+        One partition at a time. Errors: DebugError for an unknown
+        partition, or when a session is open already.
+        """
+        if pid not in self.partitions:
+            raise DebugError(Status.NOT_FOUND, f"no partition {pid}")
+        if self._debug is not None and not self._debug.closed:
+            raise DebugError(Status.BUSY, f"partition {self._debug.pid} is being debugged")
+        self._debug = DebugSession(self, pid)
+        return self._debug
+
+    def debug_detach(self) -> None:
+        """End the debug session: hooks go, the partition runs on from where it stopped."""
+        if self._debug is not None:
+            self._debug.close()
+            self._debug = None
+
+    @property
+    def debug_session(self) -> DebugSession | None:
+        return self._debug
+
+    def debug_may_stop(self, pid: int) -> bool:
+        """Inside a code hook: is ``pid`` on the CPU, with no other stop under way?"""
+        p = self._current
+        return p is not None and p.pid == pid and self._stop_reason is None and self._pending_trap is None
+
+    def debug_stop_before(self) -> int:
+        """Inside a code hook: stop before this instruction; returns the stop's virtual time.
+
+        :meth:`run` returns ``debug_stop``; its next call resumes the same
+        engine run (same budget end), so the stop changes nothing.
+        """
+        time = self.time_now() - 1  # the engine has counted the instruction already
+        pid = self._current.pid if self._current is not None else -1
+        self._debug_resume = (pid, self.time_now() + self.engine.remaining())
+        self._stop_reason = "debug"
+        self.engine.stop_before()
+        return time
 
     def _load(self, p: Partition) -> None:
         self.engine.restore(p.context)
@@ -939,8 +1020,25 @@ class Machine:
 
     def _app_trap(self, p: Partition, vector: int, error: int, address: int, rip: int) -> None:
         p.counters.faults += 1
-        self._emit(p, "app_fault", {"vector": vector, "error": error, "address": address, "rip": rip})
+        args: dict[str, object] = {"vector": vector, "error": error, "address": address, "rip": rip}
+        module = self._module_at(p, rip)
+        if module is not None:
+            args["module"] = module
+        self._emit(p, "app_fault", args)
         self._enter_kernel(p, EntryKind.TRAP, rip, trap=(vector, error, address))
+
+    def _module_at(self, p: Partition, va: int) -> str | None:
+        """The boot module whose frames back ``va`` in the current space, by name (or None).
+
+        Why: which app faulted is the guest kernel's business, but which
+        image the code came from is a fact of ring 0's memory, and it lets
+        ring 1 name the faulting function from that image's symbols.
+        """
+        found = self.walker.translate(self._regs.cr3, va)
+        if found is None:
+            return None
+        mfn = found.paddr >> PAGE_SHIFT
+        return next((m.name for m in p.modules if m.first_mfn <= mfn < m.first_mfn + m.pages), None)
 
     def _kernel_exception(self, p: Partition, vector: int) -> None:
         ctx = self._regs

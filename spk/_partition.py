@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from spk._channels import Port
 from spk._engine import Context
+from spk._image import LoadImage
 from spk._measure import Measurements
 from spk._paging import AddressSpace, KernelHalf
 from spk.abi import EntryKind
@@ -71,6 +72,8 @@ class Partition:
     spaces: dict[int, AddressSpace]
     context: Context
     modules: list[Module] = field(default_factory=list)
+    #: the kernel image it was built from (its segments' permissions and addresses)
+    image: LoadImage | None = None
     state: State = State.READY
     current_space: int = 0
     next_handle: int = 1

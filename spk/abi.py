@@ -295,3 +295,64 @@ def asm_equates() -> str:
     for name in names:
         lines.append(f".equ {name}, {int(globals()[name]):#x}")
     return "\n".join(lines) + "\n"
+
+
+#: Every integer constant of this module that a C guest may need, by name (c_header emits them in this order).
+_C_CONSTANTS = (
+    "ABI_MAJOR", "ABI_MINOR", "ABI_VERSION", "PAGE_SIZE", "PAGE_SHIFT", "HYPERCALL_VECTOR", "SYSCALL_VECTOR",
+    "MAP_FLAGS_VALID", "MEASURE_MAX", "MEASURE_NAME_MAX", "NONCE_MAX", "PORT_NAME_MAX", "PART_ENTRY_SIZE",
+    "PART_QUERY_WORDS", "USER_BASE", "USER_END", "KERNEL_BASE", "KERNEL_END", "SPK_BASE", "GDT_VADDR",
+    "KERNEL_IMAGE_VADDR", "KERNEL_IMAGE_MAX", "KERNEL_DATA_VADDR", "KERNEL_DATA_SIZE", "START_INFO_VADDR",
+    "KERNEL_STACK_TOP", "KERNEL_STACK_SIZE", "APP_IMAGE_VADDR", "START_INFO_MAGIC", "SI_MAGIC", "SI_ABI_VERSION",
+    "SI_PARTITION_ID", "SI_MODULE_COUNT", "SI_QUOTA_FRAMES", "SI_FREE_FRAMES", "SI_NAME", "SI_NAME_LEN",
+    "SI_MODULES", "SI_MODULE_SIZE", "SI_MAX_MODULES", "SIM_FIRST_MFN", "SIM_PAGES", "SIM_BYTES", "SIM_NAME",
+    "IRET_FRAME_SIZE", "TRAP_FRAME_SIZE", "APP_FRAME_WORDS", "APP_FRAME_SIZE", "RFLAGS_USER_MASK", "RFLAGS_FIXED",
+    "SEL_KERNEL_CODE0", "SEL_KERNEL_DATA0", "SEL_GUEST_CODE", "SEL_GUEST_DATA", "SEL_USER_CODE", "SEL_USER_DATA",
+    "HEALTH_VECTOR", "PF_PRESENT", "PF_WRITE", "PF_USER", "PF_FETCH",
+)  # fmt: skip
+
+#: Enumerations exported to C, with the prefix their members get.
+_C_ENUMS: tuple[tuple[str, type[enum.IntEnum] | type[enum.IntFlag]], ...] = (
+    ("HC_", Hypercall), ("E_", Status), ("ENTRY_", EntryKind), ("MAP_", MapFlags), ("REG_", Register),
+    ("PART_", PartOp), ("PART_STATE_", PartState), ("EVENT_", Event), ("VEC_", Vector),
+)  # fmt: skip
+
+
+def c_header() -> str:
+    """Return the C header (``spk_sdk/include/spk/abi.h``) with every ABI number.
+
+    Why: C guests get their numbers from this module exactly as assembly
+    guests do through :func:`asm_equates`; the header is committed so a guest
+    can be built without Python, and a test regenerates it and fails when the
+    two drift (``spk sdk-header`` prints it). Status codes are negative, as
+    a hypercall returns them. The numbers are usable from C and from
+    assembly run through the C preprocessor (``.S``): ``SPK_U``/``SPK_S``
+    add the integer suffix only for C.
+    """
+    out = [
+        "/* The SPK's guest ABI, generated from spk/abi.py (`spk sdk-header`). Do not edit. */",
+        "#ifndef SPK_ABI_H",
+        "#define SPK_ABI_H",
+        "",
+        "#ifdef __ASSEMBLER__",
+        "#define SPK_U(x) x",
+        "#define SPK_S(x) x",
+        "#else",
+        "#define SPK_U(x) x##ULL",
+        "#define SPK_S(x) x##LL",
+        "#endif",
+        "",
+    ]
+    for name in _C_CONSTANTS:
+        out.append(f"#define SPK_{name} SPK_U({int(globals()[name]):#x})")
+    for prefix, members in _C_ENUMS:
+        out.append("")
+        for member in members:
+            value = -int(member) if members is Status else int(member)
+            out.append(f"#define SPK_{prefix}{member.name} ({'-' if value < 0 else ''}SPK_S({abs(value)}))")
+    out.append("")
+    for event, code in HEALTH_EVENT_CODES.items():
+        out.append(f"#define SPK_HEALTH_{event.upper()} {code}")
+    out += ["", "#endif /* SPK_ABI_H */", ""]
+    return "\n".join(out)
+

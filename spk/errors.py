@@ -34,10 +34,11 @@ class OutOfMemory(SpkError):
 
 
 class ImageError(SpkError):
-    """A guest image cannot be loaded (too large, malformed)."""
+    """A guest image cannot be loaded (too large, malformed); ``rule`` names which rule it breaks."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, rule: str = "image_invalid") -> None:
         super().__init__(Status.INVALID_ARGUMENT, message)
+        self.rule = rule
 
 
 class EngineError(Exception):

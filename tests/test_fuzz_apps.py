@@ -20,9 +20,9 @@ from fuzz.campaigns.apps import AppWorld
 from fuzz.replay import load, replay, world_of
 from fuzz.runner import run
 from fuzz.world import Violation
-from spgs.assembler import Source, assemble
+from spgs.cbuild import build_c
 from spk._machine import Machine
-from spk.abi import HYPERCALL_VECTOR, KERNEL_DATA_VADDR, KERNEL_IMAGE_VADDR, Hypercall
+from spk.abi import HYPERCALL_VECTOR, KERNEL_DATA_VADDR, Hypercall
 
 #: Examples in `make test` (up to fuzz.runner.STEPS steps each, a few seconds).
 PROFILE = 30
@@ -127,9 +127,9 @@ def guest(monkeypatch: pytest.MonkeyPatch, fresh_worlds: None) -> Callable[[str,
     """An app world whose reference kernel has ``old`` replaced by ``new`` in its source."""
 
     def build(old: str, new: str) -> AppWorld:
-        source = (Path(__file__).parents[1] / "partitions" / "refkernel.asm").read_text()
+        source = (Path(__file__).parents[1] / "partitions" / "refkernel.c").read_text()
         assert source.count(old) == 1
-        kernel = assemble([Source("refkernel-changed", source.replace(old, new), KERNEL_IMAGE_VADDR)])[0]
+        kernel = build_c("kernel", "refkernel-changed", [("refkernel.c", source.replace(old, new).encode())])
         built = fuzz.app_agent.image  # the app stays as it is; only the kernel changes
 
         def image(name: str, kind: str = "kernel") -> bytes:
@@ -147,14 +147,14 @@ def guest(monkeypatch: pytest.MonkeyPatch, fresh_worlds: None) -> Callable[[str,
 def test_a_kernel_that_writes_kernel_memory_for_an_app_breaks_app_confinement(
     guest: Callable[[str, str], AppWorld],
 ) -> None:
-    world = guest("    mov rcx, USER_END\n    cmp rax, rcx\n    ja sys_fail\n", "")
+    world = guest(" || buf + len > SPK_USER_END", "")
     with pytest.raises(Violation) as caught:
         world.perform(("syscall", 0, 0x202, 0, KERNEL_DATA_VADDR, 16, 0))
     assert caught.value.invariant == "app_confinement" and "may not read" in caught.value.message
 
 
 def test_a_kernel_that_loses_a_register_breaks_guest_kernel(guest: Callable[[str, str], AppWorld]) -> None:
-    world = guest("    mov rcx, [rbx + F_RCX]\n", "")
+    world = guest("        f->rax = a->pid;\n", "        f->rax = a->pid;\n        f->rcx = 0;\n")
     assert world.perform(("syscall", 1, 0x202, 3, 0, 0, 0)) == 1  # syscall clobbers rcx anyway
     with pytest.raises(Violation) as caught:
         world.perform(("syscall", 0, 0x202, 3, 0, 0, 0))

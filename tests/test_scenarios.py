@@ -26,9 +26,12 @@ def test_example_system_contains_the_misbehaving_apps() -> None:
     states = {p.name: p for p in report.partitions}
     assert states["alpha"].state == "exited" and states["alpha"].exit_code == 0
     assert states["beta"].state == "exited" and states["beta"].exit_code == 0
-    assert states["gamma"].state == "ready"  # bad_spin runs on, preempted by its kernel
+    # Every misbehaving app is stopped by its own kernel, bad_spin by the watchdog; then gamma ends.
+    assert states["gamma"].state == "exited" and states["gamma"].exit_code == 0
     gamma = rec.lines("gamma")
-    assert sum("killed" in line for line in gamma) == 7
+    assert sum("killed" in line for line in gamma) == 8
+    assert sum("killed: watchdog" in line for line in gamma) == 1
+    assert gamma[-1] == "refkernel: all apps done"
     assert not any("SUCCEEDED" in line or "LEAKED" in line for line in gamma)
     assert "hello from ring 3" in rec.lines("alpha")
     assert [f"counter: {i}" for i in range(1, 6)] == [x for x in rec.lines("alpha") if x.startswith("counter")]

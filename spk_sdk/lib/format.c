@@ -57,6 +57,9 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
             else pad = '0';
         }
         while (*fmt >= '0' && *fmt <= '9') width = width * 10 + (*fmt++ - '0');
+        int precision = -1; /* only strings honour it: at most that many bytes */
+        if (*fmt == '.')
+            for (precision = 0, fmt++; *fmt >= '0' && *fmt <= '9'; fmt++) precision = precision * 10 + (*fmt - '0');
         for (; *fmt == 'l' || *fmt == 'z' || *fmt == 'h'; fmt++)
             if (*fmt != 'h') longs = 2; /* hh and h promote to int: read as int */
         if (left) pad = ' ';
@@ -97,7 +100,7 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
         case 's': {
             const char *s = va_arg(ap, const char *);
             if (!s) s = "(null)";
-            put_padded(&o, s, strlen(s), width, left, ' ');
+            put_padded(&o, s, precision < 0 ? strlen(s) : strnlen(s, (size_t)precision), width, left, ' ');
             break;
         }
         case '%':

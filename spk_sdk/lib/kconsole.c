@@ -34,3 +34,15 @@ long spk_install_entries(const char **step) {
     }
     return 0;
 }
+
+/* Defaults for a kernel that runs no apps: each entry is weak, so a kernel
+ * that does run apps defines its own. An app system call gets -1; a trap or
+ * a timer upcall with no handler ends the partition, loudly. */
+__attribute__((weak)) void spk_on_syscall(struct spk_app_frame *frame) { frame->rax = (uint64_t)-1; }
+
+__attribute__((weak)) void spk_on_trap(struct spk_app_frame *frame, const struct spk_trap_info *trap) {
+    kprintf("kernel: unhandled trap: vector %lu at rip %#lx\n", trap->vector, frame->rip);
+    spk_exit(3);
+}
+
+__attribute__((weak)) void spk_on_timer(struct spk_app_frame *frame) { (void)frame; }

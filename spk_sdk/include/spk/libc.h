@@ -15,7 +15,7 @@ int strcmp(const char *a, const char *b);
 int strncmp(const char *a, const char *b, size_t n);
 
 /* printf-style formatting: %d %i %u %x %X %o %c %s %p %%, flags '-' '0' '#',
- * a width, and the length modifiers hh h l ll z. Returns the length the
+ * a width, a precision for %s, and the length modifiers hh h l ll z. Returns the length the
  * whole output would have (as C99 does), writes at most size-1 bytes plus
  * a NUL. */
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
