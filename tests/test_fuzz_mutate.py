@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from random import Random
+from typing import Any
 
 import pytest
 
+from fuzz import runner
 from fuzz.mutate import MAX_STEPS, Mutator
 from fuzz.replay import Replay, replay
 from fuzz.runner import _mutation_round, _Round, campaign, run
@@ -43,13 +46,74 @@ def test_a_mutation_round_reports_a_finding_minimised() -> None:
     assert finding.reproduced and finding.steps == 2
 
 
-def test_a_time_budget_mixes_hypothesis_and_mutation() -> None:
-    mixed = run(["hypercalls"], seed=3, seconds=1.5)
-    pure = run(["hypercalls"], seed=3, seconds=1.5, mutate=False)
-    assert mixed.campaigns["hypercalls"].seconds < 1.5 + 3.0  # a round stops at the budget (plus one batch)
-    assert mixed.findings == [] and pure.findings == []
-    # a mutation round runs several programs per hypothesis example
-    assert mixed.campaigns["hypercalls"].examples > pure.campaigns["hypercalls"].examples
+class _WorkClock:
+    """A clock for fuzz.runner that moves with the work done, never with the wall clock.
+
+    A hypothesis batch of n examples costs n units, a mutated program one: a run
+    under a time budget is then the same sequence of rounds on any machine.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.rounds: list[tuple[str, int]] = []  # ("hypothesis", examples) or ("mutation", programs)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def batch(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(chosen: Any, batch_seed: int, examples: int, bounds: Any) -> Any:
+            self.rounds.append(("hypothesis", examples))
+            done = original(chosen, batch_seed, examples, bounds)
+            self.now += examples
+            return done
+
+        return timed
+
+    def program(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(world: Any, program: Any) -> Any:
+            if not self.rounds or self.rounds[-1][0] != "mutation":
+                self.rounds.append(("mutation", 0))
+            self.rounds[-1] = ("mutation", self.rounds[-1][1] + 1)
+            done = original(world, program)
+            self.now += 1
+            return done
+
+        return timed
+
+
+@pytest.fixture
+def work_clock(monkeypatch: pytest.MonkeyPatch) -> _WorkClock:
+    """A work clock for fuzz.runner; batches of 5 examples, rounds of at most 10 programs."""
+    clock = _WorkClock()
+    monkeypatch.setattr(runner, "BATCH", 5)
+    monkeypatch.setattr(runner, "MUTATIONS", 2)
+    monkeypatch.setattr(runner, "_batch", clock.batch(runner._batch))
+    monkeypatch.setattr(runner, "run_program", clock.program(runner.run_program))
+    return clock
+
+
+def test_a_time_budget_mixes_hypothesis_and_mutation(work_clock: _WorkClock) -> None:
+    mixed = run(["hypercalls"], seed=3, seconds=40, clock=work_clock.monotonic)
+    assert mixed.findings == []
+    # Each hypothesis batch is followed by a mutation round of its programs (up to MUTATIONS per
+    # example); the last round stops at the budget, not at its count.
+    assert work_clock.rounds == [
+        ("hypothesis", 5), ("mutation", 10), ("hypothesis", 5), ("mutation", 10), ("hypothesis", 5), ("mutation", 5),
+    ]  # fmt: skip
+    assert mixed.campaigns["hypercalls"].seconds == 40
+    assert mixed.campaigns["hypercalls"].executions > mixed.campaigns["hypercalls"].examples
+
+
+def test_without_mutation_a_time_budget_runs_hypothesis_alone(work_clock: _WorkClock) -> None:
+    pure = run(["hypercalls"], seed=3, seconds=12, mutate=False, clock=work_clock.monotonic)
+    assert pure.findings == []
+    assert work_clock.rounds == [("hypothesis", 5)] * 3  # 15 units: the budget of 12 ends in the third batch
+    assert pure.campaigns["hypercalls"].seconds == 15
+
+
+def test_an_examples_budget_never_mutates(work_clock: _WorkClock) -> None:
+    run(["hypercalls"], seed=3, examples=10, clock=work_clock.monotonic)
+    assert work_clock.rounds == [("hypothesis", 5), ("hypothesis", 5)]
 
 
 def test_mutation_rounds_and_replays_perform_a_program_alike() -> None:
