@@ -60,7 +60,11 @@ _SDK_SOURCES = {
                "lib/loader.c"),
     "app": ("crt/app_start.S", "lib/string.c", "lib/format.c", "lib/app_io.c"),
 }  # fmt: skip
-_LINKER_SCRIPT = {"kernel": "ld/kernel.ld.S", "app": "ld/app.ld.S"}
+#: Where each kind is linked (the SDK's one linker script takes the bounds as macros).
+_LINK_REGION = {
+    "kernel": ("SPK_KERNEL_IMAGE_VADDR", "(SPK_KERNEL_IMAGE_VADDR + SPK_KERNEL_IMAGE_MAX)"),
+    "app": ("SPK_APP_IMAGE_VADDR", "0x7FF000"),  # the reference kernel's stack page
+}
 _SOURCE_SUFFIXES = (".c", ".S", ".h")
 
 
@@ -161,7 +165,9 @@ def _compile(kind: str, name: str, sources: list[tuple[str, bytes]]) -> bytes:
             "-include", "spk/visibility.h", f"-I{safe}",
         ]  # fmt: skip
         script = subprocess.run(
-            [path, "-E", "-P", "-x", "assembler-with-cpp", "-Ispk_sdk/include", f"spk_sdk/{_LINKER_SCRIPT[kind]}"],
+            [path, "-E", "-P", "-x", "assembler-with-cpp", "-Ispk_sdk/include",
+             f"-DSPK_LINK_BASE={_LINK_REGION[kind][0]}", f"-DSPK_LINK_END={_LINK_REGION[kind][1]}",
+             "spk_sdk/ld/guest.ld.S"],
             cwd=root, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if script.returncode != 0:
