@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: launch test bench fuzz lint clean gcc chromium gdb
+.PHONY: launch test bench fuzz lint clean gcc chromium gdb qemu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,14 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(TEST_STAMP) lint gcc chromium gdb
+test: $(TEST_STAMP) lint gcc chromium gdb qemu
 	$(BIN)/pytest -q -n 2
 
 # Debian packages the project needs, each installed once, quietly, when missing
 # (sudo only when not root): gcc builds the C guests (spgs/cbuild.py), chromium
 # renders the review's HTML in the tests, gdb drives the gdb stub's tests
-# (docs/debugging.md).
+# (docs/debugging.md), QEMU boots the full-virtualization reference kernel
+# as the outside reference (docs/fullvirt.md).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 define apt_install
 	@test -x $(1) || { \
@@ -46,6 +47,8 @@ chromium:
 	$(call apt_install,/usr/bin/chromium,chromium)
 gdb:
 	$(call apt_install,/usr/bin/gdb,gdb)
+qemu:
+	$(call apt_install,/usr/bin/qemu-system-x86_64,qemu-system-x86)
 
 bench: $(STAMP) gcc
 	$(BIN)/spk bench --json

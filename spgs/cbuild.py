@@ -4,7 +4,10 @@ A C guest is one ``.c`` file or a folder of ``.c`` and ``.S`` files. It is
 compiled freestanding against the SDK (``spk_sdk``: the ABI headers
 generated from :mod:`spk.abi`, the libc subset, start-up code) and linked by
 the SDK's linker script for its kind: a kernel in the kernel image region, an
-app at ``APP_IMAGE_VADDR``. The result is an ELF64 executable with its
+app at ``APP_IMAGE_VADDR``. A third kind, ``pc``, is a bare PC kernel for full
+virtualization (partitions/pcref): it shares only the libc subset, brings its
+own start-up code (multiboot header, 32- and 64-bit entries) and is linked at
+physical 1 MiB by ``ld/pc.ld.S``; it includes no hypercall header. The result is an ELF64 executable with its
 symbols and DWARF line table (faults and traces are reported by function and
 line, and gdb reads it).
 
@@ -59,12 +62,16 @@ _SDK_SOURCES = {
     "kernel": ("crt/kernel_start.S", "crt/kernel_entries.S", "lib/string.c", "lib/format.c", "lib/kconsole.c",
                "lib/loader.c"),
     "app": ("crt/app_start.S", "lib/string.c", "lib/format.c", "lib/app_io.c"),
+    "pc": ("lib/string.c", "lib/format.c"),  # a bare PC kernel brings its own start-up code
 }  # fmt: skip
 #: Where each kind is linked (the SDK's one linker script takes the bounds as macros).
 _LINK_REGION = {
     "kernel": ("SPK_KERNEL_IMAGE_VADDR", "(SPK_KERNEL_IMAGE_VADDR + SPK_KERNEL_IMAGE_MAX)"),
     "app": ("SPK_APP_IMAGE_VADDR", "0x7FF000"),  # the reference kernel's stack page
+    "pc": ("0x100000", "0x400000"),  # physical: from 1 MiB, within the 4 MiB a PC kernel identity-maps
 }
+#: The SDK linker script of each kind (spk_sdk/ld/).
+_LINK_SCRIPT = {"kernel": "guest.ld.S", "app": "guest.ld.S", "pc": "pc.ld.S"}
 _SOURCE_SUFFIXES = (".c", ".S", ".h")
 
 
@@ -127,7 +134,7 @@ def _key(kind: str, name: str, sources: Iterable[tuple[str, bytes]]) -> str:
 
 
 def build_c(kind: str, name: str, sources: list[tuple[str, bytes]]) -> bytes:
-    """Compile and link one C guest of ``kind`` ("kernel" or "app"); its ELF bytes. Cached.
+    """Compile and link one C guest of ``kind`` ("kernel", "app" or "pc"); its ELF bytes. Cached.
 
     ``name`` names the program in diagnostics and in its debug information
     (its sources appear as ``name/file.c``).
@@ -167,7 +174,7 @@ def _compile(kind: str, name: str, sources: list[tuple[str, bytes]]) -> bytes:
         script = subprocess.run(
             [path, "-E", "-P", "-x", "assembler-with-cpp", "-Ispk_sdk/include",
              f"-DSPK_LINK_BASE={_LINK_REGION[kind][0]}", f"-DSPK_LINK_END={_LINK_REGION[kind][1]}",
-             "spk_sdk/ld/guest.ld.S"],
+             f"spk_sdk/ld/{_LINK_SCRIPT[kind]}"],
             cwd=root, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if script.returncode != 0:

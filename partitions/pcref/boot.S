@@ -1,0 +1,257 @@
+/* pcref's start-up code: the multiboot header and 32-bit entry that real PC
+ * firmware and boot loaders (QEMU's -kernel) use, the 64-bit entry the SPK
+ * uses, and the trap, interrupt and system call entry stubs.
+ *
+ * Two entries:
+ *   _start32  multiboot (v1) entry, named by the header's entry_addr (the
+ *             a.out-kludge fields, so a loader needs no ELF64 support):
+ *             32-bit protected mode, paging off. It builds identity page
+ *             tables for the first GiB (2 MiB pages), enables PAE and
+ *             EFER.LME, turns paging on and far-jumps to _start64.
+ *   _start64  the ELF's e_entry: 64-bit long mode, paging on with at least
+ *             the first 4 MiB identity-mapped, interrupts off, any GDT,
+ *             any stack. Everything from here on is the same whichever
+ *             entry was taken. */
+
+#define MB_MAGIC 0x1BADB002
+#define MB_FLAGS 0x00010000 /* bit 16: the address fields below are valid */
+
+    .section .multiboot, "a"
+    .align 4
+mb_header:
+    .long MB_MAGIC
+    .long MB_FLAGS
+    .long -(MB_MAGIC + MB_FLAGS)
+    .long mb_header   /* header_addr */
+    .long __image_start /* load_addr */
+    .long __load_end  /* load_end_addr: file bytes up to here */
+    .long __bss_end   /* bss_end_addr: zeroed up to here */
+    .long _start32    /* entry_addr */
+
+    .section .text.boot, "ax"
+    .code32
+    .globl _start32
+_start32:
+    cli
+    movl $boot_stack_top, %esp
+    /* boot page tables: PML4[0] -> PDPT[0] -> PD of 512 2 MiB pages */
+    movl $boot_pml4, %edi
+    xorl %eax, %eax
+    movl $(3 * 4096 / 4), %ecx
+    rep stosl
+    movl $boot_pdpt, %eax
+    orl $3, %eax
+    movl %eax, boot_pml4
+    movl $boot_pd, %eax
+    orl $3, %eax
+    movl %eax, boot_pdpt
+    movl $boot_pd, %edi
+    movl $0x83, %eax /* present, writable, 2 MiB */
+    movl $512, %ecx
+1:  movl %eax, (%edi)
+    addl $0x200000, %eax
+    addl $8, %edi
+    loop 1b
+    movl $boot_pml4, %eax
+    movl %eax, %cr3
+    movl %cr4, %eax
+    orl $0x20, %eax /* PAE */
+    movl %eax, %cr4
+    movl $0xC0000080, %ecx /* EFER */
+    rdmsr
+    orl $0x100, %eax /* LME */
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80000001, %eax /* PG | PE */
+    movl %eax, %cr0
+    lgdt boot_gdtr
+    ljmp $0x08, $_start64
+
+    .code64
+    .globl _start64
+    .type _start64, @function
+_start64: /* segments are loaded by kernel_main, from its own GDT */
+    cli
+    leaq boot_stack_top(%rip), %rsp
+    xorl %ebp, %ebp
+    call kernel_main
+2:  hlt
+    jmp 2b
+
+    .section .rodata.boot, "a"
+    .align 8
+boot_gdt:
+    .quad 0
+    .quad 0x00AF9A000000FFFF /* 64-bit code */
+    .quad 0x00CF92000000FFFF /* data */
+boot_gdtr:
+    .word 3 * 8 - 1
+    .long boot_gdt
+
+    .section .bss.boot, "aw", @nobits
+    .align 4096
+boot_pml4: .space 4096
+boot_pdpt: .space 4096
+boot_pd: .space 4096
+    .globl boot_stack_top
+boot_stack: .space 16384
+boot_stack_top:
+
+/* ---- traps and interrupts ----
+ * Every vector pushes (error code or 0, vector) and the fifteen general
+ * registers, so the stack holds a struct frame (kernel.c) and trap() gets a
+ * pointer to it. trap() returns the frame to resume: the same one, or
+ * another app's (a context switch), or the idle loop's. */
+    .text
+.macro ISR_NOERR n
+    .globl isr\n
+isr\n:
+    pushq $0
+    pushq $\n
+    jmp trap_common
+.endm
+.macro ISR_ERR n
+    .globl isr\n
+isr\n:
+    pushq $\n
+    jmp trap_common
+.endm
+
+ISR_NOERR 0
+ISR_NOERR 1
+ISR_NOERR 2
+ISR_NOERR 3
+ISR_NOERR 4
+ISR_NOERR 5
+ISR_NOERR 6
+ISR_NOERR 7
+ISR_ERR 8
+ISR_NOERR 9
+ISR_ERR 10
+ISR_ERR 11
+ISR_ERR 12
+ISR_ERR 13
+ISR_ERR 14
+ISR_NOERR 15
+ISR_NOERR 16
+ISR_ERR 17
+ISR_NOERR 18
+ISR_NOERR 19
+ISR_NOERR 20
+ISR_ERR 21
+ISR_NOERR 22
+ISR_NOERR 23
+ISR_NOERR 24
+ISR_NOERR 25
+ISR_NOERR 26
+ISR_NOERR 27
+ISR_NOERR 28
+ISR_ERR 29
+ISR_ERR 30
+ISR_NOERR 31
+ISR_NOERR 32 /* IRQ 0: the PIT */
+ISR_NOERR 39 /* IRQ 7: spurious from the master 8259 */
+ISR_NOERR 47 /* IRQ 15: spurious from the slave */
+
+trap_common:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    cld
+    call trap
+    .globl resume_frame
+resume_frame: /* rax: the frame to resume */
+    movq %rax, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp
+    iretq
+
+/* syscall: rcx = the app's rip, r11 = its rflags, IF cleared by SFMASK.
+ * Switch to the running app's kernel stack, build the same frame as an
+ * interrupt would (vector 256), call syscall_dispatch(). It returns the
+ * frame to resume: the same one goes back with sysretq, another one (the
+ * app ended) with iretq. */
+    .globl syscall_entry
+syscall_entry:
+    movq %rsp, user_rsp_scratch(%rip)
+    movq kernel_rsp(%rip), %rsp
+    pushq $0x23                       /* ss */
+    pushq user_rsp_scratch(%rip)      /* rsp */
+    pushq %r11                        /* rflags */
+    pushq $0x2B                       /* cs */
+    pushq %rcx                        /* rip */
+    pushq $0
+    pushq $256
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    cld
+    call syscall_dispatch
+    cmpq %rsp, %rax
+    jne resume_frame
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp
+    movq 0(%rsp), %rcx   /* rip */
+    movq 16(%rsp), %r11  /* rflags */
+    movq 24(%rsp), %rsp  /* the app's stack */
+    sysretq
+
+    .bss
+    .align 8
+user_rsp_scratch: .quad 0
+    .globl kernel_rsp
+kernel_rsp: .quad 0 /* the running app's kernel stack top (also TSS.rsp0) */
