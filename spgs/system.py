@@ -381,6 +381,14 @@ class System:
                 if part == p.name:
                     self.machine.attach_port(pid, port, self.channel_ids[ch.name], direction)
 
+    def config_of(self, name: str) -> PartitionConfig:
+        """A partition's configuration, by name. Errors: KeyError for a name the description lacks."""
+        return self._plan_of[name].config
+
+    def plan_of(self, name: str) -> PartitionPlan:
+        """A partition's plan (its images, as the next start or restart loads them). Errors: KeyError."""
+        return self._plan_of[name]
+
     def pid_of(self, name: str) -> int | None:
         """The pid of a running partition, by name."""
         pid = self.pids.get(name)
@@ -424,8 +432,16 @@ class System:
         return any(self.machine.info(pid).state in states for pid in self.machine.partitions)
 
     # -- time --------------------------------------------------------------------
-    def run(self, max_ticks: int, on_frame: Callable[[SystemReport], None] | None = None) -> SystemReport:
-        """Run major frames until every partition is done or ``max_ticks`` passes."""
+    def run(
+        self, max_ticks: int, on_frame: Callable[[SystemReport], None] | None = None,
+        *, between: Callable[[], None] | None = None,
+    ) -> SystemReport:  # fmt: skip
+        """Run major frames until every partition is done or ``max_ticks`` passes.
+
+        ``between`` is called after every window, before the next begins: the
+        one place where an outside controller (:mod:`spgs.control`) may act
+        on the system, so what it does happens at a definite virtual time.
+        """
         machine = self.machine
         frames = 0
         while self.live() and machine.now < max_ticks and not self._killed:
@@ -442,6 +458,8 @@ class System:
                     break
                 machine.advance(end)
                 self._debug_poll()
+                if between is not None:
+                    between()
             if self._killed:
                 break
             machine.advance(min(frame_start + self.major_frame, max_ticks))
@@ -505,9 +523,26 @@ class System:
     def _manage(self, requester: int, target: int, op: PartOp) -> None:
         machine = self.machine
         name = next((n for n, pid in self.pids.items() if pid == target), None)
+        who = machine.info(requester).name if requester in machine.partitions else str(requester)
+        self.manage(name or str(target), op, requester=who)
+
+    def manage(self, name: str, op: PartOp, *, requester: str, warm: bool = False) -> str:
+        """Carry out one management operation on partition ``name``; returns its outcome.
+
+        The one policy for every requester: a system partition's
+        PART_CONTROL hypercall and the management API (:mod:`spgs.control`,
+        ``requester = "api:<token name>"``) both come here. The outcome is
+        ``done`` or ``ignored: why`` (nothing changed); either way it is
+        traced as a ``management`` event. ``warm`` makes RESTART keep the
+        measurements and the kernel's data area (as the health monitor's
+        warm_restart does). Errors: ImageError from a restart or start with
+        a bad image (the partition is left as it was).
+        """
+        machine = self.machine
+        target = self.pids.get(name, -1)
         running = target in machine.partitions
         outcome = "done"
-        if name is None:
+        if name not in self.pids:
             outcome = "ignored: unknown partition"
         elif op is PartOp.START:
             if running:
@@ -527,13 +562,49 @@ class System:
         elif op is PartOp.RESTART:
             plan = self._plan(name)
             machine.reset_partition(
-                target, plan.kernel, plan.apps, kernel_name=plan.kernel_label, config_digest=self.config.digest
-            )
+                target, plan.kernel, plan.apps, warm=warm, kernel_name=plan.kernel_label,
+                config_digest=self.config.digest,
+            )  # fmt: skip
         elif op is PartOp.DESTROY:
             machine.destroy_partition(target)
-        who = machine.info(requester).name if requester in machine.partitions else str(requester)
-        args = {"requester": who, "op": op.name.lower(), "outcome": outcome}
-        self._listener(MachineEvent(machine.now, name or str(target), "management", args))
+        args = {"requester": requester, "op": op.name.lower(), "outcome": outcome}
+        if warm and op is PartOp.RESTART:
+            args["mode"] = "warm"
+        self._listener(MachineEvent(machine.now, name, "management", args))
+        return outcome
+
+    # -- changes from outside (spgs.control), made between major frames -------------------
+    def record(self, partition: str, event: str, args: dict[str, object]) -> None:
+        """Pass a ring-1 event (a change the management API made) to the listener: the trace."""
+        self._listener(MachineEvent(self.machine.now, partition, event, dict(args)))
+
+    def reschedule(self) -> None:
+        """Lay the windows out again from the description (changed by the caller); call between major frames.
+
+        Errors: ValueError from :func:`spgs.rules.effective_windows` (never
+        for a description the rules passed).
+        """
+        windows, major_frame = effective_windows(self.config.description)
+        self.windows = [(self.plans[w.partition].name, w.start, w.duration) for w in windows if w.cpu == 0]
+        self.major_frame = major_frame
+
+    def add_partition(self, plan: PartitionPlan) -> None:
+        """Add a partition the description now lists last (a partition created through the API).
+
+        Its windows join the schedule (:meth:`reschedule`); it starts now
+        when ``boot``, placed first fit in free RAM. Call between major
+        frames. Errors: SpkError (OutOfMemory, ImageError) from starting it:
+        it is then declared, not running.
+        """
+        self.plans.append(plan)
+        self._plan_of[plan.name] = plan
+        self.usage[plan.name] = Usage()
+        self.hints.append(RING0_RESERVED_FRAMES)
+        self.reschedule()
+        self.pids[plan.name] = self.machine.declare_partition(plan.name)
+        if plan.config.boot:
+            self._start(plan)
+            self._attach_ports(plan)
 
     def report(self, frames: int) -> SystemReport:
         infos = [self.machine.info(pid) for pid in sorted(self.machine.partitions)]
