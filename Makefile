@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 # the tests add the dev and cluster extras on top (make test).
 STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
+# spk bench compares the Linux personality with Qiling (the qiling extra).
+QILING_STAMP := $(VENV)/.installed-qiling
 
-.PHONY: launch test bench fuzz lint clean gcc chromium gdb
+.PHONY: launch test bench fuzz lint clean gcc chromium gdb busybox libc-static
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +21,11 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	touch $(TEST_STAMP)
 
-launch: $(STAMP) gcc
+$(QILING_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[qiling]'
+	touch $(QILING_STAMP)
+
+launch: $(STAMP) gcc busybox
 	$(BIN)/spk launch partitions.toml
 
 lint: $(TEST_STAMP)
@@ -27,16 +33,19 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(TEST_STAMP) lint gcc chromium gdb
+test: $(TEST_STAMP) lint gcc chromium gdb busybox libc-static
 	$(BIN)/pytest -q -n 2
 
 # Debian packages the project needs, each installed once, quietly, when missing
 # (sudo only when not root): gcc builds the C guests (spgs/cbuild.py), chromium
 # renders the review's HTML in the tests, gdb drives the gdb stub's tests
-# (docs/debugging.md).
+# (docs/debugging.md), Debian's busybox-static is the unmodified Linux program the
+# linux partitions run (examples/busybox.toml, docs/linux.md), and libc6-dev's
+# static glibc links the gcc-built static test program (fuzz/campaigns/linux_probe.c).
+# Each is known by a file it installs (libc6-dev's libc.a is no executable: -e, not -x).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 define apt_install
-	@test -x $(1) || { \
+	@test -e $(1) || { \
 		$(SUDO) apt-get update -qq >/dev/null && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null; }
 endef
@@ -46,8 +55,12 @@ chromium:
 	$(call apt_install,/usr/bin/chromium,chromium)
 gdb:
 	$(call apt_install,/usr/bin/gdb,gdb)
+busybox:
+	$(call apt_install,/bin/busybox,busybox-static)
+libc-static: gcc
+	$(call apt_install,/usr/lib/x86_64-linux-gnu/libc.a,libc6-dev)
 
-bench: $(STAMP) gcc
+bench: $(QILING_STAMP) gcc busybox libc-static
 	$(BIN)/spk bench --json
 
 # The long campaign: every campaign for FUZZ_SECONDS on all cores (make test runs a
