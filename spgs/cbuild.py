@@ -197,3 +197,41 @@ def _run(name: str, command: list[str], cwd: Path) -> None:
     proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuildError(f"{name}: gcc failed:\n{proc.stderr.strip()}")
+
+
+#: Flags of a hosted static Linux program (the Linux personality's test programs, docs/linux.md).
+LINUX_FLAGS = ("-std=gnu11", "-O2", "-static", "-Wall", "-Wl,--build-id=none", "-fno-ident")
+
+
+def build_linux_static(name: str, source: bytes) -> bytes:
+    """The bytes of :func:`linux_static_file`."""
+    return linux_static_file(name, source).read_bytes()
+
+
+def linux_static_file(name: str, source: bytes) -> Path:
+    """Compile one C file into a static Linux x86-64 executable (glibc ``-static``); the cached file (mode 0755).
+
+    Unlike a guest, this is an ordinary hosted program: it runs natively on
+    the host and unchanged in a Linux partition, which is what the
+    differential test compares. Reproducible as guests are (fixed scratch
+    names, no build id). Errors: BuildError (gcc or the static libc missing:
+    ``make test`` installs Debian's libc6-dev).
+    """
+    path, version = gcc()
+    digest = hashlib.sha256(b"\0".join([b"linux-static", name.encode(), version.encode(),
+                                        " ".join(LINUX_FLAGS).encode(), source])).hexdigest()  # fmt: skip
+    cached = cache_dir() / f"{digest}.linux"
+    if cached.is_file():
+        return cached
+    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in name) or "program"
+    with tempfile.TemporaryDirectory(prefix="spk-cc-") as scratch:
+        root = Path(scratch)
+        (root / f"{safe}.c").write_bytes(source)
+        _run(name, [path, *LINUX_FLAGS, f"-ffile-prefix-map={root}=.", f"{safe}.c", "-o", safe], root)
+        program = (root / safe).read_bytes()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(program)
+    tmp.chmod(0o755)
+    tmp.replace(cached)
+    return cached

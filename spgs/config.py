@@ -133,6 +133,18 @@ FATAL_EVENTS = (
 NONFATAL_EVENTS = ("overrun", "guest_error")
 
 
+#: An environment entry: a name, ``=``, anything.
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=", re.DOTALL)
+#: Largest ``stdin`` of a Linux partition (bytes).
+MAX_STDIN = 64 << 10
+
+
+def _no_nul(value: str) -> None:
+    """Command, env and paths are C strings for the kernel: no NUL inside."""
+    if "\0" in value:
+        raise PydanticCustomError("linux_nul_byte", "{value}: a NUL byte ends a C string early", {"value": repr(value)})
+
+
 class HealthConfig(BaseModel):
     """``[partition.health]``: the health monitor's table, event -> action."""
 
@@ -195,11 +207,74 @@ class PartitionConfig(BaseModel):
     min_security_version: int = Field(
         default=0, description="secure boot refuses an image signed with a lower security version (rollback)"
     )
+    # -- a Linux partition (image = "linux", docs/linux.md) --
+    rootfs: str | None = Field(default=None, description="root file system: a folder or a .tar (config-relative)")
+    files: dict[str, str] = Field(
+        default_factory=dict, max_length=256, description="host files laid over the rootfs: path inside = host path"
+    )
+    command: list[str] = Field(default_factory=list, max_length=256, description="executable (absolute) and argv")
+    env: list[str] = Field(default_factory=list, max_length=256, description="environment, NAME=value each")
+    stdin: str | None = Field(default=None, description="bytes on the first process's fd 0 (UTF-8), then EOF")
 
     @field_validator("name")
     @classmethod
     def _name_rule(cls, value: str) -> str:
         return _check_name(value, "partition_name")
+
+    @field_validator("command")
+    @classmethod
+    def _command_rule(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            _no_nul(arg)
+            if not arg:
+                raise PydanticCustomError(
+                    "linux_empty_arg", "an argument is never empty (the kernel's cmdline ends argv with one)"
+                )
+        if value and not value[0].startswith("/"):
+            raise PydanticCustomError(
+                "linux_command_path", "{value}: the executable is an absolute path inside the rootfs",
+                {"value": repr(value[0])},
+            )  # fmt: skip
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_rule(cls, value: list[str]) -> list[str]:
+        for var in value:
+            _no_nul(var)
+            if not _ENV.match(var):
+                raise PydanticCustomError(
+                    "linux_env_syntax", "{value}: an environment entry is NAME=value (NAME: letters, digits, _)",
+                    {"value": repr(var)},
+                )  # fmt: skip
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files_rule(cls, value: dict[str, str]) -> dict[str, str]:
+        for inside, host in value.items():
+            _no_nul(inside)
+            _no_nul(host)
+            parts = inside.split("/")
+            if not inside.startswith("/") or inside == "/" or ".." in parts or "." in parts or "" in parts[1:]:
+                raise PydanticCustomError(
+                    "linux_file_path", "{value}: a path inside the rootfs is absolute and plain (no '.', '..', '//')",
+                    {"value": repr(inside)},
+                )  # fmt: skip
+            if not host:
+                raise PydanticCustomError("linux_file_missing", "{value}: the host file's path is empty",
+                                          {"value": repr(inside)})  # fmt: skip
+        return value
+
+    @field_validator("stdin")
+    @classmethod
+    def _stdin_rule(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > MAX_STDIN:
+            raise PydanticCustomError(
+                "linux_stdin_size", "{size} bytes: stdin is at most {limit} bytes",
+                {"size": len(value.encode()), "limit": MAX_STDIN},
+            )  # fmt: skip
+        return value
 
     @field_validator("memory")
     @classmethod

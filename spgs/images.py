@@ -3,7 +3,8 @@
 An image is named either by a bundled name (``refkernel`` for
 ``partitions/refkernel.c``, ``hello`` for ``apps/hello.c``, ``fuzz_agent``
 for ``partitions/fuzz_agent.asm``, and ``adversarial/crash`` for a source in
-a subfolder of the package, such as the attackers of the adversarial suite)
+a subfolder of the package, such as the attackers of the adversarial suite;
+``linux`` for the folder of C sources ``partitions/linux/``)
 or by a path relative to the configuration file: ``.c`` or a folder of C
 sources is compiled (see :mod:`spgs.cbuild`), ``.asm`` is assembled (see
 :mod:`spgs.assembler`), ``.elf`` and ``.bin`` are loaded as they are (an
@@ -41,10 +42,17 @@ class ImageRef:
 _BUNDLED_SUFFIXES = (".c", ".asm")
 
 
+def _is_c_folder(resource: Traversable) -> bool:
+    """A folder of C sources (a guest built from several files, ``partitions/linux/``)."""
+    return resource.is_dir() and any(p.name.endswith(".c") and p.is_file() for p in resource.iterdir())
+
+
 def bundled(kind: str) -> list[str]:
-    """Names of the bundled kernels or apps (the package's own folder, not its subfolders)."""
+    """Names of the bundled kernels or apps: the package's own sources and its folders of C sources."""
     package = "partitions" if kind == "kernel" else "apps"
-    names = {p.name.rsplit(".", 1)[0] for p in resources.files(package).iterdir() if p.name.endswith(_BUNDLED_SUFFIXES)}
+    entries = list(resources.files(package).iterdir())
+    names = {p.name.rsplit(".", 1)[0] for p in entries if p.name.endswith(_BUNDLED_SUFFIXES) and p.is_file()}
+    names |= {p.name for p in entries if _is_c_folder(p)}
     return sorted(names)
 
 
@@ -53,14 +61,17 @@ _BUNDLED_NAME = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 
 
 def bundled_source(kind: str, name: str) -> Traversable | None:
-    """The bundled source of ``name`` (``refkernel``, ``adversarial/crash``): a ``.c`` or ``.asm`` file, or None."""
+    """The bundled source of ``name`` (``refkernel``, ``adversarial/crash``, ``linux``), or None.
+
+    A ``.c`` or ``.asm`` file, else a folder of C sources of that name.
+    """
     if not _BUNDLED_NAME.fullmatch(name):
         return None
-    for suffix in _BUNDLED_SUFFIXES:
+    for suffix in (*_BUNDLED_SUFFIXES, ""):
         resource = resources.files("partitions" if kind == "kernel" else "apps")
         for part in f"{name}{suffix}".split("/"):
             resource = resource / part
-        if resource.is_file():
+        if resource.is_file() if suffix else _is_c_folder(resource):
             return resource
     return None
 
@@ -122,8 +133,9 @@ def _read(name: str, kind: str, base_dir: Path) -> tuple[str, str | bytes]:
     if resource is None:
         known = ", ".join(bundled(kind))
         raise ImageNotFound(f"no bundled {kind} named {name!r} (bundled: {known})")
-    if resource.name.endswith(".c"):
-        return f"{package}/{resource.name}", build_c(kind, name, program_sources(Path(str(resource))))
+    if resource.name.endswith(".c") or resource.is_dir():
+        shown = resource.name + ("/" if resource.is_dir() else "")
+        return f"{package}/{shown}", build_c(kind, name, program_sources(Path(str(resource))))
     folder = name.rpartition("/")[0]
     return f"{package}/{name}.asm", expand_includes(resource.read_text(), package, folder=folder)
 

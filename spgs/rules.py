@@ -13,12 +13,14 @@ docs/config.md.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from spgs.config import FATAL_EVENTS, MAX_TIME, PartitionConfig, Problem, SystemDescription, _LineIndex
 from spgs.images import bundled, bundled_source, is_path
+from spgs.rootfs import rootfs_source_problem
 from spk.abi import PAGE_SIZE
 
 #: Ring 0 keeps the first MiB of RAM for itself.
@@ -177,6 +179,52 @@ def unknown_app(ctx: Context) -> Iterator[Problem]:
             why = image_problem(app, "app", ctx.base_dir)
             if why:
                 yield ctx.problem(("partition", i, "apps", j), "unknown_app", f"{p.name}: {why}")
+
+
+# -- Linux partitions (docs/linux.md) -----------------------------------------------
+_LINUX_FIELDS = ("rootfs", "files", "env", "stdin")
+
+
+@rule
+def linux_command_required(ctx: Context) -> Iterator[Problem]:
+    """A partition of the ``linux`` kernel, or with rootfs, files, env or stdin, names the program to run."""
+    for i, p in enumerate(ctx.desc.partition):
+        if p.command:
+            continue
+        given = [f for f in _LINUX_FIELDS if f in p.model_fields_set]
+        if p.image == "linux" or given:
+            why = f"sets {', '.join(given)}" if given else "runs the linux kernel"
+            message = f"{p.name}: {why} but has no command (the program to run, e.g. [\"/bin/sh\"])"
+            yield ctx.problem(("partition", i, given[0] if given else "image"), "linux_command_required", message)
+
+
+@rule
+def linux_apps(ctx: Context) -> Iterator[Problem]:
+    """A Linux partition runs its ``command``, not SPK apps: its boot modules are the rootfs, cmdline and stdin."""
+    for i, p in enumerate(ctx.desc.partition):
+        if p.command and p.apps:
+            message = f"{p.name}: a Linux partition has no apps (it runs its command from its rootfs)"
+            yield ctx.problem(("partition", i, "apps"), "linux_apps", message)
+
+
+@rule
+def unknown_rootfs(ctx: Context) -> Iterator[Problem]:
+    """``rootfs`` names a folder or a tar archive, relative to the configuration file."""
+    for i, p in enumerate(ctx.desc.partition):
+        why = None if p.rootfs is None else rootfs_source_problem(p.rootfs, ctx.base_dir)
+        if why:
+            yield ctx.problem(("partition", i, "rootfs"), "unknown_rootfs", f"{p.name}: rootfs {why}")
+
+
+@rule
+def linux_file_missing(ctx: Context) -> Iterator[Problem]:
+    """Every host file of ``files`` is a readable regular file (an absolute path, or relative to the configuration)."""
+    for i, p in enumerate(ctx.desc.partition):
+        for inside, host in p.files.items():
+            path = ctx.base_dir / host
+            if not path.is_file() or not os.access(path, os.R_OK):
+                yield ctx.problem(("partition", i, "files", inside), "linux_file_missing",
+                                  f"{p.name}: {inside}: host file {host!r} is not a readable regular file")  # fmt: skip
 
 
 # -- time ----------------------------------------------------------------------

@@ -4,7 +4,9 @@
 image the description names and writes, under ``signed/``:
 
 * ``images/PARTITION/kernel/NAME.bin`` and ``images/PARTITION/app/NAME.bin``:
-  one copy per slot, each with its manifest and signature
+  one copy per slot, each with its manifest and signature (a Linux
+  partition's packed root file system is ``images/PARTITION/app/rootfs.bin``,
+  its host ``files`` inside it)
   (:mod:`spgs.trust`), signed for that slot (partition, kind, name) and
   with a security version, so that an image copied over another slot's
   files, or an older one, does not boot;
@@ -99,9 +101,13 @@ def sign_system(
     for section, p in zip(raw["partition"], plans, strict=True):
         minimum = p.config.min_security_version
         section["image"] = place(p.name, minimum, "kernel", p.config.image, p.kernel)
+        apps = p.apps[: len(p.config.apps)]  # a Linux partition's modules follow (rootfs, cmdline, stdin)
         section["apps"] = [
-            place(p.name, minimum, "app", ref, data) for ref, (_label, data) in zip(p.config.apps, p.apps, strict=True)
+            place(p.name, minimum, "app", ref, data) for ref, (_label, data) in zip(p.config.apps, apps, strict=True)
         ]
+        if p.config.command:  # the packed rootfs, signed for slot PARTITION/app/rootfs; host files are in it now
+            section["rootfs"] = place(p.name, minimum, "app", "rootfs", dict(p.apps)["rootfs"])
+            section.pop("files", None)
     (out / "keys").mkdir(parents=True, exist_ok=True)
     public = write_public_key(out / "keys" / f"{key_path.stem}.pub", key.verify_key)
     trust = raw.setdefault("trust", {})
@@ -117,9 +123,11 @@ def sign_system(
     for section, p in zip(raw["partition"], plans, strict=True):
         events = [("config", "system description", config_digest)]
         events.append(("kernel_image", image_label(section["image"]), sha256(p.kernel)))
+        apps = p.apps[: len(p.config.apps)]
         events += [
-            ("app", image_label(ref), sha256(data)) for ref, (_l, data) in zip(section["apps"], p.apps, strict=True)
+            ("app", image_label(ref), sha256(data)) for ref, (_l, data) in zip(section["apps"], apps, strict=True)
         ]
+        events += [("app", name, sha256(data)) for name, data in p.apps[len(p.config.apps) :]]  # Linux modules
         partitions[p.name] = events
     golden = out / "golden.json"
     golden.write_bytes(canonical(golden_values(partitions)) + b"\n")

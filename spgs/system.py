@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 from spgs.config import ConfigError, LoadedConfig, PartitionConfig, Problem, SystemDescription
 from spgs.elfimage import symbols_of
 from spgs.images import build, is_path
+from spgs.rootfs import partition_modules, rootfs_verdict
 from spgs.rules import RING0_RESERVED, effective_windows
 from spgs.trust import Slot, Verdict, sha256, trusted_keys, verify_image
 from spk import (
@@ -112,7 +113,10 @@ def image_label(ref: str) -> str:
 
 
 def image_problems(
-    config: LoadedConfig, images: dict[tuple[str, str], bytes], skip: Collection[str] = ()
+    config: LoadedConfig,
+    images: dict[tuple[str, str], bytes],
+    skip: Collection[str] = (),
+    linux: dict[str, list[tuple[str, bytes]]] | None = None,
 ) -> list[Problem]:
     """What keeps the built images of ``config`` from booting, one problem per way.
 
@@ -121,8 +125,10 @@ def image_problems(
     would: a kernel against the rules of :func:`spk.load_image` (an ELF
     file's segments, a flat image's size), an app against those of
     :func:`spk.check_app_image`, and a quota too small for the images
-    (quota_below_boot_size). Partitions named in ``skip`` (refused by
-    secure boot) are not looked at: their images are never parsed.
+    (quota_below_boot_size), a Linux partition's boot modules (``linux``,
+    by partition: :func:`spgs.rootfs.modules`) included. Partitions named
+    in ``skip`` (refused by secure boot) are not looked at: their images
+    are never parsed.
     """
     problems: list[Problem] = []
     path = str(config.path)
@@ -146,7 +152,8 @@ def image_problems(
                 problem(i, ("apps", str(j)), exc.rule, f"{p.name}: app {ref!r}: {exc}")
         if kernel is None:
             continue
-        needed = Machine.frames_to_boot(kernel, [len(images[("app", a)]) for a in p.apps])
+        sizes = [len(images[("app", a)]) for a in p.apps] + [len(m) for _n, m in (linux or {}).get(p.name, [])]
+        needed = Machine.frames_to_boot(kernel, sizes)
         if p.memory // PAGE_SIZE < needed:
             problem(i, ("memory",), "quota_below_boot_size",
                     f"{p.name}: quota of {p.memory >> 10} KiB < {needed * PAGE_SIZE >> 10} KiB its images need to boot")
@@ -164,6 +171,9 @@ def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | 
     wanted = [("kernel", p.image) for p in desc.partition]
     wanted += [("app", a) for p in desc.partition for a in p.apps]
     images = build(wanted, config.path.parent)
+    linux, linux_problems = partition_modules(config)
+    if linux_problems:
+        raise ConfigError(linux_problems)
     mode = secure_boot or desc.trust.secure_boot
     trusted = trusted_keys([config.path.parent / k for k in desc.trust.keys]) if mode != "off" else {}
     when = today or desc.trust.reference_date or date.today()
@@ -180,13 +190,15 @@ def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | 
         return verdict
 
     verdicts_of = {
-        p.name: [check(p, "kernel", p.image)] + [check(p, "app", a) for a in p.apps] if mode != "off" else []
+        p.name: [check(p, "kernel", p.image)] + [check(p, "app", a) for a in p.apps]
+        + ([rootfs_verdict(p, config.path.parent, linux[p.name][0][1], trusted, when)] if p.name in linux else [])
+        if mode != "off" else []
         for p in desc.partition
-    }
+    }  # fmt: skip
     # Secure boot first: an image it refuses is never parsed (an untrusted ELF
     # reaches no parser), and its partition is refused alone, as a tampered one is.
     refused = {p.name for p in desc.partition if mode == "enforce" and any(not v.ok for v in verdicts_of[p.name])}
-    problems = image_problems(config, images, skip=refused)
+    problems = image_problems(config, images, skip=refused, linux=linux)
     if problems:
         raise ConfigError(problems)
 
@@ -198,7 +210,7 @@ def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | 
                 name=p.name,
                 kernel_label=image_label(p.image),
                 kernel=images[("kernel", p.image)],
-                apps=[(image_label(a), images[("app", a)]) for a in p.apps],
+                apps=[(image_label(a), images[("app", a)]) for a in p.apps] + linux.get(p.name, []),
                 quota_frames=p.memory // PAGE_SIZE,
                 config=p,
                 verdicts=verdicts,

@@ -944,10 +944,47 @@ class Machine:
             regs = self._regs
             if regs.cpl == 3:
                 self._app_trap(p, int(Vector.UD), 0, 0, regs.rip)
+            elif self._emulate_fsbase(regs.cr3, regs.rip):
+                pass
             else:
                 self._kernel_fault(p, "illegal_instruction", int(Vector.UD), regs.rip, 0, "invalid opcode")
         except Exception as exc:
             self._internal_error(p, exc)
+        return True
+
+    def _emulate_fsbase(self, cr3: int, rip: int) -> bool:
+        """``rdfsbase``/``wrfsbase`` of a guest kernel (CPL 2), emulated: True when done.
+
+        The CPU model (QEMU64) lacks FSGSBASE, so these are #UD; a kernel that
+        runs programs with thread-local storage (the Linux personality) must
+        still set each process's FS base. Only the register forms
+        ``F3 [REX] 0F AE /0`` (rdfsbase) and ``/2`` (wrfsbase) are accepted;
+        a 32-bit form zero-extends, as the hardware does. The FS base is
+        per-vCPU state, saved and restored with the partition's context.
+        """
+        code = self._read(cr3, rip, 4, user=False) or b""
+        rex = code[1] if len(code) == 4 and 0x40 <= code[1] <= 0x4F else 0
+        if rex:  # the 5-byte form: its last byte may be on the next page
+            code = self._read(cr3, rip, 5, user=False) or b""
+        body = code[2:5] if rex else code[1:4]
+        if len(code) < 4 or code[0] != 0xF3 or len(body) < 3 or body[0:2] != b"\x0f\xae":
+            return False
+        modrm = body[2]
+        op = (modrm >> 3) & 7
+        if modrm >> 6 != 3 or op not in (0, 2):
+            return False
+        reg = (modrm & 7) | (8 if rex & 1 else 0)
+        mask = (1 << 64) - 1 if rex & 8 else (1 << 32) - 1
+        live = self._live
+        if op == 2:
+            value = int(live[reg]) & mask
+            if (value >> 47) not in (0, (1 << 17) - 1):
+                return False  # non-canonical: #GP on hardware; refused here as the invalid instruction it is
+            self.engine.write("fs_base", value)
+        else:
+            live[reg] = self.engine.read("fs_base") & mask
+        live[self._rip_slot] = rip + (5 if rex else 4)
+        self._regs.clear_exception_state()
         return True
 
     def on_bad_memory(self, address: int) -> None:
