@@ -281,6 +281,9 @@ class System:
         self.windows = [(plans[w.partition].name, w.start, w.duration) for w in windows if w.cpu == 0]
         self._debugger: tuple[str, Debugger, DebugSession] | None = None
         self._killed = False
+        #: Who carries out PART_CONTROL migrate (a host pair or fleet: spgs.migration); it gets the
+        #: partition's name and returns the outcome to trace. None: this host is alone, it is ignored.
+        self.migrator: Callable[[str], str] | None = None
 
     # -- debugging -------------------------------------------------------------------
 
@@ -531,6 +534,8 @@ class System:
             )
         elif op is PartOp.DESTROY:
             machine.destroy_partition(target)
+        elif op is PartOp.MIGRATE:
+            outcome = self.migrator(name) if self.migrator is not None else "ignored: no other host"
         who = machine.info(requester).name if requester in machine.partitions else str(requester)
         args = {"requester": who, "op": op.name.lower(), "outcome": outcome}
         self._listener(MachineEvent(machine.now, name or str(target), "management", args))
