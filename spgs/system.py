@@ -293,6 +293,9 @@ class System:
         self.windows = [(plans[w.partition].name, w.start, w.duration) for w in windows if w.cpu == 0]
         self._debugger: tuple[str, Debugger, DebugSession] | None = None
         self._killed = False
+        #: Who carries out PART_CONTROL migrate (a host pair or fleet: spgs.migration); it gets the
+        #: partition's name and returns the outcome to trace. None: this host is alone, it is ignored.
+        self.migrator: Callable[[str], str] | None = None
 
     # -- debugging -------------------------------------------------------------------
 
@@ -579,6 +582,8 @@ class System:
             )  # fmt: skip
         elif op is PartOp.DESTROY:
             machine.destroy_partition(target)
+        elif op is PartOp.MIGRATE:
+            outcome = self.migrator(name) if self.migrator is not None else "ignored: no other host"
         args = {"requester": requester, "op": op.name.lower(), "outcome": outcome}
         if warm and op is PartOp.RESTART:
             args["mode"] = "warm"

@@ -11,10 +11,11 @@ from spk._debug import DebugError, DebugSession, DebugStop
 from spk._engine import bare_run
 from spk._image import LoadImage, Segment, check_app_image, load_image
 from spk._machine import Machine, PartitionInfo, RunOutcome
+from spk._migrate import DirtyLog, PartitionExport
 from spk._partition import Counters, KernelFault
 from spk._snapshot import Snapshot
 from spk._trace import EventSink, MachineEvent, TraceWriter
-from spk.errors import EngineError, ImageError, InternalError, OutOfMemory, SpkError
+from spk.errors import EngineError, ImageError, InternalError, MigrationError, OutOfMemory, SpkError
 
 __all__ = [
     "DEBUG_REGISTERS",
@@ -22,6 +23,7 @@ __all__ = [
     "DebugError",
     "DebugSession",
     "DebugStop",
+    "DirtyLog",
     "EngineError",
     "EventSink",
     "ImageError",
@@ -30,7 +32,9 @@ __all__ = [
     "LoadImage",
     "Machine",
     "MachineEvent",
+    "MigrationError",
     "OutOfMemory",
+    "PartitionExport",
     "PartitionInfo",
     "RunOutcome",
     "Segment",

@@ -62,6 +62,12 @@ class Channel:
     written_at: int = 0
     sent: int = 0
     received: int = 0
+    #: ring 1's ends of a relay to the channel's other half on another host (spgs.migration):
+    #: ``relay_in`` sends what arrives from there, ``relay_out`` receives what must go there
+    relay_in: Port | None = None
+    relay_out: Port | None = None
+    #: ``sent`` when relay_out last took the sampling message
+    relayed: int = -1
 
     def send(self, port: Port, message: bytes, now: int) -> None:
         """Errors: DENIED (not a source), INVALID_ARGUMENT (size), BUSY (a queue full)."""
@@ -106,3 +112,63 @@ class Channel:
         if port.direction is Direction.DESTINATION:
             return len(port.queue)
         return min((self.depth - len(d.queue) for d in self.destinations), default=self.depth)
+
+
+def attach_relay(channel: Channel, direction: Direction) -> Port:
+    """Ring 1's end of a relay on ``channel`` (owner 0, no partition); the same one if attached already."""
+    if direction is Direction.SOURCE:
+        if channel.relay_in is None:
+            channel.relay_in = Port(0, "relay-in", Direction.SOURCE, channel)
+        return channel.relay_in
+    if channel.relay_out is None:
+        channel.relay_out = Port(0, "relay-out", Direction.DESTINATION, channel)
+    return channel.relay_out
+
+
+def relay_take(channel: Channel, limit: int) -> list[tuple[bytes, int]]:
+    """Up to ``limit`` messages waiting for the other host, oldest first, with when each was written.
+
+    Queuing: taken off the relay's queue (that frees room for the senders here);
+    sampling: the latest message, once per write. Errors: SpkError(NOT_FOUND)
+    without a relay_out end.
+    """
+    port = channel.relay_out
+    if port is None:
+        raise SpkError(Status.NOT_FOUND, f"channel {channel.cid} has no relay out")
+    if channel.kind is ChannelKind.SAMPLING:
+        if channel.latest is None or channel.relayed == channel.sent or limit < 1:
+            return []
+        channel.relayed = channel.sent
+        return [(channel.latest, channel.written_at)]
+    out: list[tuple[bytes, int]] = []
+    while port.queue and len(out) < limit:
+        out.append((port.queue.popleft(), channel.written_at))
+    return out
+
+
+def relay_put(channel: Channel, messages: list[tuple[bytes, int]], now: int) -> int:
+    """Send messages from the other host in order until one does not fit; returns how many went.
+
+    Queuing: all-or-nothing per message, as a partition's send (a full
+    destination queue here stops the relay: the rest wait in ring 1).
+    Sampling: the newest wins, keeping the time it was written at.
+    Errors: SpkError(NOT_FOUND) without a relay_in end.
+    """
+    port = channel.relay_in
+    if port is None:
+        raise SpkError(Status.NOT_FOUND, f"channel {channel.cid} has no relay in")
+    done = 0
+    for message, written_at in messages:
+        if channel.kind is ChannelKind.SAMPLING:
+            channel.send(port, message, now)
+            channel.written_at = min(written_at, now)
+            channel.relayed = channel.sent  # arrived from there: never sent back
+        else:
+            try:
+                channel.send(port, message, now)
+            except SpkError as exc:
+                if exc.status is Status.BUSY:
+                    break
+                raise
+        done += 1
+    return done

@@ -58,6 +58,12 @@ _REG_IDS: dict[str, int] = {
         "cr0", "cr2", "cr3", "cr4", "fs_base", "gs_base",
     )
 }  # fmt: skip
+#: System registers only ring 0 sets (see Engine.impose_system_state), and EFER's MSR number.
+_SYSTEM_REGS = (
+    _x86.UC_X86_REG_CR0, _x86.UC_X86_REG_CR4, _x86.UC_X86_REG_GDTR, _x86.UC_X86_REG_IDTR,
+    _x86.UC_X86_REG_LDTR, _x86.UC_X86_REG_TR, _x86.UC_X86_REG_DR7,
+)  # fmt: skip
+_MSR_EFER = 0xC000_0080
 _GPR_NAMES = (
     "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
@@ -508,6 +514,31 @@ class Engine:
         self.restore(ctx)
         try:
             self.write(name, value)
+            self.save(ctx)
+        finally:
+            self.restore(scratch)
+
+    def impose_system_state(self, ctx: Context, template: Context, rflags_mask: int, rflags_fixed: int) -> None:
+        """Give ``ctx`` the control and descriptor-table registers of ``template`` (between runs only).
+
+        Why: a context that comes from elsewhere (a migrated partition's) is
+        the guest's registers plus system state the guest can never set itself:
+        CR0, CR4, EFER, GDTR, IDTR, LDTR, TR, DR7. Those are ring 0's, so they
+        are taken from ring 0's own template, never from the bytes that came;
+        RFLAGS keeps only the bits an IRET would let a guest have.
+        """
+        scratch = self._debug_scratch()
+        self.save(scratch)
+        uc = self._uc
+        try:
+            self.restore(template)
+            values = [(reg, uc.reg_read(reg)) for reg in _SYSTEM_REGS]
+            efer = uc.msr_read(_MSR_EFER)
+            self.restore(ctx)
+            for reg, value in values:
+                uc.reg_write(reg, value)
+            uc.msr_write(_MSR_EFER, efer)
+            self.write("rflags", (self.read("rflags") & rflags_mask) | rflags_fixed)
             self.save(ctx)
         finally:
             self.restore(scratch)

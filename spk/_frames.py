@@ -60,6 +60,55 @@ class Frame:
         return Frame, (self.owner, self.type, self.map_count, self.writable_count)
 
 
+@dataclass
+class GuestFrames:
+    """A migrated partition's own frame numbers, and the machine frames behind them.
+
+    A guest names its frames by number (FRAME_ALLOC, MAP, FRAME_FREE, the
+    modules of its start info) and keeps those numbers in its memory. On the
+    host that created it they are the machine's frame numbers; after a
+    migration ring 0 translates them, as Xen translates a guest's
+    pseudo-physical frames: ``to_machine`` maps each of the partition's
+    numbers to the frame that holds it here, ``to_guest`` the other way.
+    The map is monotone (the k-th lowest guest frame is the k-th lowest
+    machine frame), so "the lowest free frame of the quota" is the same frame
+    for the guest on every host. ``origin_frames`` is the RAM size, in
+    frames, of the host that created it: a number at or beyond it does not
+    exist (INVALID_ARGUMENT), a smaller one the partition does not own is
+    someone else's (DENIED), as on that host.
+    """
+
+    to_machine: dict[int, int]
+    to_guest: dict[int, int]
+    origin_frames: int
+
+    def machine(self, gfn: int) -> int:
+        """The machine frame behind guest frame ``gfn``; -1 (no such frame) or
+        :data:`FOREIGN` (a frame the partition does not own) otherwise."""
+        mfn = self.to_machine.get(gfn)
+        if mfn is not None:
+            return mfn
+        return -1 if not 0 <= gfn < self.origin_frames else FOREIGN
+
+    def guest(self, mfn: int) -> int:
+        return self.to_guest[mfn]
+
+
+#: What a guest frame number the partition does not own translates to: frame 0,
+#: always ring 0's (the SPK reserves the lowest frames), so the check refuses it as foreign.
+FOREIGN = 0
+
+
+def machine_frame(frames: GuestFrames | None, gfn: int) -> int:
+    """A guest's frame number as a machine frame number (identity unless migrated)."""
+    return gfn if frames is None else frames.machine(gfn)
+
+
+def guest_frame(frames: GuestFrames | None, mfn: int) -> int:
+    """A machine frame number as the guest knows it (identity unless migrated)."""
+    return mfn if frames is None else frames.to_guest.get(mfn, mfn)
+
+
 class PhysicalMemory:
     """Guest-physical RAM: one anonymous ``mmap`` shared by every vCPU engine."""
 
@@ -263,6 +312,21 @@ class FrameTable:
         Errors: :class:`InternalError` if one is still mapped.
         """
         return self._release(owner, keep=True)
+
+    def retype(self, types: dict[int, FrameType]) -> None:
+        """Give pool frames of one owner the types they had on another host (an import).
+
+        Each frame must be POOL and not mapped; only DATA and PAGE_TABLE are
+        given. Errors: InternalError naming the first frame that is not.
+        """
+        for mfn, new in types.items():
+            frame = self.entries[mfn]
+            if frame.type is not FrameType.POOL or frame.map_count or new not in (FrameType.DATA, FrameType.PAGE_TABLE):
+                raise InternalError(f"frame {mfn:#x} cannot become {new.value}")
+        for mfn, new in types.items():
+            frame = self.entries[mfn]
+            frame.type = new
+            self._pool[frame.owner] -= 1
 
     def pool_free_count(self, owner: int) -> int:
         return self._pool.get(owner, 0)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from spk._channels import Port
 from spk._engine import LiveRegisters
-from spk._frames import FrameType
+from spk._frames import FrameType, guest_frame, machine_frame
 from spk._partition import Partition, State
 from spk.abi import (
     ABI_VERSION,
@@ -193,7 +193,7 @@ def hc_aspace_destroy(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int
 )
 def hc_map(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Map frame mfn at va in a space (validated: owner, type, region, flags)."""
-    handle, va, mfn, flags = a[0], a[1], a[2], a[3]
+    handle, va, mfn, flags = a[0], a[1], machine_frame(p.guest_frames, a[2]), a[3]
     space = p.spaces.get(handle)
     if space is None:
         raise _fail(Status.BAD_HANDLE, f"no address space with handle {handle}")
@@ -299,7 +299,7 @@ def hc_time_now(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]
 def hc_frame_alloc(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Take a zeroed frame from the partition's quota."""
     try:
-        return m.frames.pool_take(p.pid, FrameType.DATA)
+        return guest_frame(p.guest_frames, m.frames.pool_take(p.pid, FrameType.DATA))
     except OutOfMemory as exc:
         raise _fail(Status.NO_MEMORY, str(exc)) from None
 
@@ -312,7 +312,7 @@ def hc_frame_alloc(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, .
 )
 def hc_frame_free(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Give a frame back to the quota; it must not be mapped anywhere."""
-    mfn = a[0]
+    mfn = machine_frame(p.guest_frames, a[0])
     if not m.frames.valid(mfn):
         raise _fail(Status.INVALID_ARGUMENT, f"frame {mfn:#x} does not exist")
     frame = m.frames[mfn]
@@ -494,7 +494,7 @@ def hc_part_query(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
     (Status.DENIED, Status.BAD_HANDLE, Status.INVALID_ARGUMENT),
 )
 def hc_part_control(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
-    """Ask ring 1 to pause, resume, halt, restart, start or destroy a partition."""
+    """Ask ring 1 to pause, resume, halt, restart, start, destroy or migrate a partition."""
     _manager(p)
     if a[1] not in PartOp._value2member_map_:
         raise _fail(Status.INVALID_ARGUMENT, f"unknown operation {a[1]}")

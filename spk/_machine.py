@@ -41,15 +41,16 @@ from operator import attrgetter, itemgetter
 
 import capstone
 
-from spk import _snapshot, abi
-from spk._channels import Channel, ChannelKind, Direction, Port
+from spk import _migrate, _snapshot, abi
+from spk._channels import Channel, ChannelKind, Direction, Port, attach_relay, relay_put, relay_take
 from spk._cpu import bring_up, build_spk_memory
 from spk._debug import DebugError, DebugSession
 from spk._engine import SYSCALL_INSN_LEN, Engine
-from spk._frames import FrameTable, FrameType, PhysicalMemory
+from spk._frames import FrameTable, FrameType, GuestFrames, PhysicalMemory, guest_frame
 from spk._hypercalls import NO_RESULT, TABLE
 from spk._image import LoadImage, load_image
 from spk._measure import AttestationKey, MeasurementEvent
+from spk._migrate import DirtyLog, PartitionExport
 from spk._paging import AddressSpace, KernelHalf, Walker
 from spk._partition import Counters, KernelFault, Module, Partition, State
 from spk._snapshot import Snapshot
@@ -307,7 +308,8 @@ class Machine:
         return pages + _BOOT_TABLES
 
     def _build(
-        self, pid: int, name: str, image: LoadImage, modules: Sequence[tuple[str, bytes]], quota: int
+        self, pid: int, name: str, image: LoadImage, modules: Sequence[tuple[str, bytes]], quota: int,
+        guest_frames: GuestFrames | None = None,
     ) -> Partition:
         kernel = KernelHalf(pid, self.frames)
         space = AddressSpace(pid, self.frames, kernel, self._spk.spk_pdpt, self.cr3_changed)
@@ -322,7 +324,7 @@ class Machine:
             count = _pages(len(blob))
             first = self.frames.pool_take(pid, FrameType.DATA, contiguous=count)
             self.ram.write(first << PAGE_SHIFT, blob)
-            loaded.append(Module(mod_name, first, count, len(blob)))
+            loaded.append(Module(mod_name, guest_frame(guest_frames, first), count, len(blob)))
         info = self._start_info(pid, name, quota, loaded)
         self._load_pages(space, START_INFO_VADDR, info, write=False)
         context = self.engine.new_context()
@@ -335,7 +337,7 @@ class Machine:
         self.engine.flush_code()
         return Partition(
             pid=pid, name=name, quota=quota, kernel=kernel, spaces={0: space},
-            context=context, modules=loaded, image=image,
+            context=context, modules=loaded, image=image, guest_frames=guest_frames,
         )  # fmt: skip
 
     def _start_info(self, pid: int, name: str, quota: int, modules: list[Module]) -> bytes:
@@ -362,11 +364,12 @@ class Machine:
         """A fresh address space of ``p`` (used by ASPACE_CREATE)."""
         return AddressSpace(p.pid, self.frames, p.kernel, self._spk.spk_pdpt, self.cr3_changed)
 
-    def destroy_partition(self, pid: int) -> int:
+    def destroy_partition(self, pid: int, *, event: str = "destroyed") -> int:
         """Tear a partition down and return its frames to free RAM; returns how many.
 
         Every mapping of every space goes first, then the tables, then the
         frames: the frame table never sees a freed frame still mapped.
+        ``event`` is what the trace calls it (``migrated_out`` when it left).
         """
         p = self.partitions[pid]
         for port in p.ports.values():  # its queues must not fill up and block the senders
@@ -383,7 +386,7 @@ class Machine:
         self._loaded_cr3 = -1
         self.engine.flush_tlb()
         self.engine.flush_code()
-        self._emit(p, "destroyed", {})
+        self._emit(p, event, {})
         self.declared[pid] = p.name  # it may be started again
         return self.frames.reclaim(pid)
 
@@ -475,7 +478,7 @@ class Machine:
         self.engine.flush_tlb()
         self.engine.flush_code()
         self._loaded_cr3 = -1
-        new = self._build(pid, old.name, image, modules, old.quota)
+        new = self._build(pid, old.name, image, modules, old.quota, old.guest_frames)
         old.context.free()  # only now: had the build failed, the old state would still be whole
         new.ports, new.may_manage = old.ports, old.may_manage
         new.counters, new.restarts = old.counters, old.restarts + 1
@@ -1074,7 +1077,7 @@ class Machine:
         found = self.walker.translate(self._regs.cr3, va)
         if found is None:
             return None
-        mfn = found.paddr >> PAGE_SHIFT
+        mfn = guest_frame(p.guest_frames, found.paddr >> PAGE_SHIFT)
         return next((m.name for m in p.modules if m.first_mfn <= mfn < m.first_mfn + m.pages), None)
 
     def _kernel_exception(self, p: Partition, vector: int) -> None:
@@ -1271,6 +1274,62 @@ class Machine:
                 raise InternalError(f"frame {mfn:#x} is a page table and mapped writable")
             if frame.writable_count > frame.map_count:
                 raise InternalError(f"frame {mfn:#x}: more writable mappings than mappings")
+
+    # ------------------------------------------------------------------
+    # Migration (mechanisms: spk._migrate; the protocol is ring 1's)
+    # ------------------------------------------------------------------
+    def dirty_log(self, pid: int) -> DirtyLog:
+        """Start tracking the frames of ``pid`` that differ from a destination's copy (zeros at first)."""
+        return DirtyLog(self, pid)
+
+    def export_partition(
+        self, pid: int, pages: dict[int, bytes] | None = None, *, detach: bool = False
+    ) -> PartitionExport:
+        """Partition ``pid``'s state with ``pages`` (default: every non-zero frame, a checkpoint).
+
+        With ``detach`` the partition then leaves this machine (its id stays
+        declared). Errors: MigrationError (the vCPU runs), KeyError.
+        """
+        name = self.partitions[pid].name
+        state = _migrate.export_state(self, pid)
+        if pages is None:
+            pages = _migrate.checkpoint_pages(self, pid)
+        if detach:
+            _migrate.detach(self, pid)
+        return PartitionExport(name, state, pages)
+
+    def import_partition(
+        self,
+        export: PartitionExport,
+        pages: dict[int, bytes] | None = None,
+        *,
+        pid: int | None = None,
+        port_channels: dict[str, int] | None = None,
+    ) -> int:
+        """Build an exported partition here; returns its id (see :func:`spk._migrate.import_partition`).
+
+        ``pages``: every frame received (all rounds), default the export's own.
+        Errors: MigrationError (nothing changed), OutOfMemory.
+        """
+        return _migrate.import_partition(
+            self, export, export.pages if pages is None else pages, pid=pid, port_channels=port_channels
+        )
+
+    def ports_of(self, pid: int) -> dict[str, tuple[int, str]]:
+        """A partition's ports: name -> (channel id, ``source`` or ``destination``)."""
+        return {n: (port.channel.cid, port.direction.value) for n, port in self.partitions[pid].ports.items()}
+
+    def attach_relay(self, cid: int, direction: str) -> None:
+        """Give ring 1 an end of channel ``cid``: ``source`` to inject, ``destination`` to drain."""
+        attach_relay(self.channels[cid], Direction(direction))
+
+    def relay_take(self, cid: int, limit: int = 1 << 30) -> list[tuple[bytes, int]]:
+        """Messages channel ``cid`` holds for its other half elsewhere (see :func:`spk._channels.relay_take`)."""
+        return relay_take(self.channels[cid], limit)
+
+    def relay_put(self, cid: int, messages: list[tuple[bytes, int]]) -> int:
+        """Deliver messages from the other half, in order, until one does not fit; returns how many."""
+        return relay_put(self.channels[cid], messages, self.now)
 
 
 def _pages(length: int) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from spk._channels import Port
 from spk._engine import Context
+from spk._frames import GuestFrames
 from spk._image import LoadImage
 from spk._measure import Measurements
 from spk._paging import AddressSpace, KernelHalf
@@ -97,6 +98,8 @@ class Partition:
     pending_traps: list[tuple[int, int, int]] = field(default_factory=list)
     #: (stack top, kernel-half generation, physical address of the top)
     stack_cache: tuple[int, int, int] | None = None
+    #: its own frame numbers, once it has migrated (None: they are the machine's)
+    guest_frames: GuestFrames | None = None
 
     def space(self, handle: int) -> AddressSpace | None:
         return self.spaces.get(handle)

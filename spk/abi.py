@@ -121,6 +121,7 @@ class PartOp(enum.IntEnum):
     RESTART = 3  #: cold restart
     START = 4  #: a partition declared with boot = false
     DESTROY = 5  #: tear it down; it may be started again
+    MIGRATE = 6  #: move it, running, to another host of the fleet (ring 1 chooses; spgs.migration)
 
 
 class PartState(enum.IntEnum):

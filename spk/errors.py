@@ -47,3 +47,16 @@ class EngineError(Exception):
 
 class InternalError(Exception):
     """An SPK invariant does not hold: a bug, reported, never hidden."""
+
+
+class MigrationError(SpkError):
+    """A partition cannot leave or enter this machine (a payload refused, a clock behind, ...).
+
+    ``rule`` names the rule broken (``malformed``, ``format``, ``engine``,
+    ``clock_behind``, ``page_table``, ``frames``, ``context``, ``ports``,
+    ``state``, ``authentication``); nothing on the machine has changed.
+    """
+
+    def __init__(self, message: str, rule: str = "malformed") -> None:
+        super().__init__(Status.INVALID_ARGUMENT, message)
+        self.rule = rule

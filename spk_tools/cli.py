@@ -54,7 +54,7 @@ from spgs.trust import keygen as keygen_files
 from spk import EventSink, MachineEvent, SpkError, TraceWriter, abi
 from spk.abi import NONCE_MAX
 from spk_review.fuzzing import DEFAULT_EXAMPLES
-from spk_tools import ctl, fuzz_cli, gdbstub, serve
+from spk_tools import ctl, fleet_cli, fuzz_cli, gdbstub, migrate_cli, serve
 from spk_tools.launch_status import EXIT_INTERRUPTED, EXIT_NOT_AS_INTENDED, EXIT_USAGE, HaltCauses, problems
 from spk_tools.trace_file import TRACE_EVENTS, TraceOptionError, event_filter, open_trace
 from spk_tools.wording import plural
@@ -729,6 +729,8 @@ def bench(
 fuzz_cli.register(app)
 serve.register(app)
 ctl.register(app)
+migrate_cli.register(app)
+fleet_cli.register(app)
 
 
 def main() -> None:

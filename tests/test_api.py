@@ -7,9 +7,10 @@ import spk
 
 def test_public_api_is_pinned() -> None:
     assert sorted(spk.__all__) == [
-        "Counters", "DEBUG_REGISTERS", "DebugError", "DebugSession", "DebugStop", "EngineError", "EventSink",
-        "ImageError", "InternalError", "KernelFault", "LoadImage", "Machine", "MachineEvent", "OutOfMemory",
-        "PartitionInfo", "RunOutcome", "Segment", "Snapshot", "SpkError", "TraceWriter", "abi", "bare_run",
+        "Counters", "DEBUG_REGISTERS", "DebugError", "DebugSession", "DebugStop", "DirtyLog", "EngineError",
+        "EventSink", "ImageError", "InternalError", "KernelFault", "LoadImage", "Machine", "MachineEvent",
+        "MigrationError", "OutOfMemory", "PartitionExport", "PartitionInfo", "RunOutcome", "Segment", "Snapshot",
+        "SpkError", "TraceWriter", "abi", "bare_run",
         "check_app_image", "load_image",
     ]  # fmt: skip
 

@@ -226,7 +226,7 @@ def test_guest_role_is_denied_every_management_call(tmp_path: Path) -> None:
 
 def test_part_control_bad_op_is_invalid_argument_and_unknown_id_bad_handle(tmp_path: Path) -> None:
     calls = [
-        control(TARGET, 6), control(TARGET, (1 << 64) - 1),
+        control(TARGET, len(PartOp)), control(TARGET, (1 << 64) - 1),
         control(0, PartOp.HALT), control(99, PartOp.HALT), control((1 << 64) - 1, PartOp.HALT),
     ]  # fmt: skip
     system, rec = launch(tmp_path, calls)
