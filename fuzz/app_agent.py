@@ -45,10 +45,10 @@ GATE_INT80, GATE_SYSCALL = 0, 1
 RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11 = range(12)
 #: What each GPR holds before an action unless the action sets it: distinct, easy to spot.
 PATTERNS = tuple(0x5AFE_0000_0000_0000 | (i << 40) | (0xA5A5 << 8) | i for i in range(16))
-#: Instructions per window: an action needs a few hundred; runaway code ends here.
-WINDOW = 5_000
-#: The boot window after a restart (the kernel boots both apps in about a thousand).
-BOOT_WINDOW = 20_000
+#: Ticks (instruction bytes) per window: an action needs a few thousand; runaway code ends here.
+WINDOW = 20_000
+#: The boot window after a restart (the kernel boots both apps in a few thousand ticks).
+BOOT_WINDOW = 80_000
 #: Windows per action: the action's own ``sleep`` may need the partition woken again.
 MAX_WINDOWS = 3
 #: A sleeping partition is woken (virtual time moved to its deadline) only this close.

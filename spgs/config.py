@@ -102,6 +102,11 @@ class SystemConfig(BaseModel):
         default=None, ge=1_000, le=MAX_TIME, description="major frame length (instructions)"
     )
     max_ticks: int = Field(default=20_000_000, description="virtual-time bound of a launch, 1 to MAX_TICKS")
+    time: Literal["exact", "fast"] = Field(
+        default="exact",
+        description="virtual time: exact (a tick per instruction byte, deterministic) or fast "
+        "(a tick per host nanosecond, NOT deterministic: refused by spk sign)",
+    )
 
     @field_validator("memory")
     @classmethod

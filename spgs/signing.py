@@ -69,6 +69,11 @@ def sign_system(
     """
     key = load_signing_key(key_path)
     loaded, plans = load_and_plan(config_path, secure_boot="off")
+    if loaded.description.system.time != "exact":
+        raise TrustError(
+            f"{config_path}: system.time: golden values are generated for exact (deterministic) time only, "
+            f"not {loaded.description.system.time!r} [time_not_exact]"
+        )
     raw = tomllib.loads(config_path.read_text(encoding="utf-8-sig"))
 
     contents: dict[Slot, bytes] = {}

@@ -254,7 +254,7 @@ class System:
         self._listener = listener
         self.machine = Machine(
             desc.system.memory, on_event=self._on_machine_event, trace_hypercalls=trace_hypercalls,
-            attestation_key=attestation_key,
+            attestation_key=attestation_key, time_mode=desc.system.time,
         )  # fmt: skip
         mode = secure_boot or desc.trust.secure_boot
         self.refused: list[RefusedPartition] = []

@@ -157,7 +157,7 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
 
     sink.bringup_capture = capture  # type: ignore[attr-defined]
     try:
-        result = engine.run(stub, 16)
+        result = engine.run(stub, 10_000_000)  # ticks, or ns in fast mode: the captures stop it
     finally:
         sink.bringup_capture = previous  # type: ignore[attr-defined]
     if len(captured) != len(expected) or result.engine_error:

@@ -71,7 +71,7 @@ class DebugStop:
     pid: int
     kind: str  #: entry, breakpoint, step or interrupt
     rip: int
-    time: int  #: virtual time of the stop: instructions executed before it
+    time: int  #: virtual time of the stop: ticks (instruction bytes) retired before it
 
 
 def _canonical(va: int) -> bool:

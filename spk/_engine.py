@@ -4,8 +4,9 @@ Nothing else in the project imports unicorn, sees a ``UC_*`` constant or a
 ``UcError``: an import-linter contract enforces it. The adapter offers a small
 vocabulary instead: an :class:`Engine` per vCPU over a shared physical RAM,
 raw :class:`Context` buffers whose register slots can be read and written
-in place, trap callbacks (:class:`TrapSink`), an exact instruction budget and
-a flush of the engine's translation caches.
+in place, trap callbacks (:class:`TrapSink`), an exact virtual-time budget
+counted in native code (``_clock.c``, built by :mod:`spk._native`) and a
+flush of the engine's translation caches.
 
 Why raw ctypes: the Python binding costs ~2 us per register access, which is
 most of a trap. The hot paths (hypercall, syscall bounce, world switch) save
@@ -19,9 +20,13 @@ Engine facts this module relies on are located at start-up (never hard-coded)
 and pinned by tests in ``tests/test_engine_facts.py``:
 
 * the offsets of the 16 GPRs, RIP and CR3 inside a saved context;
-* the offset of the instruction counter (``emu_counter``/``emu_count``)
-  inside the engine's ``uc_struct``, which gives exact, deterministic
-  virtual time without a per-instruction Python hook.
+* the address of the live CPU state (QEMU's ``env``), which the native
+  clock reads rip from when a trap ends a block early.
+
+Virtual time: one tick is one byte of guest instruction retired, counted by
+a native block hook (see ``_clock.c`` for why bytes); a window ends at the
+first instruction boundary at or after its budget, found by running the
+block that crosses it alone up to that boundary (the engine's "until").
 
 Errors: :class:`EngineError` (an engine call failed: a bug or an exhausted
 host, never a guest's doing).
@@ -29,19 +34,23 @@ host, never a guest's doing).
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import functools
 import os
 import struct
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
+import capstone
 import unicorn
 import unicorn.unicorn_py3.unicorn as _ucmod
 from unicorn import x86_const as _x86
 
+from spk import _native
 from spk.errors import EngineError
 
 _LIB = _ucmod.uclib
@@ -90,7 +99,18 @@ _LIB.uc_emu_stop.restype = ctypes.c_int
 # An argtypes-free twin of the library, for pre-bound hot-path calls that
 # skip ctypes' per-call conversion (see Engine.reader).
 _RAW_LIB = ctypes.CDLL(_LIB._name)
-_HOOK_INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+#: Ring 0's trap callbacks, as the native helper calls them (see _clock.c).
+_INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_uint32)
+_PORT_CFUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint64)
+_UC_PROT_EXEC = unicorn.UC_PROT_EXEC
+_LIB.uc_vmem_read.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+_LIB.uc_vmem_read.restype = ctypes.c_int
+_LIB.uc_emu_start.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t]
+_LIB.uc_emu_start.restype = ctypes.c_int
+_LIB.uc_strerror.argtypes = [ctypes.c_int]
+_LIB.uc_strerror.restype = ctypes.c_char_p
+#: The virtual-time modes (``[system] time``): exact (deterministic) and fast (host clock).
+TIME_MODES = ("exact", "fast")
 #: uc_ctl codes: (type | arg count << 26 | io << 30), as unicorn.h's UC_CTL macro.
 _CTL_TLB_FLUSH = unicorn.UC_CTL_TLB_FLUSH | (unicorn.UC_CTL_IO_WRITE << 30)
 
@@ -113,8 +133,12 @@ class TrapSink(Protocol):
     def on_interrupt(self, vector: int) -> None:
         """An ``int n``, an exception (0..31) or a refused gate."""
 
-    def on_port_io(self, port: int, is_write: bool, rip: int) -> None:
-        """An ``in``/``out`` instruction at ``rip`` (the engine does not fault it)."""
+    def on_port_io(self, port: int, is_write: bool, rip: int) -> bool:
+        """An ``in``/``out`` instruction at ``rip`` (the engine does not fault it).
+
+        Return True to refuse it: #GP is then raised at the instruction
+        (``on_interrupt(13)``), which does not complete.
+        """
 
     def on_syscall_insn(self, rip: int) -> None:
         """A ``syscall`` instruction at ``rip``."""
@@ -288,13 +312,33 @@ class ContextLayout:
     privilege_words: tuple[int, ...] = ()
 
 
+class _ClockStruct(ctypes.Structure):
+    """``struct spk_clock`` of ``_clock.c``, field by field (same order, same types)."""
+
+    _fields_ = [
+        ("counter", ctypes.c_uint64), ("limit", ctypes.c_uint64),
+        ("block_start", ctypes.c_uint64), ("block_end", ctypes.c_uint64),
+        ("tail_pc", ctypes.c_uint64), ("tail_armed", ctypes.c_uint64),
+        ("need_tail", ctypes.c_uint64), ("need_pc", ctypes.c_uint64), ("need_size", ctypes.c_uint64),
+        ("stopping", ctypes.c_uint64), ("at_limit", ctypes.c_uint64),
+        ("env", ctypes.c_uint64), ("rip_offset", ctypes.c_uint64),
+        ("uc", ctypes.c_void_p), ("emu_stop", ctypes.c_void_p), ("raise_exception", ctypes.c_void_p),
+        ("on_port", ctypes.c_void_p), ("on_interrupt", ctypes.c_void_p),
+        ("want_user", ctypes.c_uint64), ("user_stop", ctypes.c_uint64),
+        ("cs_offset", ctypes.c_uint64), ("cs_shift", ctypes.c_uint64),
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RunResult:
     """How one :meth:`Engine.run` ended."""
 
-    executed: int  #: instructions executed (a faulting one counts)
+    executed: int  #: ticks: instruction bytes retired (exact mode) or host nanoseconds (fast mode)
     budget_exhausted: bool  #: stopped because the budget ran out
     engine_error: str | None  #: the engine refused to go on (diagnostic text)
+    #: virtual time the run took: ``executed``, or the whole budget when it ran out
+    #: (the part of an instruction that did not fit passes idle)
+    elapsed: int = 0
 
 
 class Engine:
@@ -304,11 +348,22 @@ class Engine:
     ``mem_map_ptr``, so several engines can share it and the SPK can read and
     write guest-physical memory without engine calls.
 
-    Errors: :class:`EngineError` when the engine cannot be created or a set-up
-    call fails.
+    Virtual time (``time_mode``): "exact" counts ticks, one per byte of guest
+    instruction retired, in native code at translated-block granularity (see
+    ``_clock.c``): deterministic, bit for bit. "fast" counts host nanoseconds
+    on the vCPU and ends runs by a host-clock watchdog: engine speed, not
+    repeatable.
+
+    Errors: :class:`EngineError` when the engine cannot be created, a set-up
+    call fails, or the native helper cannot be built (gcc missing).
     """
 
-    def __init__(self, ram_address: int, ram_size: int, sink: TrapSink) -> None:
+    def __init__(self, ram_address: int, ram_size: int, sink: TrapSink, *, time_mode: str = "exact") -> None:
+        if time_mode not in TIME_MODES:
+            raise EngineError(f"unknown time mode {time_mode!r} (one of {', '.join(TIME_MODES)})")
+        self.time_mode = time_mode
+        self._exact = time_mode == "exact"
+        native = _native.library()
         try:
             self._uc = unicorn.Uc(_UC_ARCH_X86, _UC_MODE_64)
             # A plain 64-bit model: no RDRAND/RDSEED, whose host entropy would
@@ -320,55 +375,75 @@ class Engine:
         self.handle: int = ctypes.cast(self._uc._uch, ctypes.c_void_p).value or 0
         self._sink = sink
         self.layout = context_layout()
-        offset = counter_offset()
-        self._counter = ctypes.c_uint64.from_address(self.handle + offset)
-        self._limit = ctypes.c_uint64.from_address(self.handle + offset + 8)
         self._scratch = ctypes.c_uint64()
-        self._run_budget = 0
-        self._stopped_before = self._port_stop = self._stop_requested = False
+        self._stop_requested = False
         self._code_hooks = 0  #: debugger hooks (add_code_hook) in place
         self._scratch_ctx: Context | None = None
-        self._install_hooks()
+        self._disasm: capstone.Cs | None = None
+        self._boundaries: dict[tuple[int, bytes], list[int]] = {}
         size = int(_LIB.uc_context_size(self.handle)) - self.layout.gpr0 * 8
         self._env_address = locate_cpu_state(self.handle, self.write)
         #: The live CPU state as u64 words: word i is context word gpr0 + i.
         #: Writing it is what a context restore does (a memcpy into it).
         self.live = memoryview((ctypes.c_uint64 * (size // 8)).from_address(self._env_address)).cast("B").cast("Q")
+        self._native = native
+        self._clock = _ClockStruct()
+        self._clock.limit = 0
+        self._clock.env = self._env_address
+        self._clock.rip_offset = (self.layout.rip - self.layout.gpr0) * 8
+        self._clock.uc = self.handle
+        self._clock.emu_stop = ctypes.cast(_RAW_LIB.uc_emu_stop, ctypes.c_void_p).value
+        try:  # QEMU's own exception raiser, exported by unicorn 2.1.4's library (pinned by the port tests)
+            raiser = _RAW_LIB.raise_exception_err_ra_x86_64
+        except AttributeError as exc:
+            raise EngineError("this unicorn library does not export raise_exception_err_ra_x86_64") from exc
+        self._clock.raise_exception = ctypes.cast(raiser, ctypes.c_void_p).value
+        self._clock_ref = ctypes.byref(self._clock)
+        self._run_start = 0
+        self._fast_start = 0
+        self._fast_deadline = 0
+        self._watchdog: int | None = None
+        self._install_hooks()
+        if not self._exact:
+            self._start_watchdog()
 
     # -- hooks ------------------------------------------------------------
+    def _native_hook(self, kind: int, name: str, *extra: object) -> None:
+        """Register a function of the native helper as a hook, the clock as its user data."""
+        hook = ctypes.c_size_t()
+        address = ctypes.cast(getattr(self._native, name), ctypes.c_void_p)
+        status = _RAW_LIB.uc_hook_add(
+            ctypes.c_void_p(self.handle), ctypes.byref(hook), ctypes.c_int(kind), address, self._clock_ref,
+            ctypes.c_uint64(1), ctypes.c_uint64(0), *extra,
+        )  # fmt: skip
+        _check(status, f"hook_add({name})")
+
     def _install_hooks(self) -> None:
         uc = self._uc
         sink = self._sink
-        # The interrupt hook is the hot path (every hypercall and syscall):
-        # registered as a raw C callback, without the binding's two Python
-        # wrapper layers. The sink never raises (see TrapSink).
+        # The interrupt hook is the hot path (every hypercall and syscall): the
+        # native helper settles virtual time at the trapping rip, then calls
+        # ring 0 through one ctypes callback. The sink never raises (see TrapSink).
         on_interrupt = sink.on_interrupt
-        self._intr_cb = _HOOK_INTR_CFUNC(lambda _h, intno, _ud: on_interrupt(intno))
-        hook = ctypes.c_size_t()
-        status = _LIB.uc_hook_add(
-            self._uc._uch, ctypes.byref(hook), unicorn.UC_HOOK_INTR, self._intr_cb,
-            ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0),
-        )  # fmt: skip
-        _check(status, "hook_add(interrupt)")
+        self._intr_cb = _INTR_CFUNC(on_interrupt)
+        self._clock.on_interrupt = ctypes.cast(self._intr_cb, ctypes.c_void_p).value
+        self._native_hook(unicorn.UC_HOOK_INTR, "spk_on_interrupt")
+        if self._exact:
+            self._native_hook(unicorn.UC_HOOK_BLOCK, "spk_on_block")
 
-        def on_in(_uc: object, port: int, size: int, _ud: object) -> int:
-            rip = self.read("rip")
-            sink.on_port_io(port, False, rip)
-            self._note_port_stop()
-            # Leave the destination register as it was: the SPK faults the
-            # instruction, so its result must not be visible.
-            mask = (1 << (8 * size)) - 1
-            return self.read("rax") & mask
+        # Port I/O: the engine faults none of it. Ring 0 answers whether to
+        # refuse it; the helper then raises #GP at the instruction itself.
+        def on_port(port: int, is_write: int, rip: int) -> int:
+            return 1 if sink.on_port_io(port, bool(is_write), rip) else 0
 
-        def on_out(_uc: object, port: int, _size: int, _value: int, _ud: object) -> None:
-            sink.on_port_io(port, True, self.read("rip"))
-            self._note_port_stop()
+        self._port_cb = _PORT_CFUNC(on_port)
+        self._clock.on_port = ctypes.cast(self._port_cb, ctypes.c_void_p).value
+        self._native_hook(unicorn.UC_HOOK_INSN, "spk_on_in", ctypes.c_int(_x86.UC_X86_INS_IN))
+        self._native_hook(unicorn.UC_HOOK_INSN, "spk_on_out", ctypes.c_int(_x86.UC_X86_INS_OUT))
 
         def on_syscall(_uc: object, _ud: object) -> None:
             sink.on_syscall_insn(self.read("rip"))
 
-        uc.hook_add(unicorn.UC_HOOK_INSN, on_in, None, 1, 0, _x86.UC_X86_INS_IN)
-        uc.hook_add(unicorn.UC_HOOK_INSN, on_out, None, 1, 0, _x86.UC_X86_INS_OUT)
         uc.hook_add(unicorn.UC_HOOK_INSN, on_syscall, None, 1, 0, _x86.UC_X86_INS_SYSCALL)
 
         def on_sysenter(_uc: object, _ud: object) -> None:
@@ -377,13 +452,39 @@ class Engine:
             sink.on_refused_insn(self.read("rip"), 6)
 
         uc.hook_add(unicorn.UC_HOOK_INSN, on_sysenter, None, 1, 0, _x86.UC_X86_INS_SYSENTER)
-        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, lambda _uc, _ud: sink.on_invalid_insn())
+
+        def on_invalid(_uc: object, _ud: object) -> bool:
+            self.settle()  # the invalid instruction does not retire
+            return sink.on_invalid_insn()
+
+        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, on_invalid)
 
         def on_unmapped(_uc: object, _access: int, address: int, *_rest: object) -> bool:
             sink.on_bad_memory(address)
             return False
 
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, on_unmapped)
+
+    def _start_watchdog(self) -> None:
+        lib = self._native
+        lib.spk_watchdog_new.restype = ctypes.c_void_p
+        lib.spk_watchdog_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.spk_watchdog_arm.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.spk_watchdog_disarm.argtypes = [ctypes.c_void_p]
+        lib.spk_watchdog_disarm.restype = ctypes.c_int
+        lib.spk_watchdog_quit.argtypes = [ctypes.c_void_p]
+        watchdog = lib.spk_watchdog_new(self.handle, self._clock.emu_stop)
+        if not watchdog:
+            raise EngineError("cannot start the fast mode's watchdog thread")
+        self._watchdog = int(watchdog)
+        # The thread must end before the engine goes (it may call emu_stop on it).
+        self._finalizer = weakref.finalize(self, lib.spk_watchdog_quit, self._watchdog)
+
+    def close(self) -> None:
+        """End the fast mode's watchdog thread (idempotent; exact mode has none)."""
+        if self._watchdog is not None:
+            self._finalizer()
+            self._watchdog = None
 
     # -- registers (slow path, by name) -----------------------------------
     def read(self, name: str) -> int:
@@ -427,44 +528,137 @@ class Engine:
         _LIB.uc_context_restore(self.handle, ctx.handle)
 
     # -- running ----------------------------------------------------------
-    def run(self, rip: int, budget: int) -> RunResult:
-        """Run from ``rip`` for at most ``budget`` instructions.
+    def _emu_start(self, rip: int, until: int) -> str | None:
+        status = _LIB.uc_emu_start(self.handle, rip, until, 0, 0)
+        if status != 0:
+            return f"{(_LIB.uc_strerror(status) or b'engine error').decode()} (UC_ERR {status})"
+        return None
 
-        Returns early when a trap handler calls :meth:`stop`. The count is
-        exact and deterministic (the engine's own instruction counter).
+    def run(self, rip: int, budget: int, *, until_user: bool = False) -> RunResult:
+        """Run from ``rip`` for at most ``budget`` ticks.
+
+        Returns early when a trap handler calls :meth:`stop`. Exact mode:
+        when the budget runs out, the run ends at the last instruction
+        boundary at or before it (the instruction that would cross it runs
+        in the next run), the same boundary every time, and ``elapsed``
+        counts the budget whole (the part of an instruction left over
+        passes idle). Fast mode: after ``budget`` host nanoseconds.
+        ``until_user``: also end before the first instruction executed at
+        CPL 3 (exact mode; a CPL change ends a block, so that point is exact).
         """
         if budget <= 0:
-            return RunResult(0, True, None)
-        self._run_budget = budget
-        self._stopped_before = self._port_stop = self._stop_requested = False
+            return RunResult(0, True, None, 0)
+        self._stop_requested = False
+        if not self._exact:
+            return self._run_fast(rip, budget)
+        clock = self._clock
+        start = clock.counter
+        self._run_start = start
+        clock.limit = start + budget
+        clock.user_stop = 0
+        if until_user:
+            clock.cs_offset = (self.layout.cs_word - self.layout.gpr0) * 8
+            clock.cs_shift = self.layout.cs_shift
+        clock.want_user = 1 if until_user else 0
+        until = tail_end = _NEVER
+        exhausted = False
         error: str | None = None
-        try:
-            self._uc.emu_start(rip, _NEVER, 0, budget)
-        except unicorn.UcError as exc:
-            error = str(exc)
-        if self._stopped_before:  # the engine counted the instruction it did not execute
-            self._counter.value -= 1
-        elif self._port_stop:
-            # Measured: a stop from an in/out hook counts one instruction more
-            # (the next one, not executed) when the engine's own counter is the
-            # only code hook, and not when a debugger's hooks exist. The SPK's
-            # time is the first: keep it with hooks too, or a debugged run
-            # would drift from an undebugged one.
-            self._counter.value += 1
-        counted = int(self._counter.value)
-        limit = int(self._limit.value)
-        executed = min(counted, limit)
-        return RunResult(executed, counted > limit, error)
+        while True:
+            clock.stopping = clock.need_tail = clock.at_limit = 0
+            clock.block_start = clock.block_end = 0
+            error = self._emu_start(rip, until)
+            if until != _NEVER:
+                # The engine drops the block holding the "until" address itself;
+                # a block that starts there would be an exit stub: drop it too.
+                self._remove_cache(until, until + 1)
+                until = _NEVER
+            if error is not None or self._stop_requested or clock.user_stop:
+                break
+            if clock.at_limit:
+                exhausted = True
+                break
+            if not clock.need_tail:
+                # The engine returned by itself: a tail run reached its end.
+                exhausted = tail_end != _NEVER and self.live[self.layout.rip - self.layout.gpr0] == tail_end
+                break
+            # A block would cross the limit: run it alone up to the last
+            # instruction boundary at or before the limit (its "until" address).
+            rip, size = int(clock.need_pc), int(clock.need_size)
+            tail_end = self._tail_end(rip, size, int(clock.limit - clock.counter))
+            if tail_end == rip:  # its first instruction already crosses the limit
+                exhausted = True
+                break
+            self._remove_cache(rip, rip + size)
+            clock.tail_pc, clock.tail_armed = rip, 1
+            until = tail_end
+        clock.tail_armed = clock.want_user = 0
+        executed = int(clock.counter - start)
+        elapsed = max(executed, int(clock.limit - start)) if exhausted else executed
+        return RunResult(executed, exhausted, error, elapsed)
+
+    def _run_fast(self, rip: int, budget: int) -> RunResult:
+        import time
+
+        lib = self._native
+        self._fast_start = start = time.perf_counter_ns()
+        self._fast_deadline = start + budget
+        lib.spk_watchdog_arm(self._watchdog, budget)
+        self._clock.stopping = 0
+        error = self._emu_start(rip, _NEVER)
+        lib.spk_watchdog_disarm(self._watchdog)
+        executed = max(1, time.perf_counter_ns() - start)
+        return RunResult(executed, executed >= self._fast_deadline - start, error, executed)
+
+    def _remove_cache(self, start: int, end: int) -> None:
+        with suppress(unicorn.UcError):
+            self._uc.ctl_remove_cache(start, end)
+
+    def _tail_end(self, pc: int, size: int, room: int) -> int:
+        """The last instruction boundary at most ``room`` bytes after ``pc`` in the block ``[pc, pc+size)``.
+
+        A translated block is straight-line code (it ends at the first
+        branch), so its instructions retire in order: decoding them gives
+        the boundary. When its bytes cannot be read or decoded (capstone
+        and the engine disagree: not seen), the block's own end: that run
+        then ends past its budget, by less than the block. Boundaries are
+        memoised by the block's address and bytes (a compute-bound
+        partition ends its windows in the same few blocks).
+        """
+        buffer = ctypes.create_string_buffer(size)
+        if _LIB.uc_vmem_read(self.handle, pc, _UC_PROT_EXEC, buffer, size) != 0:
+            return pc + size
+        key = (pc, buffer.raw)
+        ends = self._boundaries.get(key)
+        if ends is None:
+            if self._disasm is None:
+                self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+            # [] when capstone decodes nothing: the block's end is the only boundary known
+            ends = [address + length - pc for address, length, _m, _o in self._disasm.disasm_lite(key[1], pc)]
+            if len(self._boundaries) >= 4096:
+                self._boundaries.clear()
+            self._boundaries[key] = ends
+        if not ends:
+            return pc + size
+        fit = bisect.bisect_right(ends, room)
+        return pc + ends[fit - 1] if fit else pc  # pc: its first instruction does not fit
+
+    def settle(self) -> None:
+        """Inside a hook: the instruction at the live rip did not retire (a fault, a stop before it).
+
+        The block hook counted the whole block when it was entered; this
+        takes back the bytes from rip to the block's end (a no-op outside
+        the block, or in fast mode).
+        """
+        self._native.spk_settle_at(self._clock_ref, ctypes.c_uint64(int(self.live[self.layout.rip - self.layout.gpr0])))
 
     def stop_before(self) -> None:
         """Inside a code hook: end the run *before* the hooked instruction (a debugger stop).
 
-        The engine counts an instruction before its code hooks run (measured:
-        a stop there leaves it unexecuted but counted); :meth:`run` takes it
-        back off, so the count stays exact.
+        The engine synchronises rip before a code hook: the instruction there
+        has not retired and is not counted (:meth:`settle`).
         """
-        self._stopped_before = True
-        _LIB.uc_emu_stop(self.handle)
+        self.settle()
+        self.stop()
 
     # -- debugging (slow path: only while a debugger is attached) --------------
     def add_code_hook(self, begin: int, end: int, callback: Callable[[int], None]) -> int:
@@ -549,25 +743,36 @@ class Engine:
         return self._scratch_ctx
 
     def executed(self) -> int:
-        """Instructions executed so far in the current :meth:`run` (inside a hook)."""
-        return min(int(self._counter.value), int(self._limit.value))
+        """Ticks executed so far in the current :meth:`run` (inside a hook)."""
+        if not self._exact:
+            import time
+
+            return max(0, time.perf_counter_ns() - self._fast_start)
+        return int(self._clock.counter - self._run_start)
 
     def remaining(self) -> int:
-        """Instructions left in the current run's budget (inside a hook)."""
-        return max(0, int(self._limit.value) - int(self._counter.value))
+        """Ticks left in the current run's budget (inside a hook)."""
+        if not self._exact:
+            import time
+
+            return max(0, self._fast_deadline - time.perf_counter_ns())
+        return max(0, int(self._clock.limit) - int(self._clock.counter))
 
     def set_remaining(self, remaining: int) -> None:
-        """Move the current run's end to ``remaining`` instructions from now."""
-        self._limit.value = int(self._counter.value) + max(0, remaining)
+        """Move the current run's end to ``remaining`` ticks from now."""
+        if not self._exact:
+            import time
+
+            self._fast_deadline = time.perf_counter_ns() + max(0, remaining)
+            self._native.spk_watchdog_arm(self._watchdog, max(0, remaining))
+            return
+        self._clock.limit = int(self._clock.counter) + max(0, remaining)
 
     def stop(self) -> None:
-        """End the current :meth:`run` after the current instruction."""
+        """End the current :meth:`run`: at once from a trap or code hook, else at the block's end."""
         self._stop_requested = True
+        self._clock.stopping = 1
         _LIB.uc_emu_stop(self.handle)
-
-    def _note_port_stop(self) -> None:
-        if self._code_hooks and self._stop_requested:
-            self._port_stop = True
 
     # -- caches -------------------------------------------------------------
     def flush_tlb(self) -> None:
@@ -595,7 +800,6 @@ class Engine:
         self._uc.ctl_flush_tb()
 
 
-
 def _check(status: int, what: str) -> None:
     if status != 0:
         raise EngineError(f"engine call {what} failed with status {status}")
@@ -603,7 +807,6 @@ def _check(status: int, what: str) -> None:
 
 # --- start-up location of engine facts --------------------------------------
 _layout_cache: ContextLayout | None = None
-_counter_offset_cache: int | None = None
 
 
 def _scratch_uc() -> unicorn.Uc:
@@ -759,54 +962,31 @@ def locate_cpu_state(uc_handle: int, write_reg: Callable[[str, int], None]) -> i
 _probe_serial = 0
 
 
-def counter_offset() -> int:
-    """Locate the engine's instruction counter inside ``uc_struct``, by marker.
-
-    ``emu_start(count=N)`` stores N in ``uc->emu_count`` and counts executed
-    instructions in ``uc->emu_counter``, the field just before it. The offset
-    is found with a marker count and checked by running a known number of
-    instructions. Errors: :class:`EngineError` when not found or not verified.
-    """
-    global _counter_offset_cache
-    if _counter_offset_cache is not None:
-        return _counter_offset_cache
-    uc = _scratch_uc()
-    # 5 x nop, then int3: the interrupt hook stops the run.
-    uc.mem_write(0x1000, b"\x90" * 5 + b"\xcc" + b"\x90" * 16)
-
-    def stop(u: unicorn.Uc, _intno: int, _ud: object) -> None:
-        u.emu_stop()
-
-    uc.hook_add(unicorn.UC_HOOK_INTR, stop)
-    marker = 0x5A5A_1234_0000_0007
-    uc.emu_start(0x1000, _NEVER, 0, marker)
-    base = ctypes.cast(uc._uch, ctypes.c_void_p).value or 0
-    words = (ctypes.c_uint64 * 2048).from_address(base)
-    hits = [i for i in range(1, 2048) if words[i] == marker]
-    if len(hits) != 1 or words[hits[0] - 1] != 6:
-        raise EngineError("engine instruction counter not found in uc_struct")
-    offset = (hits[0] - 1) * 8
-    uc.emu_start(0x1000, _NEVER, 0, 3)
-    if words[hits[0] - 1] != 4 or words[hits[0]] != 3:
-        raise EngineError("engine instruction counter did not verify")
-    _counter_offset_cache = offset
-    return offset
-
-
-def bare_run(code: bytes, base: int, *, until: int, registers: dict[str, int], counted: bool) -> float:
+def bare_run(
+    code: bytes,
+    base: int,
+    *,
+    until: int,
+    registers: dict[str, int],
+    counted: bool,
+    memory: dict[int, bytes] | None = None,
+) -> float:
     """Run ``code`` on a bare engine (no SPK, no paging, no hooks); return seconds.
 
     The benchmark baseline: the same engine the SPK drives, nothing around
     it, from ``base`` until RIP reaches ``until``. ``counted`` runs it under
-    the engine's exact instruction budget (what the SPK needs for
-    deterministic preemption) instead of free. Lives here because only this
-    adapter may touch the engine.
+    the engine's own exact instruction budget (a hook before every
+    instruction, as the SPK's virtual time once was) instead of free.
+    ``memory`` is written into the 8 MiB of RAM first (a stack, a return
+    address). Lives here because only this adapter may touch the engine.
     """
     import time
 
     uc = unicorn.Uc(_UC_ARCH_X86, _UC_MODE_64)
     uc.mem_map(0, 0x80_0000)
     uc.mem_write(base, code)
+    for address, data in (memory or {}).items():
+        uc.mem_write(address, data)
     for name, value in registers.items():
         uc.reg_write(_REG_IDS[name], value)
     start = time.perf_counter()

@@ -291,7 +291,7 @@ def hc_timer_set(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...
 
 @hypercall(Hypercall.TIME_NOW, (), "current virtual time", ())
 def hc_time_now(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
-    """Current virtual time (instructions since boot, idle time included)."""
+    """Current virtual time (ticks since boot: instruction bytes retired, idle time included)."""
     return m.time_now()
 
 

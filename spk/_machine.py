@@ -21,9 +21,12 @@ the partition must leave the CPU):
 * an exception at CPL 2: the kernel faulted. The partition is stopped and
   the fault is reported to ring 1 (health monitor).
 
-Virtual time is the engine's exact instruction count; idle time inside a
-window (a yield, a block without wake-up) is added by ring 1 calling
-:meth:`Machine.advance`. No wall clock is ever read.
+Virtual time (``time_mode="exact"``, the default) counts ticks, one per
+byte of guest instruction retired, exactly and deterministically (see
+:mod:`spk._engine`); idle time inside a window (a yield, a block without
+wake-up) is added by ring 1 calling :meth:`Machine.advance`. No wall clock
+is ever read, except in the documented non-deterministic ``"fast"`` mode,
+where a tick is a host nanosecond on the vCPU.
 
 Errors: :class:`spk.errors.SpkError` (OutOfMemory, ImageError) from
 :meth:`create_partition`; :class:`KeyError` for an unknown partition id.
@@ -90,8 +93,6 @@ _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 _SYSCALL_BYTES = b"\x0f\x05"
 _NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
 _TABLE_GET = TABLE.get
-#: While a timer upcall waits for the vCPU to reach CPL 3, look again this often.
-TIMER_RECHECK = 256
 CONSOLE_LINE_MAX = 512
 CONSOLE_LINES_PER_CALL = 64
 #: Page-table frames of a fresh boot space: PML4, the shared kernel PDPT, and
@@ -114,7 +115,7 @@ class RunOutcome:
 
     pid: int
     reason: str  #: window_end, yield, blocked, exit, fault, not_runnable
-    executed: int  #: guest instructions in this call
+    executed: int  #: virtual time this call took (ticks: instruction bytes retired, or its whole budget)
     end_time: int  #: virtual time when it returned
 
 
@@ -177,6 +178,7 @@ class Machine:
         on_event: EventSink | None = None,
         trace_hypercalls: bool = False,
         attestation_key: bytes | None = None,
+        time_mode: str = "exact",
     ) -> None:
         self.ram = PhysicalMemory(ram_bytes)
         #: Unique per machine in this process (ids are reused; snapshots name their machine by this).
@@ -185,7 +187,9 @@ class Machine:
         self._spk = build_spk_memory(self.frames)
         self.bringup_capture: object = None
         self._current: Partition | None = None
-        self.engine = Engine(self.ram.address, ram_bytes, self)
+        self.engine = Engine(self.ram.address, ram_bytes, self, time_mode=time_mode)
+        #: "exact" (deterministic virtual time) or "fast" (host clock, not repeatable)
+        self.time_mode = time_mode
         self._templates = bring_up(self.engine, self._spk, self.frames)
         self.walker = Walker(self.ram)
         self.partitions: dict[int, Partition] = {}
@@ -644,8 +648,9 @@ class Machine:
                 break
             if p.timer_deadline:
                 budget = min(budget, p.timer_deadline - self.now)
-            if p.timer_pending or p.pending_traps:
-                budget = min(budget, TIMER_RECHECK)
+            # A pending upcall or trap waits for CPL 3: the engine stops before
+            # the first instruction the vCPU executes there (exact, no polling).
+            wait_user = bool(p.timer_pending or p.pending_traps) and self._regs.cpl != 3
             if resume_end is not None:  # the engine run a debug stop cut goes on, nothing in between
                 budget, resume_end = min(resume_end, until) - self.now, None
             self._stop_reason = None
@@ -660,9 +665,9 @@ class Machine:
                 self._code_ranges.clear()
             while self._code_ranges:
                 self.engine.drop_code(*self._code_ranges.pop())
-            result = self.engine.run(self._live[self._rip_slot], budget)
-            self.now += result.executed
-            p.counters.instructions += result.executed
+            result = self.engine.run(self._live[self._rip_slot], budget, until_user=wait_user)
+            self.now += result.elapsed
+            p.counters.instructions += result.elapsed
             if self._pending_trap is not None:
                 self._resolve_pending_trap(p)
             if result.engine_error and self._stop_reason is None:
@@ -722,17 +727,21 @@ class Machine:
         :meth:`run` returns ``debug_stop``; its next call resumes the same
         engine run (same budget end), so the stop changes nothing.
         """
-        time = self.time_now() - 1  # the engine has counted the instruction already
+        self.engine.stop_before()  # the instruction here is not counted: time is settled before it
+        time = self.time_now()
         pid = self._current.pid if self._current is not None else -1
-        self._debug_resume = (pid, self.time_now() + self.engine.remaining())
+        self._debug_resume = (pid, time + self.engine.remaining())
         self._stop_reason = "debug"
-        self.engine.stop_before()
         return time
 
     def _load(self, p: Partition) -> None:
         self.engine.restore(p.context)
         self._regs.clear_exception_state()
-        if p.context.cr3 != self._loaded_cr3 or self._current is not p:
+        # The TLB holds the translations of _loaded_cr3 only while no table
+        # changed (every change sets it to -1): a partition that runs again
+        # keeps them. A full flush costs tens of microseconds (the engine
+        # clears its whole TLB and its jump cache).
+        if p.context.cr3 != self._loaded_cr3:
             self.engine.flush_tlb()
             self._loaded_cr3 = p.context.cr3
         self._current = p
@@ -905,9 +914,10 @@ class Machine:
         except Exception as exc:
             self._internal_error(p, exc)
 
-    def on_port_io(self, port: int, is_write: bool, rip: int) -> None:
-        # The engine does not fault port I/O; with IOPL 0 every CPL > 0 must.
-        self.on_refused_insn(rip, int(Vector.GP))
+    def on_port_io(self, port: int, is_write: bool, rip: int) -> bool:
+        # The engine does not fault port I/O; with IOPL 0 every CPL > 0 must:
+        # refused, it arrives as #GP at the instruction (on_interrupt).
+        return self._current is not None
 
     def on_refused_insn(self, rip: int, vector: int) -> None:
         """Fault an instruction the engine let through: stop after it, raise ``vector`` at ``rip``.

@@ -36,6 +36,8 @@ class State(enum.Enum):
 class Counters:
     """What one partition consumed and caused, for the summary and QoS."""
 
+    #: ticks charged (exact time: instruction bytes retired, plus the part of a budget
+    #: too short for the next instruction); the name is the ABI's (PART_QUERY)
     instructions: int = 0
     hypercalls: int = 0
     syscalls: int = 0

@@ -269,6 +269,8 @@ def _boot(
         listener = _ConsoleAndTrace(out, writer, kept=kept, watch=watch)
         if writer is not None:
             header: dict[str, Any] = {"name": desc.system.name, "seed": desc.system.seed, "max_ticks": bound}
+            if desc.system.time != "exact":
+                header["time"] = desc.system.time  # a trace of a fast run says it cannot be replayed
             if kept is not None:
                 header["events"] = [name for name in TRACE_EVENTS if name in kept]
             writer(MachineEvent(0, "-", "system", header))
@@ -286,6 +288,9 @@ def _boot(
             except (ValueError, gdbstub.GdbStubError) as exc:
                 raise _fail(f"--gdb {gdb}: {exc}") from None
         name = desc.system.name
+        if desc.system.time == "fast":  # say so before anything runs: this run cannot be replayed
+            print(f"{name}: time = \"fast\": host-clock preemption, NOT deterministic (docs/performance.md)",
+                  file=sys.stderr)  # fmt: skip
         report = system.run(bound, None if on_frame is None else lambda frame: on_frame(name, frame))
     finally:
         if stream:

@@ -31,6 +31,8 @@ def test_bench_quick_profile_reports_every_metric() -> None:
         "compute_ratio_vs_raw", "compute_ratio_vs_counted_raw", "raw_mips", "raw_counted_mips", "spk_mips",
         "boot_64_signed_s", "channel_roundtrip_us", "sched_cost_ratio_64_vs_1",
         "fuzz_world_execs_per_s", "fuzz_reset_us", "fuzz_hypothesis_execs_per_s",
+        "compute_ratio_vs_raw_typical", "compute_ratio_vs_raw_fast", "spk_fast_mips",
+        "raw_typical_rounds_per_s", "spk_typical_rounds_per_s", "rss_64_partitions_mib", "rss_per_partition_mib",
     ):  # fmt: skip
         assert results[key] > 0, key
     # A time budget on a loaded machine may end before its first example (budgets are kept exactly):

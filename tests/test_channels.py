@@ -337,15 +337,30 @@ def test_sampling_send_never_busy() -> None:
     assert got == [0, 1] + [OK] * 5
 
 
-def test_sampling_status_is_the_age_in_instructions() -> None:
-    delay = "mov ecx, 50\ndelay: dec ecx\njnz delay"  # 1 + 2*50 instructions
+def ticks(*lines: str) -> int:
+    """Virtual time these instructions take: one tick per byte of instruction."""
+    return len(kernel("\n".join(lines) + "\n"))
+
+
+def _store(slot: int) -> str:
+    return f"mov [rbx + {8 * slot:#x}], rax"
+
+
+def _call(number: int, *args: int) -> list[str]:
+    """The lines ``script`` writes for one call (its argument moves, mov rax, int 0x82)."""
+    regs = ("rdi", "rsi", "rdx", "r10", "r8")
+    return [*(f"mov {r}, {v:#x}" for r, v in zip(regs, args, strict=False)), f"mov rax, {number}", "int 0x82"]
+
+
+def test_sampling_status_is_the_age_in_ticks() -> None:
+    delay = "mov ecx, 50\ndelay: dec ecx\njnz delay"  # 5 + 50 * (2 + 2) bytes
     steps = [open_("src"), open_("d1"), (H.TIME_NOW, ()), send(0, 0, 3), delay, status(1), (H.TIME_NOW, ())]
     got, _, _ = boot(steps, [SRC, D1], kind="sampling", prologue=messages(b"val"))
     before, age, after = got[2], got[4], got[5]
-    sent_at = before + 3 + 3  # PORT_SEND: 3 arguments
-    asked_at = after - 3  # TIME_NOW: 0 arguments
+    sent_at = before + ticks(_store(2), *_call(H.PORT_SEND, 0, MSG, 3))
+    asked_at = after - ticks(_store(4), *_call(H.TIME_NOW))
     assert age == asked_at - sent_at
-    assert age == 1 + 101 + 3  # store rax, the delay loop, then PORT_STATUS's 1 + 2 instructions
+    assert age == ticks(_store(3), *_call(H.PORT_STATUS, 1)) + 5 + 50 * (2 + 2)  # the loop runs 50 times
 
 
 def test_sampling_age_counts_idle_time_and_other_partitions() -> None:
@@ -359,9 +374,9 @@ def test_sampling_age_counts_idle_time_and_other_partitions() -> None:
     m.run(writer, 100_000)
     m.advance(250_000)  # idle
     m.run(reader, 400_000)
-    sent_at = results(m, writer, 3)[1] + 6
+    sent_at = results(m, writer, 3)[1] + ticks(_store(1), *_call(H.PORT_SEND, 0, MSG, 3))
     now, age = results(m, reader, 3)[1:]
-    assert age == now + 4 - sent_at and age > 250_000 - 100_000
+    assert age == now + ticks(_store(1), *_call(H.PORT_STATUS, 0)) - sent_at and age > 250_000 - 100_000
 
 
 # ---------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_defaults_when_only_name_and_image_given(tmp_path: Path) -> None:
     desc = loads(tmp_path, ONE_PARTITION).description
     assert desc.system.model_dump() == {
         "name": "spk", "memory": 64 << 20, "cpus": 1, "seed": 0, "clock_rate": 100_000_000, "major_frame": None,
-        "max_ticks": 20_000_000,
+        "max_ticks": 20_000_000, "time": "exact",
     }  # fmt: skip
     part = desc.partition[0]
     assert (part.name, part.image, part.apps, part.memory, part.window) == ("alpha", "refkernel", [], 1 << 20, 50_000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spk._engine import SYSCALL_INSN_LEN, context_layout, counter_offset
+from spk._engine import SYSCALL_INSN_LEN, context_layout
 from spk.abi import Vector
 from tests.guests import Recorder, app, bundled, machine
 
@@ -14,24 +14,55 @@ def test_context_layout_is_located() -> None:
     assert layout.rip == layout.gpr0 + 16
 
 
-def test_instruction_counter_is_located() -> None:
-    assert counter_offset() > 0
-
-
 def test_cpl_slot_found_at_bring_up() -> None:
     m = machine()
     assert m._templates.cpl2.cpl == 2
     assert m._templates.cpl3.cpl == 3
 
 
-def test_budget_is_exact() -> None:
+#: bench_compute's loop: add rax, 1 (4 bytes); dec rcx (3); jnz (2)
+_LOOP = (4, 3, 2)
+
+
+def _boundary(budget: int) -> tuple[int, int]:
+    """(ticks at the last instruction boundary <= budget, adds executed by then) for bench_compute."""
+    ticks = adds = i = 0
+    while ticks + _LOOP[i % 3] <= budget:
+        ticks += _LOOP[i % 3]
+        adds += i % 3 == 0
+        i += 1
+    return ticks, adds
+
+
+def test_budget_ends_at_the_last_instruction_boundary() -> None:
+    """A run retires instructions up to the last boundary within its budget; the rest passes idle."""
     code = bundled("kernel", "bench_compute")
-    for budget in (1, 2, 3, 1000, 12345):
+    for budget in (1, 2, 3, 4, 5, 1000, 1004, 12345, 100_001):
         m = machine()
         pid = m.create_partition("c", code, [], 64)
         outcome = m.run(pid, budget)
-        assert outcome.executed == budget
-        assert m.info(pid).counters.instructions == budget
+        ticks, adds = _boundary(budget)
+        assert (outcome.executed, m.now) == (budget, budget)
+        assert m.info(pid).counters.instructions == budget  # the partition is charged its whole window
+        assert m.engine.read("rax") == adds and ticks <= budget
+
+
+def test_cut_windows_are_repeatable_and_never_overrun() -> None:
+    """The same cut of windows gives the same retired instructions, none past a window's end."""
+    code = bundled("kernel", "bench_compute")
+    results = []
+    for _ in range(2):
+        m = machine()
+        pid = m.create_partition("c", code, [], 64)
+        for end in range(7, 50_000, 997):
+            m.run(pid, end)
+            assert m.now == end
+        results.append((m.info(pid).counters.instructions, m.engine.read("rax")))
+    assert results[0] == results[1]
+    # the partition is charged every window whole; each of the 51 windows leaves less
+    # than one instruction (4 bytes here) idle
+    last = max(range(7, 50_000, 997))
+    assert results[0][0] == last and last - 51 * 4 < 9 * results[0][1] <= last
 
 
 def test_syscall_hook_adds_instruction_length() -> None:

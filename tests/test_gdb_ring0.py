@@ -7,7 +7,6 @@ cut, registers and memory are the partition's own and nothing else.
 
 from __future__ import annotations
 
-import ctypes
 import random
 
 import pytest
@@ -84,12 +83,12 @@ def test_a_breakpoint_stops_before_the_instruction_and_a_resume_runs_it_once() -
     session.resume()
     _stopped(m, pid, 1000)
     assert session.stop is not None and (session.stop.kind, session.stop.rip) == ("breakpoint", INC_EBX)
-    assert m.now == 2 and session.stop.time == 2  # two movs ran; inc ebx did not
+    assert m.now == 10 and session.stop.time == 10  # two movs (5 bytes each) ran; inc ebx did not
     assert session.registers()["rbx"] == 2
-    for loop in range(1, 4):  # each resume runs inc and jmp, then stops at inc again
+    for loop in range(1, 4):  # each resume runs inc and jmp (2 bytes each), then stops at inc again
         session.resume()
         _stopped(m, pid, 1000)
-        assert (m.now, session.registers()["rbx"]) == (2 + 2 * loop, 2 + loop)
+        assert (m.now, session.registers()["rbx"]) == (10 + 4 * loop, 2 + loop)
     assert m.info(pid).counters.windows == 1  # one window, however many stops
     session.clear_breakpoint(INC_EBX)
     session.resume()
@@ -109,7 +108,7 @@ def test_a_step_runs_exactly_one_instruction() -> None:
         assert session.stop is not None and session.stop.kind == "step"
         rips.append(session.stop.rip - KERNEL_IMAGE_VADDR)
     assert rips == [5, 10, 12, 10, 12]
-    assert m.now == 5 and session.registers()["rbx"] == 4
+    assert m.now == 5 + 5 + 2 + 2 + 2 and session.registers()["rbx"] == 4  # one tick per instruction byte
 
 
 def test_a_step_onto_a_breakpoint_stops_once_and_steps_over_it() -> None:
@@ -122,10 +121,10 @@ def test_a_step_onto_a_breakpoint_stops_once_and_steps_over_it() -> None:
     _stopped(m, pid, 1000)
     session.resume(step=True)
     _stopped(m, pid, 1000)
-    assert session.stop is not None and session.stop.rip == INC_EBX and m.now == 2
+    assert session.stop is not None and session.stop.rip == INC_EBX and m.now == 10
     session.resume(step=True)  # stepping from the breakpoint executes it
     _stopped(m, pid, 1000)
-    assert session.stop is not None and session.stop.rip == INC_EBX + 2 and m.now == 3
+    assert session.stop is not None and session.stop.rip == INC_EBX + 2 and m.now == 12
 
 
 def _run_all(m: Machine, pids: list[int], rng: random.Random | None, debug: int | None) -> None:
@@ -170,38 +169,49 @@ def test_a_debugged_run_is_the_undebugged_run(debugged: int, seed: int) -> None:
 
 
 # -- the engine facts the mechanisms rest on (unicorn 2.1.4, measured) ---------------------------------
-def _engine_run(code: bytes, *, extra_hook: bool, stop_in: str) -> tuple[int, int]:
-    """(instruction counter, rip) after a run of ``code`` at 0x1000 that one hook stops."""
+def _engine_run(code: bytes, *, block_hook: bool, stop_in: str, trace: bool = True) -> tuple[int, int, list[int]]:
+    """(instructions a code hook saw run, rip, block sizes seen) after a run of ``code`` at 0x1000 one hook stops."""
     import unicorn
     from unicorn import x86_const
-
-    from spk._engine import counter_offset
 
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
     uc.mem_map(0, 0x10000)
     uc.mem_write(0x1000, code)
-    base = ctypes.cast(uc._uch, ctypes.c_void_p).value or 0
-    counter = ctypes.c_uint64.from_address(base + counter_offset())
+    seen: list[int] = []
+    blocks: list[int] = []
+    if trace:  # a code hook everywhere: the engine then checks for a stop after every instruction
+        uc.hook_add(unicorn.UC_HOOK_CODE, lambda _u, address, *_a: seen.append(address))
+    if block_hook:
+        uc.hook_add(unicorn.UC_HOOK_BLOCK, lambda _u, _address, size, *_a: blocks.append(size))
     if stop_in == "out":
         uc.hook_add(unicorn.UC_HOOK_INSN, lambda u, *_a: u.emu_stop(), None, 1, 0, x86_const.UC_X86_INS_OUT)
+    elif stop_in == "block":
+        uc.hook_add(unicorn.UC_HOOK_BLOCK, lambda u, *_a: u.emu_stop())
     else:
         uc.hook_add(unicorn.UC_HOOK_CODE, lambda u, *_a: u.emu_stop(), None, 0x1002, 0x1002)
-    if extra_hook:  # a debugger's breakpoint far away
-        uc.hook_add(unicorn.UC_HOOK_CODE, lambda *_a: None, None, 0x9000, 0x9000)
-    uc.emu_start(0x1000, 0xFFFF, 0, 100)
-    return int(counter.value), int(uc.reg_read(x86_const.UC_X86_REG_RIP))
+    uc.emu_start(0x1000, 0xFFFF)
+    return len(seen), int(uc.reg_read(x86_const.UC_X86_REG_RIP)), blocks
 
 
-def test_engine_fact_a_code_hook_stop_leaves_the_instruction_unexecuted_but_counted() -> None:
-    # nop; nop; inc rax (stopped before) ...
-    assert _engine_run(b"\x90\x90\x48\xff\xc0\xf4", extra_hook=False, stop_in="code") == (3, 0x1002)
+def test_engine_fact_a_code_hook_stop_leaves_the_instruction_unexecuted() -> None:
+    # nop; nop; inc rax (stopped before: rax stays 0) ...
+    count, rip, _ = _engine_run(b"\x90\x90\x48\xff\xc0\xf4", block_hook=False, stop_in="code")
+    assert (count, rip) == (3, 0x1002)
 
 
-def test_engine_fact_an_out_stop_counts_one_more_without_other_code_hooks() -> None:
-    """Engine.run adds the missing count back when debugger hooks exist (tests above check the result)."""
-    code = b"\x90\x90\xee\x90\x90\xf4"  # nop; nop; out dx, al; nop ...
-    assert _engine_run(code, extra_hook=False, stop_in="out") == (4, 0x1003)
-    assert _engine_run(code, extra_hook=True, stop_in="out") == (3, 0x1003)
+def test_engine_fact_a_block_hook_stop_runs_nothing_of_the_block() -> None:
+    """The native clock refuses a block that would cross the limit by stopping in its block hook."""
+    count, rip, _ = _engine_run(b"\x90\x90\x48\xff\xc0\xf4", block_hook=False, stop_in="block")
+    assert (count, rip) == (0, 0x1000)
+
+
+def test_engine_fact_a_stop_in_a_port_hook_lets_the_block_run_on() -> None:
+    """Why refused port I/O raises #GP in the native hook instead of stopping: a stop lands at the block's end."""
+    code = b"\x90\x90\xee\x90\x90\xf4"  # nop; nop; out dx, al; nop; nop; hlt
+    _count, rip, blocks = _engine_run(code, block_hook=True, stop_in="out", trace=False)
+    assert blocks == [len(code)] and rip == 0x1006  # the nops and the hlt after the out ran
+    _count, rip, _blocks = _engine_run(code, block_hook=True, stop_in="out", trace=True)
+    assert rip == 0x1003  # with a code hook everywhere (the old instruction budget's) it stopped after the out
 
 
 # -- registers -----------------------------------------------------------------------------------

@@ -1,0 +1,273 @@
+/* Ring 0's native clock: virtual time counted at translated-block granularity.
+ *
+ * Built by spk/_native.py with the system's gcc and loaded with ctypes; the
+ * engine calls these functions directly as hook callbacks (no Python on the
+ * per-block path). Why native: the engine's own instruction budget
+ * (emu_start(count=N)) calls a hook before every instruction, which costs
+ * ~11x on compute-bound guests; a block hook runs once per translated block.
+ *
+ * Virtual time (one tick) is one byte of guest instruction retired. A block
+ * hook adds the block's size in bytes when the block is entered; a trap that
+ * ends a block early (a fault, a debugger's stop before an instruction)
+ * "settles" the count back to the bytes before the faulting instruction.
+ * Bytes, not instructions, because the engine tells a block hook its size in
+ * bytes but not its instruction count, and because the sum of the lengths of
+ * the instructions retired does not depend on how the engine happens to cut
+ * code into blocks (cache state, debugger hooks): it is architectural.
+ *
+ * The run's end: a block that would cross the limit is refused before it
+ * executes (need_tail); ring 0 then runs that block alone up to the first
+ * instruction boundary at or after the limit (the engine's "until" address),
+ * so windows end at exact, architectural points too.
+ *
+ * Fast mode ("time = fast"): no block hook at all; a watchdog thread stops
+ * the engine when a host-clock deadline passes (non-deterministic).
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef int (*emu_stop_fn)(void *uc);
+typedef void (*raise_fn)(void *env, int intno, int error_code, uintptr_t retaddr);
+typedef int (*port_fn)(uint32_t port, uint32_t is_write, uint64_t rip);
+typedef void (*intr_fn)(uint32_t intno);
+
+/* Mirrored field by field by spk/_engine.py (_ClockStruct). */
+struct spk_clock {
+    uint64_t counter;     /* ticks: instruction bytes retired since the engine's creation */
+    uint64_t limit;       /* the current run ends at the first instruction boundary >= limit */
+    uint64_t block_start; /* the block being executed: [block_start, block_end) */
+    uint64_t block_end;
+    uint64_t tail_pc;     /* a block let past the limit once (the tail run), when tail_armed */
+    uint64_t tail_armed;
+    uint64_t need_tail;   /* set when a block crossing the limit was refused */
+    uint64_t need_pc;
+    uint64_t need_size;
+    uint64_t stopping;    /* a stop was requested: the next block is neither counted nor run */
+    uint64_t at_limit;    /* the run stopped because the limit was reached */
+    uint64_t env;         /* address of the live CPU state (QEMU's env, rax first) */
+    uint64_t rip_offset;  /* byte offset of rip in it */
+    void *uc;
+    emu_stop_fn emu_stop;
+    raise_fn raise_exception;
+    port_fn on_port;
+    intr_fn on_interrupt;
+    uint64_t want_user;   /* stop before the first block entered at CPL 3 (a pending upcall) */
+    uint64_t user_stop;   /* the run stopped there */
+    uint64_t cs_offset;   /* byte offset of the word holding the CS selector in env */
+    uint64_t cs_shift;    /* its bit position in that word */
+};
+
+static inline uint64_t live_rip(struct spk_clock *c)
+{
+    return *(uint64_t *)(uintptr_t)(c->env + c->rip_offset);
+}
+
+static inline void stop(struct spk_clock *c)
+{
+    c->stopping = 1;
+    c->emu_stop(c->uc);
+}
+
+/* A trap at `rip` inside the current block: the bytes from rip on did not retire. */
+void spk_settle_at(struct spk_clock *c, uint64_t rip)
+{
+    if (rip >= c->block_start && rip < c->block_end) {
+        c->counter -= c->block_end - rip;
+    }
+    c->block_start = c->block_end = 0;
+}
+
+/* UC_HOOK_BLOCK: (uc, address, size, user_data). */
+void spk_on_block(void *uc, uint64_t address, uint32_t size, void *user_data)
+{
+    struct spk_clock *c = user_data;
+    (void)uc;
+    uint64_t counter = c->counter;
+    /* The fast path: one test for every flag and the limit. */
+    if (__builtin_expect(!(c->stopping | c->want_user | c->tail_armed) && counter + size <= c->limit, 1)) {
+        c->block_start = address;
+        c->block_end = address + size;
+        c->counter = counter + size;
+        return;
+    }
+    if (c->stopping) {
+        return; /* the engine exits before this block runs */
+    }
+    if (c->want_user &&
+        ((*(uint64_t *)(uintptr_t)(c->env + c->cs_offset) >> c->cs_shift) & 3) == 3) {
+        /* CPL changes only at a block's end (iretq, sysret): this block's
+         * first instruction is the first one at CPL 3, an exact point. */
+        c->user_stop = 1;
+        c->block_start = c->block_end = 0;
+        stop(c);
+        return;
+    }
+    if (c->tail_armed && address == c->tail_pc) {
+        c->tail_armed = 0; /* the tail block ends at its "until" address */
+    } else if (c->counter >= c->limit) {
+        c->at_limit = 1;
+        c->block_start = c->block_end = 0;
+        stop(c);
+        return;
+    } else if (c->counter + size > c->limit) {
+        c->need_tail = 1;
+        c->need_pc = address;
+        c->need_size = size;
+        c->block_start = c->block_end = 0;
+        stop(c);
+        return;
+    }
+    c->block_start = address;
+    c->block_end = address + size;
+    c->counter += size;
+}
+
+/* UC_HOOK_INTR: settle the count at the trapping rip, then ring 0's handler. */
+void spk_on_interrupt(void *uc, uint32_t intno, void *user_data)
+{
+    struct spk_clock *c = user_data;
+    (void)uc;
+    spk_settle_at(c, live_rip(c));
+    c->on_interrupt(intno);
+}
+
+/* UC_HOOK_INSN (in/out). The engine restored rip to the instruction before
+ * calling; when ring 0 refuses the access, #GP is raised right here, so the
+ * instruction does not complete and nothing after it runs (a stop would only
+ * take effect at the end of the block). */
+uint32_t spk_on_in(void *uc, uint32_t port, int size, void *user_data)
+{
+    struct spk_clock *c = user_data;
+    (void)uc;
+    if (c->on_port(port, 0, live_rip(c))) {
+        c->raise_exception((void *)(uintptr_t)c->env, 13, 0, 0);
+    }
+    uint64_t rax = *(uint64_t *)(uintptr_t)c->env; /* let through: the destination keeps its value */
+    return (uint32_t)(size == 1 ? (rax & 0xff) : size == 2 ? (rax & 0xffff) : (rax & 0xffffffffu));
+}
+
+void spk_on_out(void *uc, uint32_t port, int size, uint32_t value, void *user_data)
+{
+    struct spk_clock *c = user_data;
+    (void)uc;
+    (void)size;
+    (void)value;
+    if (c->on_port(port, 1, live_rip(c))) {
+        c->raise_exception((void *)(uintptr_t)c->env, 13, 0, 0);
+    }
+}
+
+/* ---- fast mode: a host-clock watchdog ------------------------------------ */
+struct spk_watchdog {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    pthread_t thread;
+    struct timespec deadline;
+    int armed;
+    int quit;
+    int fired;
+    void *uc;
+    emu_stop_fn emu_stop;
+};
+
+static void *watchdog_main(void *arg)
+{
+    struct spk_watchdog *w = arg;
+    pthread_mutex_lock(&w->mutex);
+    while (!w->quit) {
+        if (!w->armed) {
+            pthread_cond_wait(&w->cond, &w->mutex);
+            continue;
+        }
+        if (pthread_cond_timedwait(&w->cond, &w->mutex, &w->deadline) != 0 && w->armed && !w->quit) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > w->deadline.tv_sec ||
+                (now.tv_sec == w->deadline.tv_sec && now.tv_nsec >= w->deadline.tv_nsec)) {
+                /* Stay armed and stop again every millisecond until disarmed: a
+                 * stop that lands before emu_start begins is forgotten by it. */
+                w->fired = 1;
+                w->emu_stop(w->uc);
+                w->deadline = now;
+                w->deadline.tv_nsec += 1000000;
+                if (w->deadline.tv_nsec >= 1000000000) {
+                    w->deadline.tv_sec += 1;
+                    w->deadline.tv_nsec -= 1000000000;
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&w->mutex);
+    /* The thread owns the watchdog: nobody joins it, it frees itself. */
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->mutex);
+    free(w);
+    return 0;
+}
+
+/* A detached watchdog thread for engine `uc`; NULL when it cannot start. */
+struct spk_watchdog *spk_watchdog_new(void *uc, emu_stop_fn emu_stop)
+{
+    struct spk_watchdog *w = calloc(1, sizeof *w);
+    pthread_condattr_t attr;
+    pthread_attr_t thread_attr;
+    if (!w) {
+        return 0;
+    }
+    pthread_mutex_init(&w->mutex, 0);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    w->uc = uc;
+    w->emu_stop = emu_stop;
+    pthread_attr_init(&thread_attr);
+    pthread_attr_setdetachstate(&thread_attr, PTHREAD_CREATE_DETACHED);
+    int status = pthread_create(&w->thread, &thread_attr, watchdog_main, w);
+    pthread_attr_destroy(&thread_attr);
+    if (status != 0) {
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->mutex);
+        free(w);
+        return 0;
+    }
+    return w;
+}
+
+/* Stop the engine `ns` nanoseconds from now (re-arming moves the deadline). */
+void spk_watchdog_arm(struct spk_watchdog *w, uint64_t ns)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&w->mutex);
+    uint64_t total = (uint64_t)now.tv_nsec + ns % 1000000000u;
+    w->deadline.tv_sec = now.tv_sec + (time_t)(ns / 1000000000u) + (time_t)(total / 1000000000u);
+    w->deadline.tv_nsec = (long)(total % 1000000000u);
+    w->armed = 1;
+    w->fired = 0;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mutex);
+}
+
+/* Disarm; returns 1 when the deadline fired since the last arm. */
+int spk_watchdog_disarm(struct spk_watchdog *w)
+{
+    pthread_mutex_lock(&w->mutex);
+    int fired = w->fired;
+    w->armed = 0;
+    w->fired = 0;
+    pthread_mutex_unlock(&w->mutex);
+    return fired;
+}
+
+/* End the thread (it frees the watchdog); the engine must not run afterwards. */
+void spk_watchdog_quit(struct spk_watchdog *w)
+{
+    pthread_mutex_lock(&w->mutex);
+    w->quit = 1;
+    w->armed = 0;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mutex);
+}
