@@ -40,6 +40,15 @@ the SPK and back, with the counters of the SPK telling how many happened.
   ``fuzz_hypothesis_execs_per_s``: hypothesis alone (``--examples``);
   ``fuzz_world_execs_per_s``: hypothesis's programs performed again without
   generation (the world's own cost); ``fuzz_reset_us``: one snapshot restore.
+* ``linux_syscall_us``, ``linux_pipeline_ms``: an unmodified static Linux
+  program's getpid loop and a busybox pipeline in a Linux partition;
+  ``qiling_syscall_us`` and ``linux_syscall_speedup_vs_qiling`` beside them
+  when the ``qiling`` extra is installed (else ``qiling_note`` says why):
+  :mod:`spk_tools.bench_linux`, docs/linux.md.
+* ``migration_downtime_ticks``, ``migration_bytes``, ``migration_rounds``,
+  ``migration_downtime_ratio``: live migration of a 1 MiB partition under
+  write load, in virtual time (:func:`spgs.migration.measure`,
+  docs/migration.md).
 """
 
 from __future__ import annotations
@@ -48,8 +57,10 @@ import time
 from typing import Any
 
 from spgs.images import build
+from spgs.migration import measure as migration_measure
 from spk import Machine, bare_run
 from spk.abi import APP_IMAGE_VADDR
+from spk_tools.bench_linux import linux_benchmarks
 
 
 def _images() -> dict[tuple[str, str], bytes]:
@@ -374,5 +385,8 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     results["sched_cost_ratio_64_vs_1"] = many / one
     results.update(_memory(images, 64))
     results.update(_fuzz(300 // scale if not quick else 10, 10.0 if not quick else 1.0))
+    # Unmodified Linux programs beside Qiling (docs/linux.md), and live migration (docs/migration.md).
+    results.update(linux_benchmarks(quick=quick))
+    results.update(migration_measure(quick=quick))
     results["quick"] = quick
     return results

@@ -33,8 +33,12 @@ def test_bench_quick_profile_reports_every_metric() -> None:
         "fuzz_world_execs_per_s", "fuzz_reset_us", "fuzz_hypothesis_execs_per_s",
         "compute_ratio_vs_raw_typical", "compute_ratio_vs_raw_fast", "spk_fast_mips",
         "raw_typical_rounds_per_s", "spk_typical_rounds_per_s", "rss_64_partitions_mib", "rss_per_partition_mib",
+        "linux_syscall_us", "linux_pipeline_ms", "migration_downtime_ticks", "migration_bytes", "migration_rounds",
     ):  # fmt: skip
         assert results[key] > 0, key
     # A time budget on a loaded machine may end before its first example (budgets are kept exactly):
     # the rate is reported, never asserted on.
     assert results["fuzz_execs_per_s"] >= 0
+    # Qiling is an optional extra: its numbers, or a line saying why they are absent.
+    assert "linux_syscall_speedup_vs_qiling" in results or "qiling" in results["qiling_note"]
+    assert results["migration_downtime_ratio"] < 0.05

@@ -384,7 +384,7 @@ def test_raw_program_starts_and_exits_with_its_status(kernel: bytes, raw: bytes)
 def test_fs_base_and_sse_state_are_per_process_across_switches(kernel: bytes, raw: bytes) -> None:
     """Two partitions, each a parent and a child with their own FS base and xmm1, spinning over quanta and windows."""
     mods = modules({"raw": raw}, ["/raw", "fs"])
-    runs = boot(kernel, [mods, mods], window=30_000)
+    runs = boot(kernel, [mods, mods], window=30_000, limit=1_600_000_000)  # ticks are instruction bytes
     for run in runs:
         assert run.state == "exited" and run.exit_code == 0, run
         assert kv(run) == {"parent_fs_ok": 1, "child_status": 0, "get_fs_is_a": 1}
