@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -623,6 +623,9 @@ def _integers_beyond_64_bits(
         yield path, node
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
 def _huge_literal(name: str, text: str, exc: ValueError) -> Problem:
     """The problem for tomllib's ValueError: a decimal literal too long for int(), at its line."""
     match = _LONG_DECIMAL.search(text)
@@ -637,10 +640,14 @@ def _huge_literal(name: str, text: str, exc: ValueError) -> Problem:
     return Problem(name, line, field, "integer_64bit", message)
 
 
-def load(path: Path) -> LoadedConfig:
-    """Read and validate a system description.
+def read_toml_model(path: Path, model: type[_Model]) -> tuple[bytes, _Model, _LineIndex]:
+    """Read ``path`` as UTF-8 TOML and validate it against ``model``: the file's bytes, the model, its line index.
 
-    Errors: ConfigError (unreadable file, TOML syntax, or schema rules).
+    The one reader of every description file (partitions.toml, fleet.toml),
+    so each reports its problems alike: file, line, field and rule.
+    Errors: ConfigError (unreadable file ``readable_file``, not UTF-8
+    ``utf8_encoding``, TOML syntax ``toml_syntax``, an integer beyond 64 bits
+    ``integer_64bit``, or a field's own rule from the model).
     """
     name = str(path)
     try:
@@ -669,13 +676,23 @@ def load(path: Path) -> LoadedConfig:
             for path, value in too_large
         ])  # fmt: skip
     try:
-        description = SystemDescription.model_validate(raw)
+        description = model.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             loc = tuple(str(part) for part in error["loc"])
             problems.append(Problem(name, index.find(loc), ".".join(loc) or "-", error["type"], error["msg"]))
         raise ConfigError(problems) from None
+    return raw_bytes, description, index
+
+
+def load(path: Path) -> LoadedConfig:
+    """Read and validate a system description.
+
+    Errors: ConfigError (unreadable file, TOML syntax, or schema rules).
+    """
+    name = str(path)
+    raw_bytes, description, index = read_toml_model(path, SystemDescription)
     from spgs.rules import Context, check_all  # the rules read these models
 
     problems = check_all(Context(description, name, path.parent, index))

@@ -13,14 +13,12 @@ Errors: :class:`spgs.config.ConfigError`.
 from __future__ import annotations
 
 import hashlib
-import re
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from spgs.config import (
@@ -28,10 +26,9 @@ from spgs.config import (
     Problem,
     Size,
     _check_name,
-    _huge_literal,
-    _integers_beyond_64_bits,
     _LineIndex,
     _shorten,
+    read_toml_model,
 )
 from spk.abi import PAGE_SIZE
 
@@ -269,39 +266,7 @@ def load_fleet(path: Path) -> LoadedFleet:
     rule, or a rule across fields), every problem with file, line and rule.
     """
     name = str(path)
-    try:
-        raw_bytes = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError([Problem(name, None, "-", "readable_file", exc.strerror or str(exc))]) from None
-    try:
-        text = raw_bytes.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        bad_line = raw_bytes[: exc.start].count(b"\n") + 1
-        raise ConfigError([Problem(name, bad_line, "-", "utf8_encoding", f"not UTF-8: {exc.reason}")]) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        line = int(match.group(1)) if match else None
-        raise ConfigError([Problem(name, line, "-", "toml_syntax", str(exc))]) from None
-    except ValueError as exc:
-        raise ConfigError([_huge_literal(name, text, exc)]) from None
-    index = _LineIndex(text)
-    too_large = list(_integers_beyond_64_bits(raw))
-    if too_large:
-        raise ConfigError([
-            Problem(name, index.find(where), ".".join(map(str, where)), "integer_64bit",
-                    f"{_shorten(str(value))} does not fit in 64 bits")
-            for where, value in too_large
-        ])  # fmt: skip
-    try:
-        description = FleetDescription.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(str(part) for part in error["loc"])
-            problems.append(Problem(name, index.find(loc), ".".join(loc) or "-", error["type"], error["msg"]))
-        raise ConfigError(problems) from None
+    raw_bytes, description, index = read_toml_model(path, FleetDescription)
     found = list(_problems(description, name, index))
     if found:
         raise ConfigError(found)
