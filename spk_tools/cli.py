@@ -179,10 +179,10 @@ class _ConsoleAndTrace:
 
 def _summary(report: SystemReport, name: str) -> Table:
     title = Text(
-        f"{name}: virtual time {plural(report.end_time, 'instruction')}, {plural(report.major_frames, 'major frame')}"
+        f"{name}: virtual time {plural(report.end_time, 'tick')}, {plural(report.major_frames, 'major frame')}"
     )
     table = Table(title=title)
-    columns = ("partition", "state", "instructions", "hypercalls", "syscalls", "faults", "window use", "overruns",
+    columns = ("partition", "state", "ticks", "hypercalls", "syscalls", "faults", "window use", "overruns",
                "restarts", "frames used")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("partition", "state") else "right")

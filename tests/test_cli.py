@@ -163,7 +163,7 @@ def test_launch_example_prints_console_and_summary(runs: dict[str, Run]) -> None
     assert "[gamma] bad_spin: spinning" in lines
     assert any(line.startswith("[gamma] refkernel: app 1 killed: vector 14 (#PF)") for line in lines)
     # Every line before the table is a partition's console line.
-    head, _, table = run.stdout.partition("example: virtual time 400,000 instructions")
+    head, _, table = run.stdout.partition("example: virtual time 400,000 ticks")
     assert table, run.stdout
     assert head.splitlines()[:-1] == lines
     rows = {}

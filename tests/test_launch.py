@@ -139,12 +139,12 @@ def test_monitor_ends_showing_exactly_the_final_summary(monkeypatch: pytest.Monk
 
 
 def test_counts_are_singular_or_plural() -> None:
-    assert [plural(1, "major frame"), plural(2, "major frame"), plural(0, "instruction")] == [
-        "1 major frame", "2 major frames", "0 instructions",
+    assert [plural(1, "major frame"), plural(2, "major frame"), plural(0, "tick")] == [
+        "1 major frame", "2 major frames", "0 ticks",
     ]  # fmt: skip
     one_frame = invoke("launch", ARINC, "--max-ticks", "100000")
     titles = [line.strip() for line in one_frame.stdout.splitlines() if "virtual time" in line]
-    assert titles == ["arinc: virtual time 100,000 instructions, 1 major frame"]
+    assert titles == ["arinc: virtual time 100,000 ticks, 1 major frame"]
 
 
 # --- Ctrl-C --------------------------------------------------------------------------------------
