@@ -38,6 +38,8 @@ from spgs.fleet.report import FleetReport, FleetStatus
 from spgs.fleet.runner import LocalTransport, OnRound, Transport, run_fleet, scaling_description
 from spgs.images import ImageNotFound
 from spk import SpkError
+from spk_tools.fleet_serve import DEFAULT_PACE, serve_fleet
+from spk_tools.serve import DEFAULT_PORT, LOOPBACK, TOKENS_HELP, listen_address
 from spk_tools.wording import plural
 
 EXIT_UNBALANCED = 1
@@ -154,10 +156,21 @@ def fleet(
     plot: Annotated[Path | None, typer.Option(help="draw the load of every host over time (.png or .svg)")] = None,
     seed: Annotated[int | None, typer.Option(help="override [fleet].seed", min=0, max=(1 << 63) - 1)] = None,
     scaling: Annotated[bool, typer.Option(help="also run the [scaling] experiment when the file has one")] = True,
+    serve: Annotated[bool, typer.Option("--serve", help="serve the fleet's status and the web console while it "
+                                        "runs, paced (docs/fleet.md, Watching a fleet)")] = False,
+    host: Annotated[str | None, typer.Option(help=f"with --serve: address to listen on (default {LOOPBACK})")] = None,
+    port: Annotated[int, typer.Option(help="with --serve: port (0: any free one)", min=0, max=65535)] = DEFAULT_PORT,
+    tokens: Annotated[Path | None, typer.Option(help=f"with --serve: {TOKENS_HELP}")] = None,
+    pace: Annotated[float, typer.Option(help="with --serve: rounds per second of wall time (0: unpaced)",
+                                        min=0)] = DEFAULT_PACE,
 ) -> None:
     """Run a self-managing fleet of SPK hosts; exit 0 when it ends balanced with nothing lost (docs/fleet.md)."""
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         raise _fail(f"--plot {plot}: the plot is .png or .svg")
+    if serve and (as_json or plot is not None):
+        raise _fail("--serve shows the fleet in the web console: it takes no --json or --plot")
+    if not serve and (host is not None or tokens is not None):
+        raise _fail("--host and --tokens go with --serve")
     try:
         loaded = load_fleet(config)
     except ConfigError as exc:
@@ -166,6 +179,16 @@ def fleet(
         raise typer.Exit(EXIT_USAGE) from None
     if seed is not None:
         loaded.description.fleet.seed = seed
+    if serve:
+
+        def transport_or_fail() -> Transport:
+            try:
+                return _transport(ray, in_process)
+            except RuntimeError as exc:
+                raise _fail(str(exc)) from None
+
+        serve_fleet(loaded, transport_or_fail, listen_address(host), port, tokens, pace)
+        return
     console = Console(markup=False, highlight=False)
     live_wanted = not as_json and sys.stdout.isatty()
     try:

@@ -12,6 +12,10 @@ resolved when ``--port 0`` asks for any free one). Ctrl-C (or SIGTERM)
 stops the server and the system, closes the trace, prints where the run
 stood and exits 130, as ``spk launch`` does when interrupted. Errors: one
 ``error: ...`` line, exit 2.
+
+``spk fleet --serve`` (:mod:`spk_tools.fleet_serve`) serves a fleet with the
+same pieces: :func:`listen_address`, :func:`load_tokens`, :func:`listen`,
+:func:`announce` and :func:`run_server`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import socket
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -38,19 +42,78 @@ from spk import MachineEvent, SpkError, TraceWriter
 from spk_tools.launch_status import EXIT_INTERRUPTED, EXIT_USAGE
 from spk_tools.trace_file import open_trace
 
+if TYPE_CHECKING:
+    from spk_tools.api import Tokens
+
 #: Major frames per second of wall time when --pace is not given.
 DEFAULT_PACE = 10.0
 DEFAULT_PORT = 8470
 LOOPBACK = "127.0.0.1"
 #: Seconds an idle keep-alive connection stays open: pollers (a console, Prometheus) reuse theirs.
 KEEP_ALIVE = 65
-_TOKENS_HELP = "tokens file (TOML, docs/api.md); default: an admin and a read token, printed once"
+TOKENS_HELP = "tokens file (TOML, docs/api.md); default: an admin and a read token, printed once"
 _PACE_HELP = "major frames per second of wall time (0: unpaced)"
 
 
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(EXIT_USAGE)
+
+
+def listen_address(host: str | None) -> str:
+    """The address to serve on (LOOPBACK unless told); warns on standard error when others can reach it."""
+    address = host if host is not None else LOOPBACK
+    if not is_loopback(address):
+        typer.echo(f"warning: serving on {address}: reachable from other machines; "
+                   "keep the tokens secret (there is no TLS)", err=True)  # fmt: skip
+    return address
+
+
+def load_tokens(token_file: Path | None) -> tuple[Tokens, dict[str, str]]:
+    """The tokens of ``token_file``, or generated ones with their secrets to print once.
+
+    Errors: typer.Exit(2) after an ``error:`` line (a bad tokens file).
+    """
+    from spk_tools.api import TokenError, Tokens
+
+    try:
+        return (Tokens.load(token_file), {}) if token_file else Tokens.generate()
+    except TokenError as exc:
+        raise _fail(str(exc)) from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket (see :func:`bind`). Errors: typer.Exit(2) after an ``error:`` line."""
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def announce(what: str, sock: socket.socket, printed: dict[str, str]) -> None:
+    """The first line (``serving WHAT at URL``), then generated tokens, once; flushed for a reader waiting on it."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving {what} at http://{shown}:{port}/ (API: /api/v1, Ctrl-C stops)")
+    for name, secret in printed.items():
+        typer.echo(f"{name} token: {secret}")
+    if printed:
+        typer.echo("(tokens are printed once: keep them; or pass --tokens FILE)")
+    sys.stdout.flush()
+
+
+def run_server(app: Any, sock: socket.socket) -> bool:
+    """Serve ``app`` on ``sock`` until Ctrl-C or SIGTERM; True when interrupted (the caller exits 130)."""
+    import uvicorn
+
+    logging.getLogger("spk.serve").addHandler(logging.StreamHandler(sys.stderr))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+                                           lifespan="off", timeout_keep_alive=KEEP_ALIVE))  # fmt: skip
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn raises the Ctrl-C (or SIGTERM) again once it has shut down
+        return True
+    return False
 
 
 def is_loopback(host: str) -> bool:
@@ -92,7 +155,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, typer.Argument(help="the system description (partitions.toml)")] = None,
         host: Annotated[str | None, typer.Option(help=f"address to listen on (default {LOOPBACK})")] = None,
         port: Annotated[int, typer.Option(help="port (0: any free one)", min=0, max=65535)] = DEFAULT_PORT,
-        tokens: Annotated[Path | None, typer.Option(help=_TOKENS_HELP)] = None,
+        tokens: Annotated[Path | None, typer.Option(help=TOKENS_HELP)] = None,
         pace: Annotated[float, typer.Option(help=_PACE_HELP, min=0)] = DEFAULT_PACE,
         max_ticks: Annotated[int | None, typer.Option(help="stop the run after this much virtual time")] = None,
         seed: Annotated[int | None, typer.Option(help="override [system].seed", min=0, max=(1 << 63) - 1)] = None,
@@ -108,10 +171,7 @@ def register(app: typer.Typer) -> None:
             return
         if config is None:
             raise _fail("missing argument CONFIG (the system description)")
-        address = host if host is not None else LOOPBACK
-        if not is_loopback(address):
-            typer.echo(f"warning: serving on {address}: reachable from other machines; "
-                       "keep the tokens secret (there is no TLS)", err=True)  # fmt: skip
+        address = listen_address(host)
         try:
             today = date.fromisoformat(date_) if date_ else None
         except ValueError:
@@ -123,26 +183,22 @@ def _serve(
     config: Path, host: str, port: int, token_file: Path | None, pace: float, max_ticks: int | None,
     seed: int | None, trace: Path | None, platform_key: Path | None, today: date | None,
 ) -> None:  # fmt: skip
-    import uvicorn
     from nacl.signing import SigningKey
 
-    from spk_tools.api import TokenError, Tokens, create_app
+    from spk_tools.api import create_app
 
+    tokens, printed = load_tokens(token_file)
     try:
-        tokens, printed = (Tokens.load(token_file), {}) if token_file else Tokens.generate()
         seed_bytes = load_seed(platform_key) if platform_key is not None else bytes(SigningKey.generate())
         loaded, plans = load_and_plan(config, today=today)
         bound = run_bound(loaded.description, seed=seed, max_ticks=max_ticks)
-    except (TokenError, TrustError, ImageNotFound, AssemblyError, BuildError, ValueError) as exc:
+    except (TrustError, ImageNotFound, AssemblyError, BuildError, ValueError) as exc:
         raise _fail(str(exc)) from None
     except ConfigError as exc:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock = listen(host, port)
     try:
         stream = open_trace(trace) if trace else None
     except OSError as exc:
@@ -160,23 +216,10 @@ def _serve(
         except SpkError as exc:
             raise _fail(f"{config}: {exc}") from None
         app = create_app(controller, tokens=tokens)
-        actual = sock.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        typer.echo(f"serving {controller.system.name} at http://{shown}:{actual}/ (API: /api/v1, Ctrl-C stops)")
-        for name, secret in printed.items():
-            typer.echo(f"{name} token: {secret}")
-        if printed:
-            typer.echo("(tokens are printed once: keep them; or pass --tokens FILE)")
-        sys.stdout.flush()
+        announce(controller.system.name, sock, printed)
         controller.start()
-        logging.getLogger("spk.serve").addHandler(logging.StreamHandler(sys.stderr))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-                                               lifespan="off", timeout_keep_alive=KEEP_ALIVE))  # fmt: skip
-        interrupted = False
         try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn raises the Ctrl-C (or SIGTERM) again once it has shut down
-            interrupted = True
+            interrupted = run_server(app, sock)
         finally:
             controller.close()
         if controller.error is not None:

@@ -74,7 +74,7 @@ def test_a_read_token_reads_everything(live: Live) -> None:
         for path in _reads():
             answer = client.get(path.removeprefix("/api/v1").replace("{name}", "alpha"))
             assert answer.status_code == 200, (path, answer.text)
-        assert client.get("/whoami").json() == {"name": "viewer", "role": "read"}
+        assert client.get("/whoami").json() == {"name": "viewer", "role": "read", "serves": "system"}
         assert client.post("/partitions/alpha/quote", json={"nonce": "00ff"}).status_code == 200
 
 

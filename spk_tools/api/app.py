@@ -119,6 +119,23 @@ def create_app(controller: Controller, *, tokens: Tokens, fleet: Fleet | None = 
     return _build(lambda: controller, tokens=tokens, fleet=fleet)
 
 
+#: What a system's route answers when the server runs a fleet and no system of its own.
+NO_SYSTEM = "this server runs a fleet, not a system: its status is GET /api/v1/fleet"
+
+
+def create_fleet_app(fleet: Fleet, *, tokens: Tokens) -> FastAPI:
+    """The management API of a fleet (``spk fleet --serve``): GET /api/v1/fleet answers ``fleet.status()``.
+
+    There is no single system: every route of one (``/system``, ``/partitions``, ``/qos``, ``/events``,
+    ...) answers 404 ``not_found`` with :data:`NO_SYSTEM`, after the token is checked as usual.
+    """
+
+    def no_system() -> Controller:
+        raise ApiError("not_found", NO_SYSTEM)
+
+    return _build(no_system, tokens=tokens, fleet=fleet, serves="fleet")
+
+
 def openapi_document() -> dict[str, Any]:
     """The API's OpenAPI document (what docs/api.md is generated from); no system needed."""
 
@@ -128,7 +145,9 @@ def openapi_document() -> dict[str, Any]:
     return _build(no_system, tokens=Tokens([]), fleet=None).openapi()
 
 
-def _build(system_controller: Callable[[], Controller], *, tokens: Tokens, fleet: Fleet | None) -> FastAPI:
+def _build(
+    system_controller: Callable[[], Controller], *, tokens: Tokens, fleet: Fleet | None, serves: str = "system"
+) -> FastAPI:
     app = FastAPI(
         title="SPK management API",
         version="1",
@@ -170,7 +189,7 @@ def _build(system_controller: Callable[[], Controller], *, tokens: Tokens, fleet
 
     @router.get("/whoami", tags=[READ], response_model=models.WhoAmI, summary="The token's name and role")
     async def whoami(token: Reader) -> dict[str, Any]:
-        return {"name": token.name, "role": token.role}
+        return {"name": token.name, "role": token.role, "serves": serves}
 
     @router.get("/system", tags=[READ], response_model=models.SystemInfo,
                 summary="The system: time, schedule, recent events")  # fmt: skip
@@ -303,10 +322,10 @@ def _build(system_controller: Callable[[], Controller], *, tokens: Tokens, fleet
         return StreamingResponse(_event_stream(system_controller()), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
-    @router.get("/fleet", tags=[READ], summary="The fleet's status, when spk fleet serves")
+    @router.get("/fleet", tags=[READ], summary="The fleet's status, when spk fleet --serve serves")
     async def fleet_status(_token: Reader) -> dict[str, Any]:
         if fleet is None:
-            raise ApiError("not_found", "this server manages one system, not a fleet (spk fleet serves one)")
+            raise ApiError("not_found", "this server manages one system, not a fleet (spk fleet --serve serves one)")
         return fleet.status()
 
     app.include_router(router)
@@ -407,4 +426,4 @@ async def _event_stream(controller: Controller) -> AsyncIterator[str]:
         unsubscribe()
 
 
-__all__ = ["API", "ControlError", "create_app"]
+__all__ = ["API", "NO_SYSTEM", "ControlError", "create_app", "create_fleet_app"]

@@ -159,6 +159,10 @@ class TrustKeys(BaseModel):
 class WhoAmI(BaseModel):
     name: str
     role: Literal["read", "admin"]
+    serves: Literal["system", "fleet"] = Field(
+        description="what this server serves: one system (spk serve), or a fleet (spk fleet --serve: "
+        "GET /fleet answers, the system's routes answer 404)"
+    )
 
 
 class PatchBody(_Strict):

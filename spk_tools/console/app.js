@@ -1,6 +1,8 @@
 // The SPK web console: sign in with an API token, then follow the running system live
 // (GET /api/v1/system, /partitions, /fleet, and the SSE stream /api/v1/events), and manage
 // partitions (pause, resume, restart, change a window or quota) when the token's role allows it.
+// When the server runs a fleet and no system (spk fleet --serve: /whoami says "serves": "fleet"),
+// the fleet view is the page, polled from GET /api/v1/fleet; no route of a system is asked.
 // Modules: api.js (requests, the event stream), chart.js (the canvas chart), dom.js (shared
 // helpers), feed.js (the events feed), fleet.js (the fleet view); this one holds the state.
 
@@ -12,6 +14,10 @@ import { renderFleet } from "./fleet.js";
 
 const TOKEN_KEY = "spk-console-token";
 const FLEET_POLL_MS = 2000;
+/** Polling of a served fleet while it runs (its rounds are paced for a person), then once it has ended. */
+const FLEET_WATCH_MS = 500;
+const FLEET_ENDED_MS = 5000;
+const FLEET_STATES = { starting: "starting", running: "running", finished: "run ended", stopped: "stopped", failed: "run failed" };
 
 const state = {
   api: null,
@@ -27,6 +33,9 @@ const state = {
   lastPushed: 0, // the last frame the stream gave the chart
   stream: null, // AbortController of the event stream
   fleetTimer: null,
+  serves: "system", // what the server serves: "system" (spk serve) or "fleet" (spk fleet --serve)
+  fleetWatch: null, // timeout of the next fleet poll, when the server serves a fleet
+  fleetFailed: false, // the failed run's error was shown
   busy: new Set(), // partitions with a mutation in flight
 };
 
@@ -71,6 +80,8 @@ async function signIn(token, { fromStorage = false } = {}) {
   sessionStorage.setItem(TOKEN_KEY, token);
   state.api = api;
   state.who = who.name ?? null;
+  state.serves = who.serves === "fleet" ? "fleet" : "system";
+  document.body.dataset.serves = state.serves;
   setRole(who.role ?? null);
   $("login").hidden = true;
   $("console").hidden = false;
@@ -92,6 +103,11 @@ function signOut(message = "") {
   state.frame = 0;
   state.colors.clear();
   $("fleet").hidden = true;
+  state.serves = "system";
+  state.fleetFailed = false;
+  delete document.body.dataset.serves;
+  $("sys-name-label").textContent = "System";
+  $("sys-frame-label").textContent = "Major frame";
   $("token").value = "";
   showLogin(message);
 }
@@ -120,6 +136,10 @@ function setLive(kind, text) {
 
 async function start() {
   const api = state.api;
+  if (state.serves === "fleet") {
+    startFleetOnly();
+    return;
+  }
   try {
     const [system, parts] = await Promise.all([api.get("system"), api.get("partitions")]);
     if (api !== state.api) return;
@@ -147,6 +167,8 @@ function stopLive() {
   state.stream = null;
   if (state.fleetTimer) clearInterval(state.fleetTimer);
   state.fleetTimer = null;
+  if (state.fleetWatch) clearTimeout(state.fleetWatch);
+  state.fleetWatch = null;
 }
 
 async function startLive() {
@@ -625,6 +647,52 @@ async function refreshFleet() {
     return true; // a passing failure: try again at the next tick
   } finally {
     fleetInFlight = false;
+  }
+}
+
+// -- a served fleet (spk fleet --serve): the fleet view is the page ----------------------
+
+function startFleetOnly() {
+  $("sys-name-label").textContent = "Fleet";
+  $("sys-frame-label").textContent = "Rounds done";
+  setLive("wait", "connecting…");
+  watchFleet(state.api);
+}
+
+async function watchFleet(api) {
+  state.fleetWatch = null;
+  if (api !== state.api) return;
+  let fleet;
+  try {
+    fleet = await api.get("fleet");
+  } catch (err) {
+    if (handleAuth(err) || api !== state.api) return;
+    setLive("wait", "reconnecting…");
+    state.fleetWatch = setTimeout(() => watchFleet(api), FLEET_POLL_MS);
+    return;
+  }
+  if (api !== state.api) return;
+  renderFleet(fleet);
+  applyFleetHeader(fleet);
+  const going = fleet.state === "starting" || fleet.state === "running";
+  state.fleetWatch = setTimeout(() => watchFleet(api), going ? FLEET_WATCH_MS : FLEET_ENDED_MS);
+}
+
+/** The header for a fleet: its name, virtual time, rounds done of the rounds asked for, pace and state. */
+function applyFleetHeader(fleet) {
+  $("sys-name").textContent = fleet.name ?? "–";
+  document.title = fleet.name ? `${fleet.name} · SPK console` : "SPK console";
+  $("sys-now").textContent = `${ticks.format(fleet.time ?? 0)} ticks`;
+  const done = fleet.round === null || fleet.round === undefined ? 0 : fleet.round + 1;
+  $("sys-frame").textContent = fleet.rounds ? `${ticks.format(done)} of ${ticks.format(fleet.rounds)}` : ticks.format(done);
+  const pace = Number(fleet.pace);
+  $("sys-pace").textContent = !fleet.pace ? "unpaced" : `${Number.isInteger(pace) ? pace : pace.toFixed(1)} rounds/s`;
+  $("sys-state").textContent = FLEET_STATES[fleet.state] ?? "running";
+  if (fleet.state === "starting" || fleet.state === "running" || fleet.state === undefined) setLive("on", "live");
+  else setLive("off", FLEET_STATES[fleet.state]);
+  if (fleet.state === "failed" && !state.fleetFailed) {
+    state.fleetFailed = true;
+    toast("error", "The fleet run failed", fleet.error ?? "");
   }
 }
 

@@ -35,10 +35,16 @@ export function renderFleet(fleet) {
   $("fleet-events").hidden = !events.length;
   $("fleet-events-list").replaceChildren(...events.map((e) => {
     if (typeof e !== "object" || e === null) return el("li", {}, String(e));
-    const rest = Object.entries(e).filter(([k]) => !["event", "host", "round", "time"].includes(k))
-      .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+    const rest = Object.entries(e).filter(([k]) => !HIDDEN.has(k))
+      .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : typeof v === "number" ? fmt(v) : v}`).join(" ");
+    const what = [e.event ?? "", e.partition ?? "", e.target ? `→ ${e.target}` : ""].filter(Boolean).join(" ");
     return el("li", {},
       el("span", { class: "t" }, e.round !== undefined ? `round ${e.round}` : e.time !== undefined ? ticks.format(e.time) : ""),
-      " ", el("b", {}, e.host ?? ""), ` ${e.event ?? ""} ${rest}`);
+      " ", el("b", {}, e.host ?? ""), ` ${what}`, rest ? el("span", { class: "t" }, ` ${rest}`) : null);
   }));
 }
+
+/** Event fields shown otherwise (the round, the host, what happened to which partition, where to) or not at all
+ * (the phase of the round it happened in, the engine's details of a copy). */
+const HIDDEN = new Set(["event", "host", "round", "time", "partition", "target", "phase", "round_frames",
+  "full_copy_ticks", "frames_sent", "final_bytes"]);
