@@ -12,7 +12,7 @@ Xen's live migration (Clark et al., NSDI 2005) on the SPK's mechanisms
    (queued messages too) and measurements. The destination rebuilds it
    (page tables relocated by ring 0) and runs it in its next window.
 
-Payloads are ``bytes`` (the explicit ``spk-migration/1`` form, never
+Payloads are ``bytes`` (the explicit ``spk-migration/2`` form, never
 pickled), so :class:`MigrationSource` and :class:`MigrationSink` can sit in
 two processes (Ray actors) with the bytes shipped between them. With a
 ``key`` each payload carries an HMAC-SHA256 over it and its place in the
@@ -63,7 +63,7 @@ def _label(seq: int | None) -> bytes:
     replayed, dropped or reordered, or a checkpoint given as a migration
     payload (or the other way), does not authenticate.
     """
-    return b"spk-checkpoint/1\0" if seq is None else b"spk-migration/1 payload %d\0" % seq
+    return b"spk-checkpoint/1\0" if seq is None else b"spk-migration/2 payload %d\0" % seq
 
 
 def _seal(data: bytes, key: bytes | None, seq: int | None) -> bytes:

@@ -73,6 +73,22 @@ _SYSTEM_REGS = (
     _x86.UC_X86_REG_LDTR, _x86.UC_X86_REG_TR, _x86.UC_X86_REG_DR7,
 )  # fmt: skip
 _MSR_EFER = 0xC000_0080
+#: The guest-visible CPU state a partition carries between hosts (spk-migration/2), by name,
+#: with its width in bytes: what a guest at CPL 2 or 3 can read or set. Order matters on a
+#: write: a selector load may reset its base, so the bases come after the selectors, and
+#: FPSW (which holds the x87 stack top) before FP0-7, so they land where they were read.
+GUEST_REGISTERS: tuple[tuple[str, int], ...] = (
+    *((name, 8) for name in ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+                              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")),
+    ("rip", 8), ("rflags", 8),
+    ("cs", 2), ("ss", 2), ("ds", 2), ("es", 2), ("fs", 2), ("gs", 2),
+    ("fs_base", 8), ("gs_base", 8),
+    ("fpcw", 2), ("fpsw", 2), ("fptag", 2), ("fop", 2), ("fip", 8), ("fcs", 2), ("fdp", 8), ("fds", 2),
+    *((f"fp{i}", 10) for i in range(8)),
+    ("mxcsr", 4),
+    *((f"xmm{i}", 16) for i in range(16)),
+)  # fmt: skip
+_GUEST_REG_IDS = {name: getattr(_x86, f"UC_X86_REG_{name.upper()}") for name, _width in GUEST_REGISTERS}
 _GPR_NAMES = (
     "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
@@ -733,6 +749,53 @@ class Engine:
                 uc.reg_write(reg, value)
             uc.msr_write(_MSR_EFER, efer)
             self.write("rflags", (self.read("rflags") & rflags_mask) | rflags_fixed)
+            self.save(ctx)
+        finally:
+            self.restore(scratch)
+
+    def guest_state_read(self, ctx: Context) -> dict[str, int]:
+        """The guest-visible registers of a saved context (:data:`GUEST_REGISTERS`), by name.
+
+        Why by name: the saved context is the engine's own structure, with
+        host pointers and bytes no guest can see; what leaves the host is only
+        what the guest could observe. Wide registers (x87 80-bit, XMM) come as
+        little-endian integers of their width. Between two runs only (the
+        live state is put back). Errors: EngineError (the engine refused a read).
+        """
+        scratch = self._debug_scratch()
+        self.save(scratch)
+        self.restore(ctx)
+        buffer = ctypes.create_string_buffer(16)
+        values: dict[str, int] = {}
+        try:
+            for name, width in GUEST_REGISTERS:
+                ctypes.memset(buffer, 0, 16)
+                _check(_LIB.uc_reg_read(self.handle, _GUEST_REG_IDS[name], buffer), name)
+                values[name] = int.from_bytes(buffer.raw[:width], "little")
+        finally:
+            self.restore(scratch)
+        return values
+
+    def guest_state_write(self, ctx: Context, template: Context, values: dict[str, int]) -> None:
+        """Make ``ctx`` ``template`` with the named guest registers of ``values`` written over it.
+
+        Why: a vCPU that comes from elsewhere starts as ring 0's own (system
+        registers, hidden segment state, exception state: the template's) and
+        only the registers a guest can see are taken, in :data:`GUEST_REGISTERS`
+        order. The caller validates the values (this only writes them); names
+        not in ``values`` keep the template's. Between two runs only. Errors:
+        EngineError (the engine refused a write).
+        """
+        scratch = self._debug_scratch()
+        self.save(scratch)
+        self.restore(template)
+        buffer = ctypes.create_string_buffer(16)
+        try:
+            for name, width in GUEST_REGISTERS:
+                if name in values:
+                    ctypes.memset(buffer, 0, 16)
+                    ctypes.memmove(buffer, values[name].to_bytes(width, "little"), width)
+                    _check(_LIB.uc_reg_write(self.handle, _GUEST_REG_IDS[name], buffer), name)
             self.save(ctx)
         finally:
             self.restore(scratch)

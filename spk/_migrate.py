@@ -24,20 +24,26 @@ Ring 0's part of live migration (ring 1 runs the protocol:
   ring 0 owns the tables, so it can. What isolation rests on is checked,
   never assumed: every table reached is one of the partition's PAGE_TABLE
   frames, every leaf maps one of its DATA frames, no large pages, the map
-  counts are recounted from the tables; the vCPU comes back at CPL 2 or 3
-  with the segment, privilege and system registers (CR0, CR4, EFER, GDTR,
-  IDTR, LDTR, TR, DR7) of ring 0's own templates, RFLAGS masked as IRET
-  masks it, and CR3 must be one of its spaces. Anything else is a :class:`MigrationError` and
-  nothing on the machine has changed.
+  counts are recounted from the tables; the vCPU is built from ring 0's own
+  template for its CPL 2 or 3 (segment state, CR0, CR4, EFER, GDTR, IDTR,
+  LDTR, TR, DR7, exception state: ring 0's) and only the guest-visible
+  registers of the payload are written over it, each checked (CS and SS
+  must be the template's, data selectors ones that CPL can load, RIP and the
+  FS/GS bases canonical, RFLAGS masked as IRET masks it, MXCSR without
+  reserved bits); CR3 must be one of its spaces. Anything else is a
+  :class:`MigrationError` and nothing on the machine has changed.
 
-The wire form (:class:`PartitionExport`, ``spk-migration/1``) is explicit,
+The wire form (:class:`PartitionExport`, ``spk-migration/2``) is explicit,
 never pickled: a magic, a kind byte, a zlib-compressed JSON header of typed
 fields (checked field by field on import), then the frames as raw 4 KiB
-pages named by guest frame number. The rest of the vCPU state (the engine's
-saved CPU state less what ring 0 imposes: registers, flags, x87/SSE) is
-taken as sent, so the two hosts must run the same spk and engine build (the
-header's ``engine`` fingerprint is compared). Ring 1 may authenticate the
-bytes between the hosts of a fleet (:mod:`spgs.migration` adds an HMAC).
+pages named by guest frame number. The vCPU travels by name
+(``state.cpu``: the general registers, RIP, RFLAGS, selectors, FS/GS bases,
+x87 control/status/tag/pointers and FP0-7, MXCSR, XMM0-15; see
+:data:`spk._engine.GUEST_REGISTERS`), never as the engine's saved structure,
+which holds host pointers: the same partition state gives the same bytes on
+any host. ``spk-migration/1`` payloads (which carried that structure) are
+refused with rule ``format``. Ring 1 may authenticate the bytes between the
+hosts of a fleet (:mod:`spgs.migration` adds an HMAC).
 
 Time: the partition's clock is the host's (TIME_NOW, absolute timer
 deadlines), so the hosts of a fleet keep virtual time in lockstep; an import
@@ -59,19 +65,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from spk._channels import Channel, ChannelKind, Direction, Port
+from spk._engine import GUEST_REGISTERS
 from spk._frames import FrameType, GuestFrames, guest_frame
 from spk._image import LoadImage, Segment
 from spk._measure import LOG_MAX, MeasurementEvent, Measurements, canonical
 from spk._paging import KERNEL_SLOT, PTE_ADDR, PTE_P, PTE_W, SPK_SLOT, AddressSpace, KernelHalf
 from spk._partition import Counters, KernelFault, Module, Partition, State
-from spk.abi import PAGE_SHIFT, PAGE_SIZE, RFLAGS_FIXED, RFLAGS_USER_MASK, EntryKind, Register
+from spk.abi import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    RFLAGS_FIXED,
+    RFLAGS_USER_MASK,
+    SEL_GUEST_DATA,
+    SEL_USER_DATA,
+    EntryKind,
+    Register,
+)
 from spk.errors import MigrationError, OutOfMemory
 
 if TYPE_CHECKING:
     from spk._machine import Machine
 
-FORMAT = "spk-migration/1"
-MAGIC = b"SPKMIG\x00\x01"
+FORMAT = "spk-migration/2"
+MAGIC = b"SPKMIG\x00\x02"
+#: Earlier wire forms, refused by name: /1 carried the engine's raw saved CPU structure.
+_OLD_MAGICS = {b"SPKMIG\x00\x01": "spk-migration/1"}
 KIND_PAGES, KIND_STATE = 0, 1
 #: The largest header a payload may carry once decompressed (a zip bomb stops here).
 HEADER_MAX = 1 << 24
@@ -220,6 +238,10 @@ class PartitionExport:
     def from_bytes(cls, data: bytes) -> PartitionExport:
         """Parse a payload. Errors: MigrationError (``format``, ``malformed``)."""
         view = memoryview(data)
+        old = _OLD_MAGICS.get(bytes(view[: len(MAGIC)]))
+        if old is not None:
+            raise MigrationError(f"an {old} payload: this host speaks {FORMAT} only (the vCPU travels "
+                                 "by named registers since /2); upgrade the source host", "format")  # fmt: skip
         if bytes(view[: len(MAGIC)]) != MAGIC:
             raise MigrationError(f"not an {FORMAT} payload (bad magic)", "format")
         offset = len(MAGIC)
@@ -263,16 +285,6 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def engine_fingerprint(machine: Machine) -> str:
-    """What must be equal on both hosts for a saved CPU state to mean the same thing."""
-    ctx = machine.engine.new_context()
-    try:
-        text = f"{ctx.size}:{machine.engine.layout}"
-    finally:
-        ctx.free()
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 # ---------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------
@@ -295,11 +307,9 @@ def export_state(machine: Machine, pid: int) -> dict[str, Any]:
 
     frames = machine.frames
     ctx = p.context
-    head = ctx.layout.gpr0 * 8  # the uc_context header (sizes, host pointers): never sent
     fault = p.fault
     image = p.image
     return {
-        "engine": engine_fingerprint(machine),
         "name": p.name,
         "pid": pid,
         "now": machine.now,
@@ -309,7 +319,8 @@ def export_state(machine: Machine, pid: int) -> dict[str, Any]:
         "kernel": {"pdpt": g(p.kernel.pdpt), "tables": [g(t) for t in p.kernel.tables],
                    "generation": p.kernel.generation},
         "spaces": [[h, g(s.pml4), [g(t) for t in s.tables]] for h, s in p.spaces.items()],
-        "context": _b64(ctypes.string_at(ctx.handle + head, ctx.size - head)),
+        # The guest-visible registers by name, never the engine's saved structure (host pointers).
+        "cpu": machine.engine.guest_state_read(ctx),
         "cr3": g(ctx.cr3 >> PAGE_SHIFT),
         "cpl": ctx.cpl,
         "state": p.state.value,
@@ -466,8 +477,6 @@ def import_partition(
     if machine.running:
         raise MigrationError("a partition arrives between runs only", "state")
     r = _Reader(export.state)
-    if r.text("engine") != engine_fingerprint(machine):
-        raise MigrationError("the payload's saved CPU state is another engine build's", "engine")
     name = r.text("name")
     if name != export.partition or not name or len(name.encode()) >= 32:
         raise MigrationError(f"payload names partition {export.partition!r} and {name!r}")
@@ -500,7 +509,8 @@ def _build(
     origin = r.integer("origin_frames", 1, 1 << 40)
     types: dict[int, FrameType] = {}
     for item in r.items("frames"):
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int) and item[1] in _TYPES):
+        if not (isinstance(item, list) and len(item) == 2 and _u64(item[0])
+                and isinstance(item[1], str) and item[1] in _TYPES):  # fmt: skip
             raise MigrationError("payload state.frames: each item is [frame, pool|data|page_table]", "frames")
         if not 0 <= item[0] < origin or item[0] in types:
             raise MigrationError(f"payload state.frames: frame {item[0]!r} repeated or beyond its RAM", "frames")
@@ -552,7 +562,7 @@ def _load_frames(machine: Machine, gf: GuestFrames, types: dict[int, FrameType],
 
 
 def _frame(gf: GuestFrames, gfn: Any, what: str, types: Mapping[int, FrameType], want: FrameType) -> int:
-    if not isinstance(gfn, int) or types.get(gfn) is not want:
+    if not _u64(gfn) or types.get(gfn) is not want:
         raise MigrationError(f"payload {what}: frame {gfn!r} is not a {want.value} frame of the partition",
                              "page_table")  # fmt: skip
     return gf.to_machine[gfn]
@@ -598,45 +608,89 @@ def _partition(machine: Machine, r: _Reader, gf: GuestFrames, pid: int) -> Parti
     return p
 
 
+def _canonical(value: int) -> bool:
+    """A 48-bit canonical address (bits 63..47 all equal)."""
+    return value < 1 << 47 or value >= 0xFFFF_8000_0000_0000
+
+
+#: Data selectors a guest at each CPL can load (null, ring 0's DPL 2 and DPL 3 data
+#: descriptors at an RPL the CPL may use): anything else no guest could hold.
+_DATA_SELECTORS = {
+    2: frozenset({0, 1, 2, 3} | {SEL_GUEST_DATA & ~3 | rpl for rpl in (0, 1, 2)}
+                 | {SEL_USER_DATA & ~3 | rpl for rpl in (0, 1, 2, 3)}),
+    3: frozenset({0, 1, 2, 3} | {SEL_USER_DATA & ~3 | rpl for rpl in (0, 1, 2, 3)}),
+}  # fmt: skip
+#: The widest value each named register may carry (mxcsr: reserved bits would #GP on ldmxcsr).
+_REGISTER_MAX = {name: (1 << (8 * width)) - 1 for name, width in GUEST_REGISTERS} | {"mxcsr": 0xFFFF, "fop": 0x7FF}
+
+
+def _cpu_values(machine: Machine, r: _Reader, cpl: int, template: Any) -> dict[str, int]:
+    """The named guest registers of ``state.cpu``, checked one by one."""
+    cpu = r.obj("cpu")
+    names = {name for name, _width in GUEST_REGISTERS}
+    unknown = sorted(str(k) for k in cpu.data if k not in names)
+    if unknown:
+        raise MigrationError(f"payload state.cpu: unknown registers {', '.join(unknown)[:200]}", "context")
+    values: dict[str, int] = {}
+    for name, _width in GUEST_REGISTERS:
+        value, top = cpu.data.get(name), _REGISTER_MAX[name]
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= top):
+            raise MigrationError(f"payload state.cpu.{name}: must be an integer in 0..{top:#x}", "context")
+        values[name] = value
+    own = machine.engine.guest_state_read(template)
+    for name in ("cs", "ss"):
+        if values[name] != own[name]:
+            raise MigrationError(f"payload state.cpu.{name}: {values[name]:#x} is not ring 0's selector for "
+                                 f"CPL {cpl} ({own[name]:#x})", "context")  # fmt: skip
+    for name in ("ds", "es", "fs", "gs"):
+        if values[name] not in _DATA_SELECTORS[cpl]:
+            raise MigrationError(f"payload state.cpu.{name}: {values[name]:#x} is not a data selector CPL {cpl} "
+                                 "can load", "context")  # fmt: skip
+    for name in ("rip", "fs_base", "gs_base"):
+        if not _canonical(values[name]):
+            raise MigrationError(f"payload state.cpu.{name}: {values[name]:#x} is not a canonical address",
+                                 "context")  # fmt: skip
+    # RFLAGS as IRET would let the guest have it: no IOPL, TF, VM...; IF fixed by the CPL.
+    values["rflags"] = (values["rflags"] & RFLAGS_USER_MASK) | (RFLAGS_FIXED if cpl == 3 else _KERNEL_RFLAGS)
+    return values
+
+
 def _context(
     machine: Machine, r: _Reader, gf: GuestFrames, types: Mapping[int, FrameType], spaces: dict[int, AddressSpace]
 ) -> Any:
-    blob = r.blob("context")
+    """The vCPU: ring 0's own template for its CPL with the payload's named guest registers written over it."""
     cpl = r.integer("cpl", 2, 3)
     cr3 = _frame(gf, r.get("cr3"), "cr3", types, FrameType.PAGE_TABLE)
     if cr3 not in {s.pml4 for s in spaces.values()}:
         raise MigrationError("payload state.cr3: not one of the partition's spaces", "context")
-    context = machine.engine.new_context()
-    head = context.layout.gpr0 * 8
-    if len(blob) != context.size - head:
-        context.free()
-        raise MigrationError(f"payload state.context: {len(blob)} bytes, this engine saves {context.size - head}",
-                             "context")  # fmt: skip
-    ctypes.memmove(context.handle + head, blob, len(blob))
-    rip = context.rip
     templates = machine._templates
     template = templates.cpl2 if cpl == 2 else templates.cpl3
-    words, source, base = context.words, template.words, context.layout.gpr0
-    for i in context.layout.privilege_words:
-        words[base + i] = source[base + i]  # segments, hflags: ring 0's own, never the payload's
-    context.rip = rip
+    values = _cpu_values(machine, r, cpl, template)
+    context = machine.engine.new_context()
+    try:
+        # CS and SS are the template's already (checked above): its hidden segment state stays whole.
+        machine.engine.guest_state_write(context, template, {k: v for k, v in values.items() if k not in ("cs", "ss")})
+    except Exception:
+        context.free()
+        raise
     context.cr3 = cr3 << PAGE_SHIFT
-    fixed = RFLAGS_FIXED if cpl == 3 else _KERNEL_RFLAGS
-    machine.engine.impose_system_state(context, template, RFLAGS_USER_MASK, fixed)
     return context
 
 
 def _fill(p: Partition, r: _Reader, gf: GuestFrames) -> None:
     """Every plain field of the partition, checked."""
+    # Types first, then the lookups: a list or object where a string or number belongs is refused
+    # by name, never met by a hash or an enum lookup (TypeError: unhashable).
+    entries = r.items("entries")
+    if not all(isinstance(e, list) and len(e) == 2 and _u64(e[0]) and _u64(e[1]) for e in entries):
+        raise MigrationError("payload state.entries: each item is [kind, 64-bit unsigned address]", "state")
     try:
         p.state = State(r.text("state"))
         paused = r.text("paused_from", optional=True)
         p.paused_from = State(paused) if paused is not None else None
-        p.entries = {EntryKind(k): v for k, v in (tuple(e) for e in r.items("entries"))}
-    except (ValueError, TypeError):
+        p.entries = {EntryKind(k): v for k, v in entries}
+    except ValueError:
         raise MigrationError("payload state: a state or entry kind is unknown", "state") from None
-    if any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _U64 for v in p.entries.values()):
-        raise MigrationError("payload state.entries: addresses are 64-bit unsigned integers", "state")
     if (p.state is State.PAUSED) != (p.paused_from is not None) or p.paused_from not in (None, *_RUNNABLE):
         raise MigrationError("payload state.paused_from: set exactly when paused, to ready or blocked", "state")
     p.current_space = r.integer("current_space")
@@ -696,7 +750,8 @@ def _fill(p: Partition, r: _Reader, gf: GuestFrames) -> None:
         ir = _Reader(image if isinstance(image, dict) else {}, "state.image")
         segments = []
         for s in ir.items("segments"):
-            if not (isinstance(s, list) and len(s) == 4 and all(isinstance(v, int) for v in s)):
+            if not (isinstance(s, list) and len(s) == 4 and _u64(s[0]) and _u64(s[1])
+                    and all(isinstance(v, int) for v in s[2:])):  # fmt: skip
                 raise ir.fail("segments", "[vaddr, memsz, writable, executable] each")
             segments.append(Segment(s[0], b"", s[1], bool(s[2]), bool(s[3])))
         p.image = LoadImage(tuple(segments), ir.integer("entry"), b"")

@@ -394,3 +394,27 @@ def test_a_migrated_partition_restarts_cold_on_its_new_host(tmp_path: Path) -> N
     assert lines[0] == "refkernel: booting 3 apps" and lines[-1] == "refkernel: all apps done"
     assert "refkernel: app 1 exited (0)" in lines and dest.machine.info(done.pid).state == "exited"
     dest.machine.check_invariants()
+
+
+def test_the_same_partition_state_exports_to_the_same_bytes_on_two_machines(tmp_path: Path) -> None:
+    """Found by the fleet tests: spk-migration/1 sent the engine's saved structure (host pointers),
+    so identical runs gave payloads a byte or two apart once compressed. The vCPU now travels by
+    named registers: two separately built machines (another one alive between them, so the host
+    heap differs) export byte-identical payloads, and an import of one exports the same state again."""
+    first = Host(tmp_path, "first", boot=True, seed=3, key=1)
+    first.run_to(2 * first.system.major_frame)
+    spacer = Machine(4 << 20)  # moves every later host allocation
+    second = Host(tmp_path, "second", boot=True, seed=3, key=1)
+    second.run_to(2 * second.system.major_frame)
+    a = first.machine.export_partition(first.system.pids["mover"])
+    b = second.machine.export_partition(second.system.pids["mover"])
+    assert a.to_bytes() == b.to_bytes()
+    state = a.state or {}
+    assert "context" not in state and state["cpu"]["rip"] != 0
+    assert set(state["cpu"]) >= {"rax", "r15", "rip", "rflags", "fs_base", "mxcsr", "fpsw", "fp7", "xmm15"}
+    # Import there and back: the registers are what was sent, whatever the template held.
+    dest = Host(tmp_path, "dest", boot=False, seed=11, memory="24MiB", key=2)
+    dest.run_to(2 * first.system.major_frame)
+    new = dest.machine.import_partition(a, pid=dest.system.pids["mover"])
+    assert (dest.machine.export_partition(new).state or {})["cpu"] == state["cpu"]
+    del spacer

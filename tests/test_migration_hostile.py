@@ -138,6 +138,11 @@ class Dest:
         )
         rflags = m.engine.context_read(p.context, ["rflags"])[0]
         assert rflags & 0x3100 == 0, "IOPL or TF"
+        data_selectors = {0, 0x30, 0x31, 0x32, 0x33} | ({0x20, 0x21, 0x22} if p.context.cpl == 2 else set())
+        ds, es, fs, gs, fs_base, gs_base = m.engine.context_read(p.context, ["ds", "es", "fs", "gs", "fs_base",
+                                                                            "gs_base"])  # fmt: skip
+        assert {ds, es, fs, gs} <= data_selectors | {1, 2, 3}
+        assert all(b < 1 << 47 or b >= 0xFFFF_8000_0000_0000 for b in (fs_base, gs_base))
         m.check_invariants()
         assert self.bytes_of(self.victim) == self.victim_bytes
 
@@ -268,23 +273,23 @@ def test_duplicated_frames_and_pages_are_refused(dest: Dest) -> None:
 def test_huge_counts_and_lengths_cost_nothing() -> None:
     """A preamble declaring 2^32-1 pages, a header declaring 4 GiB: refused before any allocation."""
     for kind, header_len, count in ((1, 10, (1 << 32) - 1), (1, (1 << 32) - 1, 0), (7, 0, 0)):
-        payload = b"SPKMIG\x00\x01" + struct.pack("<BII", kind, header_len, count) + b"\x00" * 64
+        payload = b"SPKMIG\x00\x02" + struct.pack("<BII", kind, header_len, count) + b"\x00" * 64
         with pytest.raises(MigrationError):
             PartitionExport.from_bytes(payload)
     bomb = zlib.compress(b" " * (1 << 25))  # 32 MiB of spaces: stops at 16 MiB
     with pytest.raises(MigrationError, match="larger"):
-        PartitionExport.from_bytes(b"SPKMIG\x00\x01" + struct.pack("<BII", 0, len(bomb), 0) + bomb)
+        PartitionExport.from_bytes(b"SPKMIG\x00\x02" + struct.pack("<BII", 0, len(bomb), 0) + bomb)
 
 
 def test_deeply_nested_json_is_a_migration_error() -> None:
     """Found in review: json.loads raised RecursionError (a host exception, not MigrationError)."""
     header = zlib.compress(b"[" * 200_000)
-    payload = b"SPKMIG\x00\x01" + struct.pack("<BII", 0, len(header), 0) + header
+    payload = b"SPKMIG\x00\x02" + struct.pack("<BII", 0, len(header), 0) + header
     with pytest.raises(MigrationError, match="unreadable"):
         PartitionExport.from_bytes(payload)
-    nan = zlib.compress(b'{"format": "spk-migration/1", "partition": "x", "state": NaN}')
+    nan = zlib.compress(b'{"format": "spk-migration/2", "partition": "x", "state": NaN}')
     with pytest.raises(MigrationError):
-        PartitionExport.from_bytes(b"SPKMIG\x00\x01" + struct.pack("<BII", 0, len(nan), 0) + nan)
+        PartitionExport.from_bytes(b"SPKMIG\x00\x02" + struct.pack("<BII", 0, len(nan), 0) + nan)
 
 
 def test_a_quota_of_2_to_the_40_frames_is_refused(dest: Dest) -> None:
@@ -481,6 +486,76 @@ def test_the_mac_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
         MigrationSink(Machine(4 << 20), key=b"k").accept(b"short")
 
 
+def test_a_list_where_a_frame_type_belongs_is_a_migration_error(dest: Dest) -> None:
+    """Found by the campaign: ``item[1] in _TYPES`` with item[1] a list raised TypeError (unhashable)."""
+
+    def listed(s: dict[str, Any]) -> None:
+        s["frames"][0][1] = [[0, "data"]]
+
+    dest.refused(lambda: dest.machine.import_partition(_with(listed)), "frames")
+    for field, value in (("entries", [[[0], 1]]), ("entries", [{"a": 1}]), ("open_ports", [[0, 0, 0]]),
+                         ("state", []), ("paused_from", {}), ("cpu", [])):  # fmt: skip
+        dest.refused(lambda f=field, v=value: dest.machine.import_partition(_with(lambda s: s.__setitem__(f, v))))
+    for path in (("kernel", "pdpt"), ("spaces", 0, 1), ("cr3",)):
+        dest.refused(lambda p=path: dest.machine.import_partition(_with(lambda s: _set(s, p, [1]))))
+        dest.refused(lambda p=path: dest.machine.import_partition(_with(lambda s: _set(s, p, True))))
+
+
+def test_a_version_1_payload_is_refused_by_name() -> None:
+    """/1 carried the engine's raw saved CPU structure: it is refused with its own message."""
+    old = b"SPKMIG\x00\x01" + GOOD_BYTES[8:]
+    with pytest.raises(MigrationError, match="spk-migration/1 payload") as info:
+        PartitionExport.from_bytes(old)
+    assert info.value.rule == "format"
+
+
+@pytest.mark.parametrize(
+    ("register", "value"),
+    [
+        ("cs", 0x08), ("cs", 0x1B), ("ss", 0x10), ("ss", 0x23), ("ds", 0x08), ("es", 0x10), ("fs", 0x18),
+        ("gs", 0x2B), ("fs_base", 1 << 47), ("gs_base", 0x8000_0000_0000_0000), ("rip", 0x0000_8000_0000_0000),
+        ("mxcsr", 0x10000), ("fop", 0x800), ("fp0", 1 << 80), ("xmm0", 1 << 128), ("rax", 1 << 64), ("rbx", -1),
+        ("rcx", "0"), ("rdx", True), ("rsi", None),
+    ],
+)  # fmt: skip
+def test_forged_cpu_registers_are_refused(dest: Dest, register: str, value: object) -> None:
+    """The vCPU is named registers, each checked: privilege selectors, non-canonical bases, wide values."""
+    forged = _with(lambda s: s["cpu"].__setitem__(register, value))
+    dest.refused(lambda: dest.machine.import_partition(forged), "context")
+
+
+def test_a_missing_or_unknown_register_is_refused(dest: Dest) -> None:
+    dest.refused(lambda: dest.machine.import_partition(_with(lambda s: s["cpu"].pop("rip"))), "context")
+    dest.refused(lambda: dest.machine.import_partition(_with(lambda s: s["cpu"].__setitem__("cr0", 0))), "context")
+    dest.refused(lambda: dest.machine.import_partition(_with(lambda s: s["cpu"].__setitem__("efer", 0))), "context")
+
+
+def test_rflags_are_masked_as_iret_masks_them(dest: Dest) -> None:
+    """IOPL 3, TF, NT, VM, IF at CPL 2: the partition arrives without them (boxed by construction)."""
+    pid = dest.machine.import_partition(_with(lambda s: s["cpu"].__setitem__("rflags", (1 << 64) - 1)))
+    dest.boxed(pid)
+    rflags = dest.machine.engine.context_read(dest.machine.partitions[pid].context, ["rflags"])[0]
+    assert rflags & (0x3000 | 0x100 | 0x4000 | 0x20000) == 0
+
+
+def test_selectors_and_bases_a_guest_can_set_travel(dest: Dest) -> None:
+    """What a guest may hold (a null or its own data selector, a canonical FS base) arrives as sent."""
+    cpl = (GOOD.state or {})["cpl"]
+    selector = 0x22 if cpl == 2 else 0x33
+
+    def change(s: dict[str, Any]) -> None:
+        s["cpu"].update(ds=0, es=selector, fs=selector, fs_base=0xFFFF_8000_0000_1000, gs_base=0x7FFF_FFFF_F000,
+                        xmm7=(1 << 128) - 1, mxcsr=0x1F80 | 0x40)  # fmt: skip
+
+    pid = dest.machine.import_partition(_with(change))
+    dest.boxed(pid)
+    got = dest.machine.engine.context_read(dest.machine.partitions[pid].context,
+                                           ["ds", "es", "fs", "fs_base", "gs_base"])  # fmt: skip
+    assert got == [0, selector, selector, 0xFFFF_8000_0000_1000, 0x7FFF_FFFF_F000]
+    again = dest.machine.export_partition(pid).state or {}
+    assert again["cpu"]["xmm7"] == (1 << 128) - 1 and again["cpu"]["mxcsr"] == 0x1FC0
+
+
 # --- the campaign -------------------------------------------------------------------------------
 INTERESTING = [0, 1, -1, 2, 3, 255, 1 << 31, (1 << 32) - 1, 1 << 40, (1 << 64) - 1, 1 << 64, 1 << 70,
                "", "ready", "page_table", "AAAA", None, True, False, [], {}, [0, 0, 0], [[0, "data"]]]  # fmt: skip
@@ -497,7 +572,7 @@ def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-STATE_PATHS = [p for p in _paths(GOOD.state) if p and p != ("context",)]
+STATE_PATHS = [p for p in _paths(GOOD.state) if p]
 TABLES = sorted(g for g, kind in (GOOD.state or {})["frames"] if kind == "page_table" and g in GOOD.pages)
 GFNS = sorted(g for g, _kind in (GOOD.state or {})["frames"])
 
@@ -521,7 +596,12 @@ mutation = st.one_of(
         st.sampled_from([*GFNS, 0, 5, 1 << 30]),
         st.sampled_from([0, P, P | W, P | W | 4, P | 0x80, P | W | (1 << 63)]),
     ),
-    st.tuples(st.just("context"), st.integers(0, 700), st.sampled_from([0, (1 << 64) - 1, 1 << 20, 3, 0x3000])),
+    st.tuples(
+        st.just("cpu"),
+        st.sampled_from(sorted((GOOD.state or {})["cpu"])),
+        st.sampled_from([0, (1 << 64) - 1, 1 << 20, 3, 0x3000, 0x08, 0x10, 0x1B, 0x2B, 0x33, 1 << 47,
+                         0xFFFF_8000_0000_0000, (1 << 80) - 1, 1 << 128, 0x10000, -1]),
+    ),
 )
 
 
@@ -541,12 +621,7 @@ def _mutate(kind: tuple[Any, ...]) -> bytes:
         entries[kind[2]] = kind[3] << PAGE_SHIFT | kind[4]
         pages[kind[1]] = _page(entries)
     else:
-        import base64
-
-        blob = bytearray(base64.b64decode(state["context"]))
-        word = kind[1] % (len(blob) // 8)
-        blob[word * 8 : word * 8 + 8] = struct.pack("<Q", kind[2])
-        state["context"] = base64.b64encode(bytes(blob)).decode()
+        state["cpu"][kind[1]] = kind[2]
     return PartitionExport(GOOD.partition, state, pages).to_bytes()
 
 
