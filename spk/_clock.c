@@ -22,6 +22,12 @@
  *
  * Fast mode ("time = fast"): no block hook at all; a watchdog thread stops
  * the engine when a host-clock deadline passes (non-deterministic).
+ *
+ * The trap hooks live here too, since they settle the clock first: the app
+ * system call bounce (int 0x80 and syscall at CPL 3 into the guest kernel)
+ * is done in C when ring 0 armed it, with no Python at all; everything else
+ * goes to ring 0 through one ctypes callback. The page walk the bounce uses
+ * is exported for ring 0's copies (spk_walk).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -32,6 +38,10 @@ typedef int (*emu_stop_fn)(void *uc);
 typedef void (*raise_fn)(void *env, int intno, int error_code, uintptr_t retaddr);
 typedef int (*port_fn)(uint32_t port, uint32_t is_write, uint64_t rip);
 typedef void (*intr_fn)(uint32_t intno);
+typedef void (*syscall_fn)(uint64_t rip, uint32_t plain);
+typedef int (*reg_fn)(void *uc, int regid, void *value);
+
+#define SPK_MAX_PRIVILEGE_WORDS 16
 
 /* Mirrored field by field by spk/_engine.py (_ClockStruct). */
 struct spk_clock {
@@ -57,6 +67,27 @@ struct spk_clock {
     uint64_t user_stop;   /* the run stopped there */
     uint64_t cs_offset;   /* byte offset of the word holding the CS selector in env */
     uint64_t cs_shift;    /* its bit position in that word */
+    syscall_fn on_syscall; /* ring 0's syscall-instruction handler */
+    uint64_t cr3_offset;  /* byte offset of cr3 in env */
+    uint64_t ram;         /* host address of guest-physical RAM (guest-physical 0) */
+    uint64_t ram_size;    /* its size in bytes */
+    /* The app system call bounce (int n at CPL 3 into the guest kernel), done
+     * here when ring 0 armed it for the running partition (see bounce()). */
+    uint64_t bounce_vector;   /* the system call gate's vector */
+    uint64_t bounce_entry;    /* the kernel's syscall entry; 0: not armed (ring 0 decides) */
+    uint64_t bounce_stack;    /* the kernel stack's top */
+    uint64_t bounce_count;    /* bounces done here since ring 0 last took the count */
+    uint64_t template_words;  /* address of the CPL 2 template's live-state words */
+    uint64_t privilege_count; /* how many words the world switch copies from it */
+    uint64_t privilege[SPK_MAX_PRIVILEGE_WORDS];
+    uint64_t exc_word;        /* live word of the exception "in flight", and its mask */
+    uint64_t exc_mask;
+    uint64_t user_cs;         /* selectors the iret frame names */
+    uint64_t user_ss;
+    reg_fn reg_read;          /* uc_reg_read / uc_reg_write, for RFLAGS (kept lazily) */
+    reg_fn reg_write;
+    uint64_t rflags_id;
+    uint64_t kernel_rflags;   /* RFLAGS on every entry into a guest kernel */
 };
 
 static inline uint64_t live_rip(struct spk_clock *c)
@@ -124,12 +155,78 @@ void spk_on_block(void *uc, uint64_t address, uint32_t size, void *user_data)
     c->counter += size;
 }
 
-/* UC_HOOK_INTR: settle the count at the trapping rip, then ring 0's handler. */
+static int64_t walk(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t need);
+
+/* The app system call bounce, natively: 1 when done, 0 when ring 0 must decide.
+ *
+ * The same steps as ring 0's Machine._enter_kernel for an app's `int n` at
+ * the system call gate (docs/performance.md): the 5-word iret frame (rip,
+ * cs, rflags, rsp, ss) written on the kernel stack, found by walking the live
+ * page tables (present and writable at every level: nothing cached, so
+ * nothing goes stale); the CPL 2 template's privilege words loaded; the
+ * exception state cleared; RFLAGS set to the kernel's entry value; rsp, cr3
+ * and rip set. Anything unusual (CPL not 3, the frame not in one writable
+ * page) is left to ring 0, which faults the kernel as the ABI says. */
+static int bounce(struct spk_clock *c, int from_syscall_insn)
+{
+    uint64_t *env = (uint64_t *)(uintptr_t)c->env;
+    const uint64_t rsp_word = 4, frame_bytes = 40;
+    if (((env[c->cs_offset / 8] >> c->cs_shift) & 3) != 3) {
+        return 0;
+    }
+    uint64_t top = c->bounce_stack, sp = top - frame_bytes;
+    if (((top - 1) >> 12) != (sp >> 12)) {
+        return 0;
+    }
+    uint64_t cr3 = env[c->cr3_offset / 8];
+    int64_t pa = walk(c, cr3, sp, 3); /* present and writable */
+    if (pa < 0 || (uint64_t)pa > c->ram_size - frame_bytes) {
+        return 0;
+    }
+    uint64_t rflags = 0;
+    if (c->reg_read(c->uc, (int)c->rflags_id, &rflags) != 0) {
+        return 0;
+    }
+    uint64_t rip_word = c->rip_offset / 8;
+    /* int n: rip is already past the instruction; syscall: at it, and checked plain (2 bytes) */
+    uint64_t app_rip = env[rip_word] + (from_syscall_insn ? 2 : 0);
+    uint64_t *frame = (uint64_t *)(uintptr_t)(c->ram + (uint64_t)pa);
+    frame[0] = app_rip;
+    frame[1] = c->user_cs;
+    frame[2] = rflags;
+    frame[3] = env[rsp_word];
+    frame[4] = c->user_ss;
+    const uint64_t *template = (const uint64_t *)(uintptr_t)c->template_words;
+    for (uint64_t i = 0; i < c->privilege_count; i++) {
+        env[c->privilege[i]] = template[c->privilege[i]];
+    }
+    env[c->exc_word] |= c->exc_mask;
+    uint64_t kernel_rflags = c->kernel_rflags;
+    c->reg_write(c->uc, (int)c->rflags_id, &kernel_rflags);
+    env[rsp_word] = sp;
+    env[c->cr3_offset / 8] = cr3;
+    if (from_syscall_insn) {
+        /* the engine adds the instruction's length (2) after its hook */
+        env[rip_word] = c->bounce_entry - 2;
+        env[1] = app_rip; /* rcx and r11, as the instruction itself sets them */
+        env[11] = rflags;
+    } else {
+        env[rip_word] = c->bounce_entry;
+    }
+    c->bounce_count++;
+    return 1;
+}
+
+/* UC_HOOK_INTR: settle the count at the trapping rip, then the native bounce
+ * or ring 0's handler. */
 void spk_on_interrupt(void *uc, uint32_t intno, void *user_data)
 {
     struct spk_clock *c = user_data;
     (void)uc;
     spk_settle_at(c, live_rip(c));
+    if (intno == c->bounce_vector && c->bounce_entry && bounce(c, 0)) {
+        return;
+    }
     c->on_interrupt(intno);
 }
 
@@ -157,6 +254,66 @@ void spk_on_out(void *uc, uint32_t port, int size, uint32_t value, void *user_da
     if (c->on_port(port, 1, live_rip(c))) {
         c->raise_exception((void *)(uintptr_t)c->env, 13, 0, 0);
     }
+}
+
+/* Guest-physical address of `va` under `cr3`, or -1 unless every level has
+ * all the bits of `need` (1 present, 2 writable, 4 user).
+ *
+ * The same walk as spk/_paging.py's Walker (4-level tables, 4 KiB pages only:
+ * ring 0 writes every table and never sets PS), canonical addresses only. A
+ * table entry outside RAM counts as not present. */
+static int64_t walk(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t need)
+{
+    const uint64_t addr_mask = 0x000FFFFFFFFFF000ull;
+    uint64_t top = va >> 47;
+    if (top != 0 && top != 0x1FFFF) {
+        return -1;
+    }
+    uint64_t table = cr3 & addr_mask;
+    for (int shift = 39; shift >= 12; shift -= 9) {
+        uint64_t at = table + ((va >> shift) & 511) * 8;
+        if (at > c->ram_size - 8) {
+            return -1;
+        }
+        uint64_t entry = *(const uint64_t *)(uintptr_t)(c->ram + at);
+        if ((entry & need) != need) {
+            return -1;
+        }
+        table = entry & addr_mask;
+    }
+    uint64_t pa = table | (va & 0xFFF);
+    return pa < c->ram_size ? (int64_t)pa : -1;
+}
+
+/* The same walk for ring 0's copies (spk/_paging.py Walker.spans): one C call
+ * per page instead of four RAM reads in Python. */
+int64_t spk_walk(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t need)
+{
+    return walk(c, cr3, va, need | 1);
+}
+
+/* UC_HOOK_INSN (syscall): (uc, user_data), rip at the instruction.
+ *
+ * After the hook the engine adds the instruction's *decoded* length to rip,
+ * and ring 0's bounce is exact only for the plain 2-byte form (0F 05): a
+ * prefixed syscall would let an app choose where its kernel starts. The two
+ * bytes at rip are checked here, through the live page tables as the app sees
+ * them (no cache: nothing can go stale), and ring 0 is told the answer. The
+ * instruction ends its block, which the block hook already counted whole. */
+void spk_on_syscall(void *uc, void *user_data)
+{
+    struct spk_clock *c = user_data;
+    (void)uc;
+    uint64_t rip = live_rip(c);
+    uint64_t cr3 = *(uint64_t *)(uintptr_t)(c->env + c->cr3_offset);
+    int64_t first = walk(c, cr3, rip, 5); /* present and user */
+    int64_t second = walk(c, cr3, rip + 1, 5);
+    const uint8_t *ram = (const uint8_t *)(uintptr_t)c->ram;
+    uint32_t plain = first >= 0 && second >= 0 && ram[first] == 0x0F && ram[second] == 0x05;
+    if (plain && c->bounce_entry && bounce(c, 1)) {
+        return;
+    }
+    c->on_syscall(rip, plain);
 }
 
 /* ---- fast mode: a host-clock watchdog ------------------------------------ */

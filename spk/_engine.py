@@ -117,6 +117,7 @@ _LIB.uc_emu_stop.restype = ctypes.c_int
 _RAW_LIB = ctypes.CDLL(_LIB._name)
 #: Ring 0's trap callbacks, as the native helper calls them (see _clock.c).
 _INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_uint32)
+_SYSCALL_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 _PORT_CFUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint64)
 _UC_PROT_EXEC = unicorn.UC_PROT_EXEC
 _LIB.uc_vmem_read.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
@@ -156,8 +157,13 @@ class TrapSink(Protocol):
         (``on_interrupt(13)``), which does not complete.
         """
 
-    def on_syscall_insn(self, rip: int) -> None:
-        """A ``syscall`` instruction at ``rip``."""
+    def on_syscall_insn(self, rip: int, plain: bool) -> None:
+        """A ``syscall`` instruction at ``rip``.
+
+        ``plain``: its bytes, as the app reads them through its page tables,
+        are the 2-byte form ``0F 05`` (checked natively: see ``_clock.c``).
+        The engine adds the decoded length to rip after this call.
+        """
 
     def on_refused_insn(self, rip: int, vector: int) -> None:
         """An instruction the engine lets through but the CPU would refuse (``sysenter``)."""
@@ -328,6 +334,10 @@ class ContextLayout:
     privilege_words: tuple[int, ...] = ()
 
 
+#: SPK_MAX_PRIVILEGE_WORDS of ``_clock.c``.
+_MAX_PRIVILEGE_WORDS = 16
+
+
 class _ClockStruct(ctypes.Structure):
     """``struct spk_clock`` of ``_clock.c``, field by field (same order, same types)."""
 
@@ -342,6 +352,16 @@ class _ClockStruct(ctypes.Structure):
         ("on_port", ctypes.c_void_p), ("on_interrupt", ctypes.c_void_p),
         ("want_user", ctypes.c_uint64), ("user_stop", ctypes.c_uint64),
         ("cs_offset", ctypes.c_uint64), ("cs_shift", ctypes.c_uint64),
+        ("on_syscall", ctypes.c_void_p), ("cr3_offset", ctypes.c_uint64),
+        ("ram", ctypes.c_uint64), ("ram_size", ctypes.c_uint64),
+        ("bounce_vector", ctypes.c_uint64), ("bounce_entry", ctypes.c_uint64),
+        ("bounce_stack", ctypes.c_uint64), ("bounce_count", ctypes.c_uint64),
+        ("template_words", ctypes.c_uint64), ("privilege_count", ctypes.c_uint64),
+        ("privilege", ctypes.c_uint64 * _MAX_PRIVILEGE_WORDS),
+        ("exc_word", ctypes.c_uint64), ("exc_mask", ctypes.c_uint64),
+        ("user_cs", ctypes.c_uint64), ("user_ss", ctypes.c_uint64),
+        ("reg_read", ctypes.c_void_p), ("reg_write", ctypes.c_void_p),
+        ("rflags_id", ctypes.c_uint64), ("kernel_rflags", ctypes.c_uint64),
     ]  # fmt: skip
 
 
@@ -407,6 +427,9 @@ class Engine:
         self._clock.limit = 0
         self._clock.env = self._env_address
         self._clock.rip_offset = (self.layout.rip - self.layout.gpr0) * 8
+        self._clock.cr3_offset = (self.layout.cr3 - self.layout.gpr0) * 8
+        self._clock.ram = ram_address
+        self._clock.ram_size = ram_size
         self._clock.uc = self.handle
         self._clock.emu_stop = ctypes.cast(_RAW_LIB.uc_emu_stop, ctypes.c_void_p).value
         try:  # QEMU's own exception raiser, exported by unicorn 2.1.4's library (pinned by the port tests)
@@ -457,10 +480,12 @@ class Engine:
         self._native_hook(unicorn.UC_HOOK_INSN, "spk_on_in", ctypes.c_int(_x86.UC_X86_INS_IN))
         self._native_hook(unicorn.UC_HOOK_INSN, "spk_on_out", ctypes.c_int(_x86.UC_X86_INS_OUT))
 
-        def on_syscall(_uc: object, _ud: object) -> None:
-            sink.on_syscall_insn(self.read("rip"))
-
-        uc.hook_add(unicorn.UC_HOOK_INSN, on_syscall, None, 1, 0, _x86.UC_X86_INS_SYSCALL)
+        # The syscall instruction (the Linux personality's every call): the
+        # native helper checks its encoding and calls ring 0 through one
+        # ctypes callback, as for interrupts.
+        self._syscall_cb = _SYSCALL_CFUNC(lambda rip, plain: sink.on_syscall_insn(rip, bool(plain)))
+        self._clock.on_syscall = ctypes.cast(self._syscall_cb, ctypes.c_void_p).value
+        self._native_hook(unicorn.UC_HOOK_INSN, "spk_on_syscall", ctypes.c_int(_x86.UC_X86_INS_SYSCALL))
 
         def on_sysenter(_uc: object, _ud: object) -> None:
             # Without a hook the engine silently skips sysenter; in long mode
@@ -502,6 +527,63 @@ class Engine:
             self._finalizer()
             self._watchdog = None
 
+    # -- the native app system call bounce ------------------------------
+    def configure_bounce(
+        self, vector: int, template: Context, user_cs: int, user_ss: int, kernel_rflags: int
+    ) -> None:
+        """Set up the native bounce of ``int vector`` at CPL 3 (see ``bounce`` in ``_clock.c``).
+
+        ``template``: the CPL 2 context whose privilege words a bounce loads
+        (it must outlive the engine's use of it). Nothing happens until
+        :meth:`arm_bounce` names a kernel entry. Errors: EngineError when
+        the bring-up has not located the words a bounce needs.
+        """
+        layout = template.layout
+        privilege = layout.privilege_words
+        if not privilege or len(privilege) > _MAX_PRIVILEGE_WORDS or layout.exc_word < 0 or layout.cs_word < 0:
+            raise EngineError("the native bounce needs the bring-up's privilege and exception words")
+        clock = self._clock
+        clock.bounce_entry = 0
+        clock.bounce_vector = vector
+        clock.template_words = template.handle + layout.gpr0 * 8
+        clock.privilege_count = len(privilege)
+        for i, word in enumerate(privilege):
+            clock.privilege[i] = word
+        clock.exc_word = layout.exc_word - layout.gpr0
+        clock.exc_mask = 0xFFFF_FFFF << layout.exc_shift
+        clock.cs_offset = (layout.cs_word - layout.gpr0) * 8
+        clock.cs_shift = layout.cs_shift
+        clock.user_cs, clock.user_ss, clock.kernel_rflags = user_cs, user_ss, kernel_rflags
+        clock.reg_read = ctypes.cast(_RAW_LIB.uc_reg_read, ctypes.c_void_p).value
+        clock.reg_write = ctypes.cast(_RAW_LIB.uc_reg_write, ctypes.c_void_p).value
+        clock.rflags_id = _REG_IDS["rflags"]
+
+    def arm_bounce(self, entry: int, stack: int) -> None:
+        """Bounce natively into ``entry`` on the kernel stack ``stack`` (0 for either: ring 0 decides)."""
+        clock = self._clock
+        clock.bounce_entry = entry if stack else 0
+        clock.bounce_stack = stack
+
+    def take_bounces(self) -> int:
+        """How many native bounces happened since the last call."""
+        clock = self._clock
+        count = clock.bounce_count
+        if count:
+            clock.bounce_count = 0
+        return int(count)
+
+    def page_walker(self) -> Callable[[int, int, int], int]:
+        """The native page walk over this engine's RAM: ``walk(cr3, va, need) -> paddr or -1``.
+
+        ``need``: the bits every level must have (2 writable, 4 user; present
+        always). The same rule as :meth:`spk._paging.Walker.translate`, 4 KiB
+        pages, canonical addresses only; a table entry outside RAM is absent.
+        """
+        fn = self._native.spk_walk
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64]
+        fn.restype = ctypes.c_int64
+        return functools.partial(fn, self._clock_ref)
+
     # -- registers (slow path, by name) -----------------------------------
     def read(self, name: str) -> int:
         """Read one register by name with one raw C call."""
@@ -518,6 +600,23 @@ class Engine:
             return cell.value
 
         return read
+
+    def writer(self, name: str) -> Callable[[int], None]:
+        """A pre-bound writer of one register, for hot paths (no per-call argument conversion).
+
+        Errors: EngineError when the engine refuses the write (a bug).
+        """
+        cell = ctypes.c_uint64()
+        handle = ctypes.c_void_p(self.handle)
+        call = functools.partial(_RAW_LIB.uc_reg_write, handle, _REG_IDS[name], ctypes.byref(cell))
+
+        def write(value: int) -> None:
+            cell.value = value & 0xFFFF_FFFF_FFFF_FFFF
+            status = call()
+            if status:
+                _check(status, name)
+
+        return write
 
     def write(self, name: str, value: int) -> None:
         """Write one register by name with one raw C call."""

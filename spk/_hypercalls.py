@@ -135,6 +135,7 @@ def hc_set_entry(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...
     if not KERNEL_BASE <= address < KERNEL_END:
         raise _fail(Status.BAD_ADDRESS, f"entry {address:#x} outside the kernel half")
     p.entries[EntryKind(kind)] = address
+    m.kernel_entry_changed(p)
     return 0
 
 
@@ -145,6 +146,7 @@ def hc_set_kernel_stack(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[i
     if not KERNEL_BASE < rsp <= KERNEL_END or rsp & 7:
         raise _fail(Status.BAD_ADDRESS, f"kernel stack {rsp:#x} outside the kernel half or unaligned")
     p.kernel_stack = rsp
+    m.kernel_entry_changed(p)
     return 0
 
 
@@ -478,6 +480,7 @@ def hc_part_query(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
     target = m.partitions.get(a[0])
     if target is None:
         raise _fail(Status.BAD_HANDLE, f"no running partition {a[0]}")
+    m.sync_counters(p)  # the caller's own system calls bounced natively so far
     c = target.counters
     used = target.quota - m.frames.pool_free_count(target.pid)
     record = (c.instructions, c.hypercalls, c.syscalls, c.faults, c.windows, c.preemptions, used, target.quota,

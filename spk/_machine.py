@@ -34,7 +34,6 @@ Errors: :class:`spk.errors.SpkError` (OutOfMemory, ImageError) from
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import struct
@@ -90,7 +89,6 @@ _TOKENS = itertools.count(1)
 #: RFLAGS on every entry into a guest kernel: only the reserved bit 1.
 _KERNEL_ENTRY_RFLAGS = 0x2
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
-_SYSCALL_BYTES = b"\x0f\x05"
 _NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
 _TABLE_GET = TABLE.get
 CONSOLE_LINE_MAX = 512
@@ -191,7 +189,13 @@ class Machine:
         #: "exact" (deterministic virtual time) or "fast" (host clock, not repeatable)
         self.time_mode = time_mode
         self._templates = bring_up(self.engine, self._spk, self.frames)
-        self.walker = Walker(self.ram)
+        # The app system call bounce (int 0x80 or syscall at CPL 3 into the
+        # kernel's syscall entry) runs natively when armed (see _load): the
+        # same steps as _enter_kernel, which handles every other case.
+        self.engine.configure_bounce(
+            SYSCALL_VECTOR, self._templates.cpl2, SEL_USER_CODE, SEL_USER_DATA, _KERNEL_ENTRY_RFLAGS
+        )
+        self.walker = Walker(self.ram, self.engine.page_walker())
         self.partitions: dict[int, Partition] = {}
         self.now = 0
         self._next_pid = 1
@@ -217,7 +221,7 @@ class Machine:
         # RFLAGS is the one register read on a bounce: the engine keeps the
         # arithmetic flags lazily, so it must compute them (one C call).
         self._read_rflags = self.engine.reader("rflags")
-        self._write_rflags = functools.partial(self.engine.write, "rflags")
+        self._write_rflags = self.engine.writer("rflags")
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
 
@@ -386,6 +390,7 @@ class Machine:
         p.context.free()
         del self.partitions[pid]
         if self._current is p:
+            self.engine.arm_bounce(0, 0)
             self._current = None
         self._loaded_cr3 = -1
         self.engine.flush_tlb()
@@ -686,6 +691,8 @@ class Machine:
             p.counters.preemptions += 1
         if p.state not in (State.FAULTED,):
             self.engine.save(p.context)
+        self.engine.arm_bounce(0, 0)
+        self.sync_counters(p)
         self._current = None
         error, self._listener_error = self._listener_error, None
         if error is not None:
@@ -745,6 +752,22 @@ class Machine:
             self.engine.flush_tlb()
             self._loaded_cr3 = p.context.cr3
         self._current = p
+        self.kernel_entry_changed(p)
+
+    def kernel_entry_changed(self, p: Partition) -> None:
+        """``p``'s syscall entry or kernel stack changed: re-arm the native bounce if ``p`` runs.
+
+        Every change of ``p.entries`` or ``p.kernel_stack`` while ``p`` is
+        the running partition must call this (the SET_ENTRY and
+        SET_KERNEL_STACK hypercalls do); between runs, :meth:`_load` arms it.
+        """
+        if p is self._current:
+            self.engine.arm_bounce(p.entries.get(EntryKind.SYSCALL, 0), p.kernel_stack)
+
+    def sync_counters(self, p: Partition) -> None:
+        """Add the native bounces since the last call to the running ``p``'s syscall counter."""
+        if p is self._current:
+            p.counters.syscalls += self.engine.take_bounces()
 
     # -- services the hypercall handlers use -----------------------------
     def copy_in(self, cr3: int, va: int, length: int) -> bytes:
@@ -875,7 +898,7 @@ class Machine:
         self._live[0:16] = memoryview(struct.pack("<16Q", *gprs)).cast("Q")
         regs.rip = rip
         regs.cr3 = cr3
-        self.engine.write("rflags", rflags)
+        self._write_rflags(rflags)
         if cr3 != self._loaded_cr3:
             self.engine.flush_tlb()
             self._loaded_cr3 = cr3
@@ -930,7 +953,7 @@ class Machine:
         self._pending_trap = (vector, 0, 0, rip)
         self.engine.stop()
 
-    def on_syscall_insn(self, rip: int) -> None:
+    def on_syscall_insn(self, rip: int, plain: bool) -> None:
         p = self._current
         if p is None:
             return
@@ -940,8 +963,10 @@ class Machine:
                 return
             # The engine will add the *decoded* length to RIP after this hook;
             # the bounce is only exact for the plain 2-byte form. A prefixed
-            # syscall would let the app choose where its kernel starts: refuse it.
-            if self._code_bytes(self._regs.cr3, rip, SYSCALL_INSN_LEN) != _SYSCALL_BYTES:
+            # syscall would let the app choose where its kernel starts: refuse
+            # it. ``plain`` comes from the native hook, which read the two
+            # bytes through the app's live page tables (user view).
+            if not plain:
                 self.on_refused_insn(rip, int(Vector.UD))
                 return
             p.counters.syscalls += 1
@@ -1054,10 +1079,6 @@ class Machine:
         if code is None:  # the instruction may end the last mapped page
             code = self._read(cr3, rip, PAGE_SIZE - (rip & (PAGE_SIZE - 1)), user=False)
         return next(self._disasm.disasm(code, rip, 1), None) if code else None
-
-    def _code_bytes(self, cr3: int, rip: int, length: int) -> bytes:
-        """The bytes at ``rip`` as the CPU fetched them (user view), or b"" if unmapped."""
-        return self._read(cr3, rip, length, user=True) or b""
 
     def _writes_memory(self, cr3: int, rip: int) -> bool:
         insn = self._instruction(cr3, rip)

@@ -72,10 +72,17 @@ class Translation:
 
 
 class Walker:
-    """Reads page tables in physical RAM, as the MMU would."""
+    """Reads page tables in physical RAM, as the MMU would.
 
-    def __init__(self, ram: PhysicalMemory) -> None:
+    ``native``: an equivalent walk in C (``Engine.page_walker``:
+    ``(cr3, va, need) -> paddr or -1``), which :meth:`spans` uses per page
+    (ring 0's copies: a hypercall's arguments, channel messages); without
+    it, the Python walk of :meth:`translate`.
+    """
+
+    def __init__(self, ram: PhysicalMemory, native: Callable[[int, int, int], int] | None = None) -> None:
         self.ram = ram
+        self._native = native
 
     def translate(self, cr3: int, va: int) -> Translation | None:
         """Translate ``va`` under ``cr3``; None if not present at any level."""
@@ -109,6 +116,17 @@ class Walker:
             return None
         pieces: list[tuple[int, int]] = []
         cursor = va
+        native = self._native
+        if native is not None:
+            need = (PTE_W if write else 0) | (PTE_U if user else 0)
+            while cursor < end:
+                paddr = native(cr3, cursor, need)
+                if paddr < 0:
+                    return None
+                chunk = min(end, (cursor | (PAGE_SIZE - 1)) + 1) - cursor
+                pieces.append((paddr, chunk))
+                cursor += chunk
+            return pieces
         while cursor < end:
             tr = self.translate(cr3, cursor)
             if tr is None or (write and not tr.writable) or (user and not tr.user):
