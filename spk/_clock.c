@@ -428,3 +428,42 @@ void spk_watchdog_quit(struct spk_watchdog *w)
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mutex);
 }
+
+/* ---- one engine run, entered and left with one call each ------------------- */
+typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count);
+
+#define SPK_RUN_AT_LIMIT (1u << 16)
+#define SPK_RUN_NEED_TAIL (1u << 17)
+#define SPK_RUN_USER_STOP (1u << 18)
+
+/* Why these three: ring 0's run loop used to reset and read the clock's
+ * fields from Python, a dozen ctypes field accesses (about 0.1 us each) on
+ * every partition switch. */
+
+/* A run of `budget` ticks begins: returns the counter at its start. */
+uint64_t spk_run_begin(struct spk_clock *c, uint64_t budget, uint64_t want_user)
+{
+    uint64_t start = c->counter;
+    c->limit = start + budget;
+    c->user_stop = 0;
+    c->want_user = want_user;
+    return start;
+}
+
+/* One engine start from `rip` (the run's per-start flags reset first): the
+ * engine's status in the low 16 bits, and how the clock ended it above. */
+uint32_t spk_run_step(struct spk_clock *c, emu_start_fn start, uint64_t rip, uint64_t until)
+{
+    c->stopping = c->need_tail = c->at_limit = 0;
+    c->block_start = c->block_end = 0;
+    uint32_t status = (uint32_t)start(c->uc, rip, until, 0, 0) & 0xffffu;
+    return status | (c->at_limit ? SPK_RUN_AT_LIMIT : 0) | (c->need_tail ? SPK_RUN_NEED_TAIL : 0) |
+           (c->user_stop ? SPK_RUN_USER_STOP : 0);
+}
+
+/* The run ends: disarm its one-shot flags; returns the counter. */
+uint64_t spk_run_end(struct spk_clock *c)
+{
+    c->tail_armed = c->want_user = 0;
+    return c->counter;
+}

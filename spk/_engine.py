@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import capstone
 import unicorn
@@ -130,9 +130,13 @@ _LIB.uc_strerror.restype = ctypes.c_char_p
 TIME_MODES = ("exact", "fast")
 #: uc_ctl codes: (type | arg count << 26 | io << 30), as unicorn.h's UC_CTL macro.
 _CTL_TLB_FLUSH = unicorn.UC_CTL_TLB_FLUSH | (unicorn.UC_CTL_IO_WRITE << 30)
+_CTL_TLB_FLUSH_ARG = ctypes.c_int(_CTL_TLB_FLUSH)
+_CTL_REMOVE_CACHE = unicorn.UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (unicorn.UC_CTL_IO_WRITE << 30)
 
 #: RIP value used as ``until``: non-canonical, so no instruction ever sits there.
 _NEVER = 0xFFFF_0000_0000_0000 - 1
+#: How spk_run_step says the clock ended an engine run (bits above its status).
+_RUN_AT_LIMIT, _RUN_NEED_TAIL, _RUN_USER_STOP = 1 << 16, 1 << 17, 1 << 18
 #: Size of the x86 ``syscall`` instruction, re-added by the engine after its hook.
 SYSCALL_INSN_LEN = 2
 
@@ -184,13 +188,14 @@ class Context:
     the SPK changes registers on its hot paths.
     """
 
-    __slots__ = ("_engine", "handle", "layout", "size", "words")
+    __slots__ = ("_engine", "handle", "layout", "ref", "size", "words")
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         handle = ctypes.c_void_p()
         _check(_LIB.uc_context_alloc(engine.handle, ctypes.byref(handle)), "context_alloc")
         self.handle: int = handle.value or 0
+        self.ref = handle  #: the handle as a ready ctypes argument (raw calls on the switch path)
         # uc_context_size is the whole allocation: header + CPU state.
         self.size = int(_LIB.uc_context_size(engine.handle))
         words = (ctypes.c_uint64 * (self.size // 8)).from_address(self.handle)
@@ -202,6 +207,7 @@ class Context:
         if self.handle:
             _LIB.uc_context_free(self.handle)
             self.handle = 0
+            self.ref = ctypes.c_void_p(0)
 
     def __del__(self, _quietly: type[suppress] = suppress) -> None:  # pragma: no cover - shutdown order
         # At interpreter shutdown module globals may be gone: the default binds what is needed.
@@ -239,7 +245,6 @@ class Context:
     def copy_from(self, other: Context) -> None:
         """Copy the whole saved state of ``other`` into this buffer."""
         ctypes.memmove(self.handle, other.handle, self.size)
-
 
 
 class LiveRegisters:
@@ -365,9 +370,8 @@ class _ClockStruct(ctypes.Structure):
     ]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """How one :meth:`Engine.run` ended."""
+class RunResult(NamedTuple):
+    """How one :meth:`Engine.run` ended (a named tuple: built once per run, on the switch path)."""
 
     executed: int  #: ticks: instruction bytes retired (exact mode) or host nanoseconds (fast mode)
     budget_exhausted: bool  #: stopped because the budget ran out
@@ -409,6 +413,7 @@ class Engine:
         except unicorn.UcError as exc:
             raise EngineError(f"cannot create the engine: {exc}") from exc
         self.handle: int = ctypes.cast(self._uc._uch, ctypes.c_void_p).value or 0
+        self._handle_ref = ctypes.c_void_p(self.handle)
         self._sink = sink
         self.layout = context_layout()
         self._scratch = ctypes.c_uint64()
@@ -438,6 +443,19 @@ class Engine:
             raise EngineError("this unicorn library does not export raise_exception_err_ra_x86_64") from exc
         self._clock.raise_exception = ctypes.cast(raiser, ctypes.c_void_p).value
         self._clock_ref = ctypes.byref(self._clock)
+        # The run loop's entry and exit, one native call each (see _clock.c).
+        clock_address = ctypes.addressof(self._clock)
+        for name, restype, argtypes in (
+            ("spk_run_begin", ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]),
+            ("spk_run_step", ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]),
+            ("spk_run_end", ctypes.c_uint64, [ctypes.c_void_p]),
+        ):
+            function = getattr(native, name)
+            function.restype, function.argtypes = restype, argtypes
+        emu_start = ctypes.cast(_RAW_LIB.uc_emu_start, ctypes.c_void_p).value
+        self._run_begin = functools.partial(native.spk_run_begin, clock_address)
+        self._run_step = functools.partial(native.spk_run_step, clock_address, emu_start)
+        self._run_end = functools.partial(native.spk_run_end, clock_address)
         self._run_start = 0
         self._fast_start = 0
         self._fast_deadline = 0
@@ -636,18 +654,16 @@ class Engine:
 
     def save(self, ctx: Context) -> None:
         """Save the vCPU state into ``ctx`` (one C call)."""
-        _LIB.uc_context_save(self.handle, ctx.handle)
+        _RAW_LIB.uc_context_save(self._handle_ref, ctx.ref)
 
     def restore(self, ctx: Context) -> None:
         """Load ``ctx`` into the vCPU (one C call); also clears fault escalation."""
-        _LIB.uc_context_restore(self.handle, ctx.handle)
+        _RAW_LIB.uc_context_restore(self._handle_ref, ctx.ref)
 
     # -- running ----------------------------------------------------------
     def _emu_start(self, rip: int, until: int) -> str | None:
         status = _LIB.uc_emu_start(self.handle, rip, until, 0, 0)
-        if status != 0:
-            return f"{(_LIB.uc_strerror(status) or b'engine error').decode()} (UC_ERR {status})"
-        return None
+        return self._error_text(status) if status != 0 else None
 
     def run(self, rip: int, budget: int, *, until_user: bool = False) -> RunResult:
         """Run from ``rip`` for at most ``budget`` ticks.
@@ -667,32 +683,29 @@ class Engine:
         if not self._exact:
             return self._run_fast(rip, budget)
         clock = self._clock
-        start = clock.counter
-        self._run_start = start
-        clock.limit = start + budget
-        clock.user_stop = 0
-        if until_user:
+        if until_user:  # the CS slot is known once the CPU is brought up (spk._cpu)
             clock.cs_offset = (self.layout.cs_word - self.layout.gpr0) * 8
             clock.cs_shift = self.layout.cs_shift
-        clock.want_user = 1 if until_user else 0
+        self._run_start = start = self._run_begin(budget, 1 if until_user else 0)
+        step = self._run_step
         until = tail_end = _NEVER
         exhausted = False
         error: str | None = None
         while True:
-            clock.stopping = clock.need_tail = clock.at_limit = 0
-            clock.block_start = clock.block_end = 0
-            error = self._emu_start(rip, until)
+            ended = step(rip, until)
+            if ended & 0xFFFF:
+                error = self._error_text(ended & 0xFFFF)
             if until != _NEVER:
                 # The engine drops the block holding the "until" address itself;
                 # a block that starts there would be an exit stub: drop it too.
                 self._remove_cache(until, until + 1)
                 until = _NEVER
-            if error is not None or self._stop_requested or clock.user_stop:
+            if error is not None or self._stop_requested or ended & _RUN_USER_STOP:
                 break
-            if clock.at_limit:
+            if ended & _RUN_AT_LIMIT:
                 exhausted = True
                 break
-            if not clock.need_tail:
+            if not ended & _RUN_NEED_TAIL:
                 # The engine returned by itself: a tail run reached its end.
                 exhausted = tail_end != _NEVER and self.live[self.layout.rip - self.layout.gpr0] == tail_end
                 break
@@ -706,10 +719,13 @@ class Engine:
             self._remove_cache(rip, rip + size)
             clock.tail_pc, clock.tail_armed = rip, 1
             until = tail_end
-        clock.tail_armed = clock.want_user = 0
-        executed = int(clock.counter - start)
+        executed = self._run_end() - start
         elapsed = max(executed, int(clock.limit - start)) if exhausted else executed
         return RunResult(executed, exhausted, error, elapsed)
+
+    @staticmethod
+    def _error_text(status: int) -> str:
+        return f"{(_LIB.uc_strerror(status) or b'engine error').decode()} (UC_ERR {status})"
 
     def _run_fast(self, rip: int, budget: int) -> RunResult:
         import time
@@ -943,7 +959,7 @@ class Engine:
         A context restore copies CR3 without flushing (unlike ``mov cr3``),
         so every world switch that changes CR3 must call this.
         """
-        _LIB.uc_ctl(self.handle, _CTL_TLB_FLUSH)
+        _RAW_LIB.uc_ctl(self._handle_ref, _CTL_TLB_FLUSH_ARG)
 
     def drop_code(self, start: int, end: int) -> None:
         """Drop translated code of the virtual range ``[start, end)`` (current address space).
@@ -956,6 +972,28 @@ class Engine:
             self._uc.ctl_remove_cache(start, end)
         except unicorn.UcError:
             self.flush_code()
+
+    def drop_code_pages(self, va: int, length: int) -> bool:
+        """Drop translated code of every page of ``[va, va+length)`` (current address space), now.
+
+        For an interrupt hook (a hypercall writing guest memory): the engine
+        runs no block while it calls one, and looks the next block up after
+        it, so no stale translation of these pages can run. One raw call per
+        page: the engine translates only the first address of a range it is
+        given and drops that physical range, which is wrong for a range over
+        two pages whose frames are not adjacent. A page that cannot be
+        fetched at the current privilege holds no code the engine could run
+        there (the engine skips it). Returns False when the engine refuses
+        (the caller must then drop all code, between runs).
+        """
+        page = va & ~0xFFF
+        end = va + length
+        handle = ctypes.c_void_p(self.handle)
+        while page < end:
+            if _RAW_LIB.uc_ctl(handle, _CTL_REMOVE_CACHE, ctypes.c_uint64(page), ctypes.c_uint64(page + 0x1000)) != 0:
+                return False
+            page += 0x1000
+        return True
 
     def flush_code(self) -> None:
         """Drop translated code: required after the host writes guest code."""

@@ -20,6 +20,7 @@ partitions or between the lives of one partition.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import mmap
 import struct
@@ -162,6 +163,20 @@ class FrameTable:
         #: checks both against the entries (:meth:`scan_index`).
         self._pool: dict[int, int] = {}
         self._owned: dict[int, list[int]] = {}
+        self._clear_hints()
+
+    def _clear_hints(self) -> None:
+        """Forget the allocation hints (always safe: they are lower bounds only).
+
+        Why hints: allocation used to scan every frame of RAM, which dominated
+        the boot of big machines. ``_free_hint``: no FREE frame lies below it.
+        ``_pool_hint[owner]``: no POOL frame of ``owner`` lies below that index
+        of its (sorted) owned list. Both only ever skip frames of the wrong
+        type, so allocation takes the same frames as a full scan: the lowest
+        fitting ones, a deterministic order the traces and snapshots rely on.
+        """
+        self._free_hint = 0
+        self._pool_hint: dict[int, int] = {}
 
     def scan_index(self) -> tuple[dict[int, int], dict[int, list[int]]]:
         """Pool counts and owner index counted from the entries (what :meth:`index` must equal,
@@ -182,6 +197,7 @@ class FrameTable:
     def set_index(self, index: tuple[dict[int, int], dict[int, list[int]]]) -> None:
         """Take pool counts and an owner index that match the entries (a snapshot's, restored)."""
         self._pool, self._owned = index
+        self._clear_hints()
 
     def owned(self, owner: int) -> list[int]:
         """The frames ``owner`` holds, in frame order (ring 0's are SPK_OWNER's)."""
@@ -222,6 +238,7 @@ class FrameTable:
         self._pool[owner] = self._pool.get(owner, 0) + len(mfns)
         self._owned.setdefault(owner, []).extend(mfns)
         self._owned[owner].sort()
+        self._pool_hint.pop(owner, None)  # new frames may sort below the hint
         return mfns
 
     def reclaim(self, owner: int) -> int:
@@ -240,12 +257,14 @@ class FrameTable:
         mapped = next((mfn for mfn in self.owned(owner) if self.entries[mfn].map_count), None)
         if mapped is not None:
             raise InternalError(f"frame {mapped:#x} of {owner} released while mapped")
-        count = 0
-        for mfn, frame in enumerate(self.entries):
-            if frame.owner == owner:
-                self.ram.zero_frame(mfn)
-                self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL) if keep else Frame()
-                count += 1
+        owned = self.owned(owner)
+        for mfn in owned:
+            self.ram.zero_frame(mfn)
+            self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL) if keep else Frame()
+        count = len(owned)
+        self._pool_hint.pop(owner, None)
+        if owned and not keep:
+            self._free_hint = min(self._free_hint, owned[0])
         if keep:
             self._pool[owner] = count
         else:
@@ -255,7 +274,7 @@ class FrameTable:
 
     def _find_run(self, count: int, start_hint: int) -> int:
         n = len(self.entries)
-        for origin in (start_hint, 0):
+        for origin in (max(start_hint, self._free_hint), self._free_hint):
             run_start, run_len = -1, 0
             for mfn in range(origin, n):
                 if self.entries[mfn].type is FrameType.FREE:
@@ -269,9 +288,17 @@ class FrameTable:
         return -1
 
     def _take_free(self, count: int, what: str) -> list[int]:
-        free = [m for m, f in enumerate(self.entries) if f.type is FrameType.FREE][:count]
+        entries, free_type = self.entries, FrameType.FREE
+        free: list[int] = []
+        for mfn in range(self._free_hint, len(entries)):
+            if entries[mfn].type is free_type:
+                free.append(mfn)
+                if len(free) == count:
+                    break
         if len(free) < count:
             raise OutOfMemory(f"{what}: {count} frames asked, {len(free)} free")
+        if free:
+            self._free_hint = free[-1] + 1
         return free
 
     # -- a partition's pool ---------------------------------------------
@@ -281,20 +308,33 @@ class FrameTable:
         With ``contiguous`` > 1 the frames form one run; the first is returned.
         Errors: :class:`OutOfMemory` when the quota is used up.
         """
-        run_start, run_len = -1, 0
-        for mfn, frame in enumerate(self.entries):
-            if frame.owner == owner and frame.type is FrameType.POOL:
-                if run_len == 0:
-                    run_start = mfn
+        # The owner's frames in frame order, from the first that may be POOL:
+        # the lowest run of ``contiguous`` adjacent POOL frames, as a scan of
+        # all RAM would find, in O(frames of the owner) at worst.
+        entries, pool = self.entries, FrameType.POOL
+        owned = self.owned(owner)
+        start = self._pool_hint.get(owner, 0)
+        first_pool = -1  # index in owned of the first POOL frame met: the next hint
+        run_start, run_len, previous = -1, 0, -2
+        for i in range(start, len(owned)):
+            mfn = owned[i]
+            if entries[mfn].type is pool:
+                if first_pool < 0:
+                    first_pool = i
+                if run_len == 0 or mfn != previous + 1:
+                    run_start, run_len = i, 0
                 run_len += 1
+                previous = mfn
                 if run_len == contiguous:
-                    for m in range(run_start, run_start + contiguous):
+                    for m in owned[run_start : run_start + contiguous]:
                         self.ram.zero_frame(m)
-                        self.entries[m].type = new_type
+                        entries[m].type = new_type
                     self._pool[owner] -= contiguous
-                    return run_start
+                    self._pool_hint[owner] = i + 1 if first_pool == run_start else first_pool
+                    return owned[run_start]
             else:
                 run_len = 0
+        self._pool_hint[owner] = len(owned) if first_pool < 0 else first_pool
         raise OutOfMemory(f"partition {owner}: quota exhausted ({contiguous} frame(s) asked)")
 
     def pool_return(self, mfn: int) -> None:
@@ -305,6 +345,9 @@ class FrameTable:
         self.ram.zero_frame(mfn)
         frame.type = FrameType.POOL
         self._pool[frame.owner] = self._pool.get(frame.owner, 0) + 1
+        hint = self._pool_hint.get(frame.owner)
+        if hint is not None:
+            self._pool_hint[frame.owner] = min(hint, bisect.bisect_left(self.owned(frame.owner), mfn))
 
     def reset_pool(self, owner: int) -> int:
         """Give every frame of ``owner`` back to its own pool, zeroed (a restart).

@@ -483,7 +483,11 @@ def hc_part_query(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
     m.sync_counters(p)  # the caller's own system calls bounced natively so far
     c = target.counters
     used = target.quota - m.frames.pool_free_count(target.pid)
-    record = (c.instructions, c.hypercalls, c.syscalls, c.faults, c.windows, c.preemptions, used, target.quota,
+    # A partition asking about itself is mid-run: its counter is added to when
+    # the engine run ends, so the ticks of this run so far count too (exact at
+    # the hypercall, whatever cut the window into engine runs).
+    ticks = c.instructions + (m.engine.executed() if target is p else 0)
+    record = (ticks, c.hypercalls, c.syscalls, c.faults, c.windows, c.preemptions, used, target.quota,
               target.restarts)  # fmt: skip
     assert len(record) == PART_QUERY_WORDS
     m.copy_out(ctx.cr3, a[1], struct.pack(f"<{PART_QUERY_WORDS}Q", *record))

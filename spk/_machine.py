@@ -116,6 +116,11 @@ class RunOutcome:
     executed: int  #: virtual time this call took (ticks: instruction bytes retired, or its whole budget)
     end_time: int  #: virtual time when it returned
 
+    def __init__(self, pid: int, reason: str, executed: int, end_time: int) -> None:
+        # One per window: filling the instance's dict directly is about twice as
+        # fast as the generated frozen __init__ (one object.__setattr__ per field).
+        self.__dict__.update(pid=pid, reason=reason, executed=executed, end_time=end_time)
+
 
 @dataclass(frozen=True)
 class HealthEvent:
@@ -202,7 +207,6 @@ class Machine:
         self._on_event = on_event or (lambda _e: None)
         self._listener_error: Exception | None = None
         self._code_dirty = False
-        self._code_ranges: list[tuple[int, int]] = []
         self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
         self.channels: dict[int, Channel] = {}
         self.declared: dict[int, str] = {}
@@ -433,7 +437,6 @@ class Machine:
         """Forget every engine cache (translated code, TLB, loaded CR3) and pending trap state."""
         self._loaded_cr3 = -1
         self._code_dirty = False
-        self._code_ranges.clear()
         self._pending_trap = None
         self._stop_reason = None
         self.engine.flush_tlb()
@@ -667,9 +670,6 @@ class Machine:
             if self._code_dirty:  # ring 0 rewrote guest memory: drop translations of it
                 self.engine.flush_code()
                 self._code_dirty = False
-                self._code_ranges.clear()
-            while self._code_ranges:
-                self.engine.drop_code(*self._code_ranges.pop())
             result = self.engine.run(self._live[self._rip_slot], budget, until_user=wait_user)
             self.now += result.elapsed
             p.counters.instructions += result.elapsed
@@ -789,22 +789,25 @@ class Machine:
     def code_changed(self, va: int | None = None, length: int = 0) -> None:
         """Ring 0 rewrote guest memory the engine may hold translated code of.
 
-        With a range (``copy_out`` into the current space) only its
-        translations go; without one (a frame zeroed, maybe mapped nowhere)
-        the whole cache does. Neither can happen while the engine executes
-        a block, so the vCPU stops after the current instruction and the
+        With a range (``copy_out`` into the current space, from a hypercall)
+        the translations of its pages go at once, page by page: the
+        engine calls the interrupt hook between blocks (no block is
+        executing; the next one is looked up afresh), and it drops
+        translations by physical page, so an alias of the page at another
+        address loses them too. Without a range (a frame zeroed, maybe
+        mapped nowhere, or a range outside a run, whose space may not be
+        the loaded one) the whole cache goes, which cannot happen while the
+        engine runs: the vCPU stops after the current instruction and the
         cache is cleaned before it runs again.
         """
-        if va is None:
-            self._code_dirty = True
-        else:
-            self._code_ranges.append((va & ~(PAGE_SIZE - 1), va + length))
+        if va is not None and self._current is not None and self.engine.drop_code_pages(va, length):
+            return
+        self._code_dirty = True
         if self._current is not None:
             self.request_stop("flush")
         else:
             self.engine.flush_code()
             self._code_dirty = False
-            self._code_ranges.clear()
 
     def copy_out(self, cr3: int, va: int, data: bytes) -> None:
         """Copy bytes into guest memory (supervisor view, writable pages only).

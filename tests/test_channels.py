@@ -518,3 +518,31 @@ def test_messages_cross_partitions_through_a_configured_channel(tmp_path: Path) 
     windows = [e.partition for e in rec.of("window")]
     assert windows[:4] == ["rx", "tx", "rx", "tx"]
     system.machine.check_invariants()
+
+
+def test_receive_into_translated_code_runs_the_new_code() -> None:
+    """A message received over code the engine has translated replaces it at once.
+
+    The kernel calls a function in a page (translating it), receives a
+    message over it (into a buffer that straddles two pages, the function in
+    the second), and calls it again in the same window: the new code runs,
+    not the stale translation. Both receives are checked (one within a page,
+    one across a page boundary).
+    """
+    old = bytes.fromhex("b801000000c3")  # mov eax, 1; ret
+    new_a = bytes.fromhex("b807000000c3")  # mov eax, 7; ret
+    new_b = b"\x90\x90\x90" + bytes.fromhex("b809000000c3")  # 3 bytes before the page end, then mov eax, 9; ret
+    page_a, page_b = KERNEL_DATA_VADDR + 0x2800, KERNEL_DATA_VADDR + 0x3000  # pages 2 and 3 of the data area
+    call = "mov rcx, {target:#x}\ncall rcx\nmov [rbx + {slot:#x}], rax"
+    steps: list[Step] = [
+        open_("src"), open_("d1"),
+        call.format(target=page_a, slot=0x800), call.format(target=page_b, slot=0x808),
+        (H.PORT_SEND, (0, MSG, len(new_a))), (H.PORT_RECEIVE, (1, page_a, 16)),
+        (H.PORT_SEND, (0, MSG + 0x40, len(new_b))), (H.PORT_RECEIVE, (1, page_b - 3, 16)),
+        call.format(target=page_a, slot=0x810), call.format(target=page_b, slot=0x818),
+    ]  # fmt: skip
+    prologue = "\n".join([messages(new_a, new_b), poke(page_a, old), poke(page_b, old)])
+    got, m, pid = boot(steps, [SRC, D1], size=16, prologue=prologue)
+    assert got == [0, 1, OK, len(new_a), OK, len(new_b)]
+    values = [int.from_bytes(read(m, pid, KERNEL_DATA_VADDR + 0x800 + 8 * i, 8), "little") for i in range(4)]
+    assert values == [1, 1, 7, 9]

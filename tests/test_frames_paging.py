@@ -122,3 +122,57 @@ def test_walker_refuses_wrapping_range() -> None:
     walker = Walker(space.ram)
     assert walker.spans(space.cr3, (1 << 64) - 8, 16, write=False, user=False) is None
     assert walker.spans(space.cr3, 0x7FFF_FFFF_FFF8, 16, write=False, user=False) is None
+
+
+def _lowest_pool_run(table: FrameTable, owner: int, contiguous: int) -> int:
+    """What an allocation must return: the lowest run of adjacent POOL frames of ``owner`` (a full scan)."""
+    run_start, run_len = -1, 0
+    for mfn, frame in enumerate(table.entries):
+        if frame.owner == owner and frame.type is FrameType.POOL:
+            run_start, run_len = (mfn, 1) if run_len == 0 else (run_start, run_len + 1)
+            if run_len == contiguous:
+                return run_start
+        else:
+            run_len = 0
+    return -1
+
+
+def test_allocation_order_matches_a_full_scan() -> None:
+    """The allocation hints skip only frames of the wrong type: every take is the lowest fit.
+
+    A seeded random mix of grants (some fragmented), takes of 1 to 3
+    contiguous frames, returns, resets and reclaims, each take compared with
+    a scan of the whole table.
+    """
+    import contextlib
+    import random
+
+    rng = random.Random(7)
+    table = FrameTable(PhysicalMemory(96 * 4096))
+    table.reserve_spk(3)
+    taken: dict[int, list[int]] = {}
+    for step in range(600):
+        owner = rng.randint(1, 4)
+        action = rng.random()
+        if action < 0.15:
+            short = sum(f.type is FrameType.FREE for f in table.entries) < 5
+            with pytest.raises(OutOfMemory) if short else contextlib.nullcontext():
+                table.grant(owner, 5, rng.randrange(0, 96))
+        elif action < 0.7:
+            contiguous = rng.choice((1, 1, 2, 3))
+            expected = _lowest_pool_run(table, owner, contiguous)
+            if expected < 0:
+                with pytest.raises(OutOfMemory):
+                    table.pool_take(owner, FrameType.DATA, contiguous)
+            else:
+                assert table.pool_take(owner, FrameType.DATA, contiguous) == expected, step
+                taken.setdefault(owner, []).extend(range(expected, expected + contiguous))
+        elif action < 0.9 and taken.get(owner):
+            table.pool_return(taken[owner].pop(rng.randrange(len(taken[owner]))))
+        elif action < 0.95:
+            table.reset_pool(owner)
+            taken.pop(owner, None)
+        else:
+            table.reclaim(owner)
+            taken.pop(owner, None)
+        assert table.scan_index() == ({o: n for o, n in table.index()[0].items() if n}, table.index()[1]), step
