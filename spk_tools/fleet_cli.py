@@ -104,7 +104,7 @@ def _summary(report: FleetReport, status: FleetStatus, out: Console) -> None:
     for e in report.of_kind("restarted"):
         console.print(
             f"  {e['partition']}: restarted on {e['host']} from its checkpoint of round {e['checkpoint_round']}; "
-            f"lost {e['lost_ticks']:,} ticks of virtual time ({e['lost_instructions']:,} instructions)"
+            f"lost {e['lost_ticks']:,} ticks of virtual time ({e['lost_instructions']:,} of them its own execution)"
         )
     for e in report.of_kind("lost"):
         console.print(f"  {e['partition']}: LOST ({e['reason']})")
