@@ -116,7 +116,7 @@ def hc_console_write(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int,
     ptr, length = a[0], a[1]
     if length > CONSOLE_MAX:
         raise _fail(Status.INVALID_ARGUMENT, f"console write of {length} bytes > {CONSOLE_MAX}")
-    data = m.copy_in(ctx.cr3, ptr, length)
+    data = m.mem.copy_in(ctx.cr3, ptr, length)
     m.console(p, data)
     return length
 
@@ -244,7 +244,7 @@ def hc_iret(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) ->
     space = p.spaces.get(handle)
     if space is None:
         raise _fail(Status.BAD_HANDLE, f"no address space with handle {handle}")
-    raw = m.copy_in(ctx.cr3, frame_ptr, APP_FRAME_SIZE)
+    raw = m.mem.copy_in(ctx.cr3, frame_ptr, APP_FRAME_SIZE)
     words = struct.unpack(f"<{APP_FRAME_WORDS}Q", raw)
     rip, rflags, rsp = words[16], words[17], words[4]
     if not USER_BASE <= rip < USER_END:
@@ -323,7 +323,7 @@ def hc_frame_free(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
     if frame.map_count:
         raise _fail(Status.BUSY, f"frame {mfn:#x} is still mapped")
     m.frames.pool_return(mfn)  # zeroed: code translated from it must go too
-    m.code_changed()
+    m.mem.code_changed()
     return 0
 
 
@@ -340,8 +340,8 @@ def hc_measure(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...])
         raise _fail(Status.INVALID_ARGUMENT, f"measure of {length} bytes / name of {name_len} bytes too long")
     if p.measurements.full:
         raise _fail(Status.NO_MEMORY, "the measurement log is full")
-    data = m.copy_in(ctx.cr3, ptr, length)
-    name = m.copy_in(ctx.cr3, name_ptr, name_len).decode("utf-8", "replace")
+    data = m.mem.copy_in(ctx.cr3, ptr, length)
+    name = m.mem.copy_in(ctx.cr3, name_ptr, name_len).decode("utf-8", "replace")
     p.measurements.extend(Register.APPS, hashlib.sha256(data).digest(), "app", name)
     return 0
 
@@ -357,11 +357,11 @@ def hc_attest(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) 
     nonce_ptr, nonce_len, out_ptr, out_len = a[0], a[1], a[2], a[3]
     if nonce_len > NONCE_MAX:
         raise _fail(Status.INVALID_ARGUMENT, f"nonce of {nonce_len} bytes > {NONCE_MAX}")
-    nonce = m.copy_in(ctx.cr3, nonce_ptr, nonce_len)
+    nonce = m.mem.copy_in(ctx.cr3, nonce_ptr, nonce_len)
     quote = m.quote(p.pid, nonce)  # raises NOT_SUPPORTED without a platform key
     if len(quote) > out_len:
         raise _fail(Status.NO_MEMORY, f"quote of {len(quote)} bytes > buffer of {out_len}")
-    m.copy_out(ctx.cr3, out_ptr, quote)  # BAD_ADDRESS before anything is written
+    m.mem.copy_out(ctx.cr3, out_ptr, quote)  # BAD_ADDRESS before anything is written
     return len(quote)
 
 
@@ -381,7 +381,7 @@ def hc_port_open(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...
     """Open one of the partition's configured ports by name; opening twice gives the same handle."""
     if not 0 < a[1] <= PORT_NAME_MAX:
         raise _fail(Status.INVALID_ARGUMENT, f"port name of {a[1]} bytes (1..{PORT_NAME_MAX})")
-    name = m.copy_in(ctx.cr3, a[0], a[1]).decode("utf-8", "replace")
+    name = m.mem.copy_in(ctx.cr3, a[0], a[1]).decode("utf-8", "replace")
     port = p.ports.get(name)
     if port is None:
         raise _fail(Status.NOT_FOUND, f"no port {name!r} configured for {p.name}")
@@ -402,7 +402,7 @@ def hc_port_send(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...
     channel = port.channel
     if a[2] > channel.message_size:
         raise _fail(Status.INVALID_ARGUMENT, f"message of {a[2]} bytes > {channel.message_size}")
-    message = m.copy_in(ctx.cr3, a[1], a[2])
+    message = m.mem.copy_in(ctx.cr3, a[1], a[2])
     channel.send(port, message, m.time_now())
     return 0
 
@@ -419,7 +419,7 @@ def hc_port_receive(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, 
     message = port.channel.peek(port)
     if len(message) > a[2]:
         raise _fail(Status.NO_MEMORY, f"message of {len(message)} bytes > buffer of {a[2]}")
-    m.copy_out(ctx.cr3, a[1], message)  # BAD_ADDRESS before the message is consumed
+    m.mem.copy_out(ctx.cr3, a[1], message)  # BAD_ADDRESS before the message is consumed
     port.channel.consume(port)
     return len(message)
 
@@ -464,7 +464,7 @@ def hc_part_list(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...
         struct.pack_into("<QQ", blob, i * PART_ENTRY_SIZE, pid, state)
         encoded = name.encode()[:31]
         blob[i * PART_ENTRY_SIZE + 16 : i * PART_ENTRY_SIZE + 16 + len(encoded)] = encoded
-    m.copy_out(ctx.cr3, a[0], bytes(blob))
+    m.mem.copy_out(ctx.cr3, a[0], bytes(blob))
     return len(entries)
 
 
@@ -490,7 +490,7 @@ def hc_part_query(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
     record = (ticks, c.hypercalls, c.syscalls, c.faults, c.windows, c.preemptions, used, target.quota,
               target.restarts)  # fmt: skip
     assert len(record) == PART_QUERY_WORDS
-    m.copy_out(ctx.cr3, a[1], struct.pack(f"<{PART_QUERY_WORDS}Q", *record))
+    m.mem.copy_out(ctx.cr3, a[1], struct.pack(f"<{PART_QUERY_WORDS}Q", *record))
     return 0
 
 

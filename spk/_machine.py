@@ -1,9 +1,13 @@
-"""The machine: RAM, the vCPU engine, partitions, and every trap.
+"""The machine: RAM, the vCPU engine, partitions, and the run loop.
 
 :class:`Machine` is the SPK's public face to ring 1. It creates and destroys
 partitions from images, runs one partition on the vCPU up to a virtual-time
 bound, and reports what happened. It decides nothing: which partition runs
-in which window, and what a fault leads to, is ring 1's business.
+in which window, and what a fault leads to, is ring 1's business. It is a
+composition: the trap paths are :class:`spk._pv_traps.PvTraps` (the
+engine's trap sink), guest-memory access is
+:class:`spk._guestmem.GuestMemory`, the frame invariants are
+:mod:`spk._invariants`.
 
 Trap paths (all inside the engine's callbacks, none stops the engine unless
 the partition must leave the CPU):
@@ -39,29 +43,25 @@ import itertools
 import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter
 
-import capstone
-
-from spk import _migrate, _snapshot, abi
+from spk import _invariants, _migrate, _snapshot, abi
 from spk._channels import Channel, ChannelKind, Direction, Port, attach_relay, relay_put, relay_take
 from spk._cpu import bring_up, build_spk_memory
 from spk._debug import DebugError, DebugSession
-from spk._engine import SYSCALL_INSN_LEN, Engine
+from spk._engine import Engine
 from spk._frames import FrameTable, FrameType, GuestFrames, PhysicalMemory, guest_frame
-from spk._hypercalls import NO_RESULT, TABLE
+from spk._guestmem import GuestMemory
 from spk._image import LoadImage, load_image
 from spk._measure import AttestationKey, MeasurementEvent
 from spk._migrate import DirtyLog, PartitionExport
 from spk._paging import AddressSpace, KernelHalf, Walker
 from spk._partition import Counters, KernelFault, Module, Partition, State
+from spk._pv_traps import KERNEL_ENTRY_RFLAGS, PvTraps
 from spk._snapshot import Snapshot
 from spk._trace import EventSink, MachineEvent
 from spk.abi import (
     HEALTH_EVENT_CODES,
     HEALTH_VECTOR,
-    HYPERCALL_VECTOR,
-    IRET_FRAME_SIZE,
     KERNEL_DATA_SIZE,
     KERNEL_DATA_VADDR,
     KERNEL_STACK_SIZE,
@@ -72,39 +72,22 @@ from spk.abi import (
     SEL_USER_DATA,
     START_INFO_VADDR,
     SYSCALL_VECTOR,
-    TRAP_FRAME_SIZE,
     EntryKind,
     Event,
     PartOp,
     PartState,
     Register,
     Status,
-    Vector,
 )
-from spk.errors import ImageError, InternalError, SpkError
+from spk.errors import ImageError, SpkError
 
-_RCX, _RSP, _R11 = 1, 4, 11
-_OWNER = attrgetter("owner")
+_RSP = 4
 _TOKENS = itertools.count(1)
-#: RFLAGS on every entry into a guest kernel: only the reserved bit 1.
-_KERNEL_ENTRY_RFLAGS = 0x2
-_MASK64 = 0xFFFF_FFFF_FFFF_FFFF
-_NOT_SUPPORTED = int(Status.NOT_SUPPORTED)
-_TABLE_GET = TABLE.get
 CONSOLE_LINE_MAX = 512
 CONSOLE_LINES_PER_CALL = 64
 #: Page-table frames of a fresh boot space: PML4, the shared kernel PDPT, and
 #: the PD/PT pairs below KERNEL_BASE (image and data, start info, stack).
 _BOOT_TABLES = 8
-_TRAP_VECTORS = frozenset({int(Vector.BP), int(Vector.OF)})
-#: Software-interrupt vectors below 32 an app may raise itself (int3, into),
-#: as their gates have DPL 3 on common systems; any other ``int n`` is #GP.
-_USER_GATES = _TRAP_VECTORS
-_PRIVILEGED = frozenset({
-    "hlt", "cli", "sti", "lgdt", "lidt", "lldt", "ltr", "invlpg", "wrmsr", "rdmsr",
-    "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "clts", "wbinvd", "invd",
-    "rdtsc", "rdtscp", "rdpmc", "swapgs", "lmsw", "xsetbv",
-})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -188,17 +171,18 @@ class Machine:
         self.token = next(_TOKENS)
         self.frames = FrameTable(self.ram)
         self._spk = build_spk_memory(self.frames)
-        self.bringup_capture: object = None
         self._current: Partition | None = None
-        self.engine = Engine(self.ram.address, ram_bytes, self, time_mode=time_mode)
+        #: the paravirtual trap paths, the engine's trap sink (bound below, once the engine is up)
+        self.traps = PvTraps(self, trace_hypercalls=trace_hypercalls)
+        self.engine = Engine(self.ram.address, ram_bytes, self.traps, time_mode=time_mode)
         #: "exact" (deterministic virtual time) or "fast" (host clock, not repeatable)
         self.time_mode = time_mode
         self._templates = bring_up(self.engine, self._spk, self.frames)
         # The app system call bounce (int 0x80 or syscall at CPL 3 into the
         # kernel's syscall entry) runs natively when armed (see _load): the
-        # same steps as _enter_kernel, which handles every other case.
+        # same steps as PvTraps._enter_kernel, which handles every other case.
         self.engine.configure_bounce(
-            SYSCALL_VECTOR, self._templates.cpl2, SEL_USER_CODE, SEL_USER_DATA, _KERNEL_ENTRY_RFLAGS
+            SYSCALL_VECTOR, self._templates.cpl2, SEL_USER_CODE, SEL_USER_DATA, KERNEL_ENTRY_RFLAGS
         )
         self.walker = Walker(self.ram, self.engine.page_walker())
         self.partitions: dict[int, Partition] = {}
@@ -206,17 +190,16 @@ class Machine:
         self._next_pid = 1
         self._on_event = on_event or (lambda _e: None)
         self._listener_error: Exception | None = None
-        self._code_dirty = False
+        #: guest-memory access (copy in/out, translated-code invalidation)
+        self.mem = GuestMemory(self, self.walker, self.ram, self.engine)
         self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
         self.channels: dict[int, Channel] = {}
         self.declared: dict[int, str] = {}
         self._health: list[HealthEvent] = []
         self._requests: list[ManagementRequest] = []
-        self._trace_hypercalls = trace_hypercalls
         self._loaded_cr3 = -1
         self._run_start = 0
         self._stop_reason: str | None = None
-        self._pending_trap: tuple[int, int, int, int] | None = None
         # Traps read and write the live registers in place: no engine call.
         self._regs = self.engine.live_registers()
         self._live = self._regs.words
@@ -226,8 +209,7 @@ class Machine:
         # arithmetic flags lazily, so it must compute them (one C call).
         self._read_rflags = self.engine.reader("rflags")
         self._write_rflags = self.engine.writer("rflags")
-        self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        self._disasm.detail = True
+        self.traps.bind()
 
     # ------------------------------------------------------------------
     # Partitions
@@ -436,8 +418,8 @@ class Machine:
     def drop_caches(self) -> None:
         """Forget every engine cache (translated code, TLB, loaded CR3) and pending trap state."""
         self._loaded_cr3 = -1
-        self._code_dirty = False
-        self._pending_trap = None
+        self.mem.code_dirty = False
+        self.traps.pending = None
         self._stop_reason = None
         self.engine.flush_tlb()
         self.engine.flush_code()
@@ -645,9 +627,9 @@ class Machine:
                 p.timer_deadline = 0
                 p.timer_pending = True
             if p.timer_pending and resume_end is None:
-                self._deliver_timer(p)
+                self.traps.deliver_timer(p)
             if p.pending_traps and resume_end is None:
-                self._deliver_pending_trap(p)
+                self.traps.deliver_pending_trap(p)
             if p.state is State.FAULTED:  # a delivery found no entry or no kernel stack
                 reason = "fault"
                 break
@@ -662,19 +644,19 @@ class Machine:
             if resume_end is not None:  # the engine run a debug stop cut goes on, nothing in between
                 budget, resume_end = min(resume_end, until) - self.now, None
             self._stop_reason = None
-            self._pending_trap = None
+            self.traps.pending = None
             self._run_start = self.now
             # Stopping the engine leaves an exception "in flight" (measured:
             # hypercalls do not, stops do): clear it before every run.
             self._regs.clear_exception_state()
-            if self._code_dirty:  # ring 0 rewrote guest memory: drop translations of it
+            if self.mem.code_dirty:  # ring 0 rewrote guest memory: drop translations of it
                 self.engine.flush_code()
-                self._code_dirty = False
+                self.mem.code_dirty = False
             result = self.engine.run(self._live[self._rip_slot], budget, until_user=wait_user)
             self.now += result.elapsed
             p.counters.instructions += result.elapsed
-            if self._pending_trap is not None:
-                self._resolve_pending_trap(p)
+            if self.traps.pending is not None:
+                self.traps.resolve_pending_trap(p)
             if result.engine_error and self._stop_reason is None:
                 self._kernel_fault(p, "internal_error", 0, 0, 0, f"engine: {result.engine_error}")
             stop = self._stop_reason
@@ -726,7 +708,7 @@ class Machine:
     def debug_may_stop(self, pid: int) -> bool:
         """Inside a code hook: is ``pid`` on the CPU, with no other stop under way?"""
         p = self._current
-        return p is not None and p.pid == pid and self._stop_reason is None and self._pending_trap is None
+        return p is not None and p.pid == pid and self._stop_reason is None and self.traps.pending is None
 
     def debug_stop_before(self) -> int:
         """Inside a code hook: stop before this instruction; returns the stop's virtual time.
@@ -771,59 +753,24 @@ class Machine:
 
     # -- services the hypercall handlers use -----------------------------
     def copy_in(self, cr3: int, va: int, length: int) -> bytes:
-        """Copy guest memory once (supervisor view of ``cr3``).
+        """Copy guest memory once (supervisor view of ``cr3``); see :meth:`GuestMemory.copy_in`.
 
         Errors: SpkError(BAD_ADDRESS) when any byte is unmapped, the range
         wraps or leaves canonical space.
         """
-        data = self._read(cr3, va, length, user=False)
-        if data is None:
-            raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{length} is not readable")
-        return data
-
-    def _read(self, cr3: int, va: int, length: int, *, user: bool) -> bytes | None:
-        """Guest bytes through ``cr3`` (supervisor or user view), or None if any is unreadable."""
-        pieces = self.walker.spans(cr3, va, length, write=False, user=user)
-        return None if pieces is None else b"".join(self.ram.read(pa, n) for pa, n in pieces)
+        return self.mem.copy_in(cr3, va, length)
 
     def code_changed(self, va: int | None = None, length: int = 0) -> None:
-        """Ring 0 rewrote guest memory the engine may hold translated code of.
-
-        With a range (``copy_out`` into the current space, from a hypercall)
-        the translations of its pages go at once, page by page: the
-        engine calls the interrupt hook between blocks (no block is
-        executing; the next one is looked up afresh), and it drops
-        translations by physical page, so an alias of the page at another
-        address loses them too. Without a range (a frame zeroed, maybe
-        mapped nowhere, or a range outside a run, whose space may not be
-        the loaded one) the whole cache goes, which cannot happen while the
-        engine runs: the vCPU stops after the current instruction and the
-        cache is cleaned before it runs again.
-        """
-        if va is not None and self._current is not None and self.engine.drop_code_pages(va, length):
-            return
-        self._code_dirty = True
-        if self._current is not None:
-            self.request_stop("flush")
-        else:
-            self.engine.flush_code()
-            self._code_dirty = False
+        """Ring 0 rewrote guest memory the engine may hold translated code of (:meth:`GuestMemory.code_changed`)."""
+        self.mem.code_changed(va, length)
 
     def copy_out(self, cr3: int, va: int, data: bytes) -> None:
-        """Copy bytes into guest memory (supervisor view, writable pages only).
+        """Copy bytes into guest memory (supervisor view, writable pages only); see :meth:`GuestMemory.copy_out`.
 
         Errors: SpkError(BAD_ADDRESS) when any byte is not writable; nothing
         is written then.
         """
-        pieces = self.walker.spans(cr3, va, len(data), write=True, user=False)
-        if pieces is None:
-            raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{len(data)} is not writable")
-        offset = 0
-        for pa, n in pieces:
-            self.ram.write(pa, data[offset : offset + n])
-            offset += n
-        if data:
-            self.code_changed(va, len(data))
+        self.mem.copy_out(cr3, va, data)
 
     def measurements(self, pid: int) -> tuple[list[bytes], list[MeasurementEvent]]:
         """A partition's measurement registers and event log (copies)."""
@@ -906,321 +853,35 @@ class Machine:
             self.engine.flush_tlb()
             self._loaded_cr3 = cr3
         if p.timer_pending:
-            self._deliver_timer(p)
+            self.traps.deliver_timer(p)
 
     # ------------------------------------------------------------------
-    # Trap sink (called by the engine)
+    # Trap sink: the engine calls spk._pv_traps.PvTraps directly (bound at
+    # construction); these delegate for callers that hold the machine.
     # ------------------------------------------------------------------
     def on_interrupt(self, vector: int) -> None:
-        p = self._current
-        if p is None:
-            capture = self.bringup_capture
-            if capture is not None:
-                capture(vector)  # type: ignore[operator]
-            else:
-                self.engine.stop()
-            return
-        w = self._live
-        cpl = (w[self._cs_word] >> self._cs_shift) & 3
-        try:
-            if cpl == 2 and vector == HYPERCALL_VECTOR:
-                self._hypercall(p, w)
-            elif cpl == 2:
-                self._kernel_exception(p, vector)
-            elif vector == SYSCALL_VECTOR:
-                p.counters.syscalls += 1
-                self._enter_kernel(p, EntryKind.SYSCALL, int(w[self._rip_slot]))
-            elif vector < 32 and not (self._regs.software_interrupt and vector not in _USER_GATES):
-                rip, error, address = self._exception_details(vector, cpl)
-                self._app_trap(p, vector, error, address, rip)
-            else:
-                # int n from CPL 3 through a gate it may not use: #GP(n*8 + 2),
-                # reported at the int instruction (2 bytes: CD ib).
-                self._app_trap(p, int(Vector.GP), (vector << 3) | 2, 0, self._regs.rip - 2)
-        except Exception as exc:
-            self._internal_error(p, exc)
+        """An interrupt or exception on the vCPU (:meth:`PvTraps.on_interrupt`)."""
+        self.traps.on_interrupt(vector)
 
     def on_port_io(self, port: int, is_write: bool, rip: int) -> bool:
-        # The engine does not fault port I/O; with IOPL 0 every CPL > 0 must:
-        # refused, it arrives as #GP at the instruction (on_interrupt).
-        return self._current is not None
+        """Whether to refuse port I/O (:meth:`PvTraps.on_port_io`)."""
+        return self.traps.on_port_io(port, is_write, rip)
 
     def on_refused_insn(self, rip: int, vector: int) -> None:
-        """Fault an instruction the engine let through: stop after it, raise ``vector`` at ``rip``.
-
-        Handled by :meth:`_resolve_pending_trap` once the run has returned
-        (these hooks run inside a translated block, where no world switch may).
-        """
-        if self._current is None:
-            return
-        self._pending_trap = (vector, 0, 0, rip)
-        self.engine.stop()
+        """Fault an instruction the engine let through (:meth:`PvTraps.on_refused_insn`)."""
+        self.traps.on_refused_insn(rip, vector)
 
     def on_syscall_insn(self, rip: int, plain: bool) -> None:
-        p = self._current
-        if p is None:
-            return
-        try:
-            if self._regs.cpl != 3:
-                self._kernel_fault(p, "illegal_instruction", int(Vector.UD), rip, 0, "syscall at CPL 2")
-                return
-            # The engine will add the *decoded* length to RIP after this hook;
-            # the bounce is only exact for the plain 2-byte form. A prefixed
-            # syscall would let the app choose where its kernel starts: refuse
-            # it. ``plain`` comes from the native hook, which read the two
-            # bytes through the app's live page tables (user view).
-            if not plain:
-                self.on_refused_insn(rip, int(Vector.UD))
-                return
-            p.counters.syscalls += 1
-            self._enter_kernel(p, EntryKind.SYSCALL, rip + SYSCALL_INSN_LEN, from_syscall_insn=True)
-        except Exception as exc:
-            self._internal_error(p, exc)
+        """The syscall instruction (:meth:`PvTraps.on_syscall_insn`)."""
+        self.traps.on_syscall_insn(rip, plain)
 
     def on_invalid_insn(self) -> bool:
-        p = self._current
-        if p is None:
-            return False
-        try:
-            regs = self._regs
-            if regs.cpl == 3:
-                self._app_trap(p, int(Vector.UD), 0, 0, regs.rip)
-            elif self._emulate_fsbase(regs.cr3, regs.rip):
-                pass
-            else:
-                self._kernel_fault(p, "illegal_instruction", int(Vector.UD), regs.rip, 0, "invalid opcode")
-        except Exception as exc:
-            self._internal_error(p, exc)
-        return True
-
-    def _emulate_fsbase(self, cr3: int, rip: int) -> bool:
-        """``rdfsbase``/``wrfsbase`` of a guest kernel (CPL 2), emulated: True when done.
-
-        The CPU model (QEMU64) lacks FSGSBASE, so these are #UD; a kernel that
-        runs programs with thread-local storage (the Linux personality) must
-        still set each process's FS base. Only the register forms
-        ``F3 [REX] 0F AE /0`` (rdfsbase) and ``/2`` (wrfsbase) are accepted;
-        a 32-bit form zero-extends, as the hardware does. The FS base is
-        per-vCPU state, saved and restored with the partition's context.
-        """
-        code = self._read(cr3, rip, 4, user=False) or b""
-        rex = code[1] if len(code) == 4 and 0x40 <= code[1] <= 0x4F else 0
-        if rex:  # the 5-byte form: its last byte may be on the next page
-            code = self._read(cr3, rip, 5, user=False) or b""
-        body = code[2:5] if rex else code[1:4]
-        if len(code) < 4 or code[0] != 0xF3 or len(body) < 3 or body[0:2] != b"\x0f\xae":
-            return False
-        modrm = body[2]
-        op = (modrm >> 3) & 7
-        if modrm >> 6 != 3 or op not in (0, 2):
-            return False
-        reg = (modrm & 7) | (8 if rex & 1 else 0)
-        mask = (1 << 64) - 1 if rex & 8 else (1 << 32) - 1
-        live = self._live
-        if op == 2:
-            value = int(live[reg]) & mask
-            if (value >> 47) not in (0, (1 << 17) - 1):
-                return False  # non-canonical: #GP on hardware; refused here as the invalid instruction it is
-            self.engine.write("fs_base", value)
-        else:
-            live[reg] = self.engine.read("fs_base") & mask
-        live[self._rip_slot] = rip + (5 if rex else 4)
-        self._regs.clear_exception_state()
-        return True
+        """An invalid opcode (:meth:`PvTraps.on_invalid_insn`)."""
+        return self.traps.on_invalid_insn()
 
     def on_bad_memory(self, address: int) -> None:
-        p = self._current
-        if p is not None:
-            self._internal_error(p, InternalError(f"physical access outside RAM at {address:#x}"))
-
-    # -- trap helpers ------------------------------------------------------
-    def _hypercall(self, p: Partition, w: memoryview) -> None:
-        """Decode and invoke one hypercall; the hot path, kept flat on purpose."""
-        p.counters.hypercalls += 1
-        number = w[0]
-        spec = _TABLE_GET(number)
-        args = (w[7], w[6], w[2], w[10], w[8])  # rdi, rsi, rdx, r10, r8
-        if spec is None:
-            result: object = -_NOT_SUPPORTED
-        else:
-            try:
-                result = spec.handler(self, p, self._regs, args)
-            except SpkError as err:
-                result = -int(err.status)
-        if self._trace_hypercalls:
-            name = spec.number.name.lower() if spec else f"unknown_{number}"
-            shown = list(args[: len(spec.args)]) if spec else list(args)
-            self._emit(p, "hypercall", {"name": name, "args": shown}, None if result is NO_RESULT else result)
-        if result is not NO_RESULT:
-            w[0] = result & _MASK64  # type: ignore[operator]
-            cr3 = w[self._cr3_slot]
-            if cr3 != self._loaded_cr3:
-                self.engine.flush_tlb()
-                self._loaded_cr3 = cr3
-
-    def _exception_details(self, vector: int, cpl: int) -> tuple[int, int, int]:
-        """(rip of the faulting instruction, error code, fault address)."""
-        ctx = self._regs
-        rip = ctx.rip
-        if vector in _TRAP_VECTORS:
-            return rip, 0, 0
-        if vector != Vector.PF:
-            return rip, 0, 0
-        address = self.engine.read("cr2")
-        error = abi.PF_USER if cpl == 3 else 0
-        tr = self.walker.translate(ctx.cr3, address)
-        if tr is not None:
-            error |= abi.PF_PRESENT
-        if rip <= address < rip + 16:
-            error |= abi.PF_FETCH
-        elif self._writes_memory(ctx.cr3, rip):
-            error |= abi.PF_WRITE
-        return rip, error, address
-
-    def _instruction(self, cr3: int, rip: int) -> capstone.CsInsn | None:
-        code = self._read(cr3, rip, 16, user=False)
-        if code is None:  # the instruction may end the last mapped page
-            code = self._read(cr3, rip, PAGE_SIZE - (rip & (PAGE_SIZE - 1)), user=False)
-        return next(self._disasm.disasm(code, rip, 1), None) if code else None
-
-    def _writes_memory(self, cr3: int, rip: int) -> bool:
-        insn = self._instruction(cr3, rip)
-        if insn is None:
-            return False
-        for op in insn.operands:
-            if op.type == capstone.x86.X86_OP_MEM and op.access & capstone.CS_AC_WRITE:
-                return True
-        return bool(insn.mnemonic.startswith(("push", "call", "stos", "movs")))
-
-    def _app_trap(self, p: Partition, vector: int, error: int, address: int, rip: int) -> None:
-        p.counters.faults += 1
-        args: dict[str, object] = {"vector": vector, "error": error, "address": address, "rip": rip}
-        module = self._module_at(p, rip)
-        if module is not None:
-            args["module"] = module
-        self._emit(p, "app_fault", args)
-        self._enter_kernel(p, EntryKind.TRAP, rip, trap=(vector, error, address))
-
-    def _module_at(self, p: Partition, va: int) -> str | None:
-        """The boot module whose frames back ``va`` in the current space, by name (or None).
-
-        Why: which app faulted is the guest kernel's business, but which
-        image the code came from is a fact of ring 0's memory, and it lets
-        ring 1 name the faulting function from that image's symbols.
-        """
-        found = self.walker.translate(self._regs.cr3, va)
-        if found is None:
-            return None
-        mfn = guest_frame(p.guest_frames, found.paddr >> PAGE_SHIFT)
-        return next((m.name for m in p.modules if m.first_mfn <= mfn < m.first_mfn + m.pages), None)
-
-    def _kernel_exception(self, p: Partition, vector: int) -> None:
-        ctx = self._regs
-        rip, error, address = self._exception_details(vector, 2)
-        if vector == Vector.PF:
-            kind = "memory_violation"
-        elif vector == Vector.GP:
-            insn = self._instruction(ctx.cr3, rip)
-            privileged = insn is not None and (
-                insn.mnemonic in _PRIVILEGED or (insn.mnemonic.startswith("mov") and "cr" in insn.op_str)
-            )
-            kind = "privileged_instruction" if privileged else "memory_violation"
-        elif vector == Vector.UD:
-            kind = "illegal_instruction"
-        else:
-            kind = "unexpected_trap"
-        self._kernel_fault(p, kind, vector, rip, address, f"vector {vector} error {error:#x}")
-
-    def _resolve_pending_trap(self, p: Partition) -> None:
-        vector, error, address, rip = self._pending_trap or (0, 0, 0, 0)
-        self._pending_trap = None
-        if self._regs.cpl == 3:
-            self._app_trap(p, vector, error, address, rip)
-        elif vector == Vector.UD:
-            self._kernel_fault(p, "illegal_instruction", vector, rip, 0, "refused instruction at CPL 2")
-        else:
-            self._kernel_fault(p, "privileged_instruction", vector, rip, 0, "port I/O at CPL 2")
-
-    def _enter_kernel(
-        self,
-        p: Partition,
-        kind: EntryKind,
-        app_rip: int,
-        *,
-        trap: tuple[int, int, int] | None = None,
-        from_syscall_insn: bool = False,
-    ) -> None:
-        """Deliver an app event to the guest kernel, as an interrupt gate would."""
-        entry = p.entries.get(kind, 0)
-        if not entry or not p.kernel_stack:
-            detail = f"no {kind.name.lower()} entry registered"
-            self._kernel_fault(p, "unexpected_trap", trap[0] if trap else 0, app_rip, 0, detail)
-            return
-        live = self._live
-        cr3 = live[self._cr3_slot]
-        rflags = self._read_rflags()
-        rsp = live[_RSP]
-        size = IRET_FRAME_SIZE if trap is None else TRAP_FRAME_SIZE
-        sp = p.kernel_stack - size
-        pa = self._kernel_stack_address(p, cr3, sp, size)
-        if pa < 0:
-            self._kernel_fault(p, "memory_violation", int(Vector.DF), app_rip, sp, "kernel stack not writable")
-            return
-        if trap is None:
-            struct.pack_into("<5Q", self.ram.view, pa, app_rip, SEL_USER_CODE, rflags, rsp, SEL_USER_DATA)
-        else:
-            struct.pack_into("<8Q", self.ram.view, pa, *trap, app_rip, SEL_USER_CODE, rflags, rsp, SEL_USER_DATA)
-        # The world switch: the CPL 2 template becomes the live state (a
-        # context restore), keeping the app's GPRs, as an interrupt gate would.
-        self._regs.load_privilege(self._templates.cpl2)
-        self._regs.clear_exception_state()  # the trap is handled: nothing is in flight
-        # The kernel starts with RFLAGS = 0x2, as the ABI says: the privilege
-        # words above do not include RFLAGS (the templates' are equal), and an
-        # app's TF, NT, DF, AC or IF must not reach its kernel (TF single-stepped
-        # the kernel into #DB, NT broke its iretq: found by the apps campaign).
-        self._write_rflags(_KERNEL_ENTRY_RFLAGS)
-        live[_RSP] = sp
-        live[self._cr3_slot] = cr3
-        live[self._rip_slot] = entry - SYSCALL_INSN_LEN if from_syscall_insn else entry
-        if from_syscall_insn:
-            live[_RCX] = app_rip
-            live[_R11] = rflags
-
-    def _kernel_stack_address(self, p: Partition, cr3: int, sp: int, size: int) -> int:
-        """Physical address of ``[sp, sp+size)`` on the kernel stack, or -1.
-
-        The frame must lie in one writable supervisor page (the SPK pushes at
-        most 64 bytes below an 8-aligned top). The translation of the top page
-        is cached per partition and dropped whenever the kernel half loses a
-        mapping (its generation changes) or the stack moves.
-        """
-        top = p.kernel_stack
-        if (top - 1) >> 12 != sp >> 12:
-            pieces = self.walker.spans(cr3, sp, size, write=True, user=False)
-            if pieces is None or len(pieces) != 1:
-                return -1
-            return pieces[0][0]
-        cache = p.stack_cache
-        if cache is None or cache[0] != top or cache[1] != p.kernel.generation:
-            pieces = self.walker.spans(cr3, top - 8, 8, write=True, user=False)
-            if pieces is None:
-                return -1
-            cache = p.stack_cache = (top, p.kernel.generation, pieces[0][0] + 8)
-        return cache[2] - (top - sp)
-
-    def _deliver_pending_trap(self, p: Partition) -> None:
-        if self._regs.cpl != 3 or p.state is not State.READY:
-            return
-        vector, error, address = p.pending_traps.pop(0)
-        self._enter_kernel(p, EntryKind.TRAP, self._regs.rip, trap=(vector, error, address))
-
-    def _deliver_timer(self, p: Partition) -> None:
-        regs = self._regs
-        if regs.cpl != 3:
-            return
-        p.timer_pending = False
-        p.counters.timer_upcalls += 1
-        self._enter_kernel(p, EntryKind.TIMER, regs.rip)
+        """A physical access outside RAM (:meth:`PvTraps.on_bad_memory`)."""
+        self.traps.on_bad_memory(address)
 
     def _kernel_fault(self, p: Partition, kind: str, vector: int, rip: int, address: int, detail: str) -> None:
         p.state = State.FAULTED
@@ -1253,61 +914,13 @@ class Machine:
             self.engine.stop()
 
     def check_invariants(self, pids: Collection[int] | None = None) -> None:
-        """Recount every mapping from the page tables and check the frame rules.
+        """Recount every mapping from the page tables and check the frame rules (:func:`spk._invariants.check`).
 
         With ``pids``, only those partitions' spaces are walked and only the
-        frames they own are recounted (a frame is mapped only by its owner,
-        so the recount is exact for them); a caller that knows the others
-        did not change (the fuzzer compares them with a snapshot) saves
-        their walk. Errors: InternalError naming the first broken rule.
+        frames they own are recounted. Errors: InternalError naming the
+        first broken rule.
         """
-        counted: dict[int, tuple[int, int]] = {}
-        entries = self.frames.entries
-        walked = [p for pid, p in self.partitions.items() if pids is None or pid in pids]
-        for p in walked:
-            seen_kernel = False
-            for handle, space in p.spaces.items():
-                for va, leaf in space.leaves(user_half_only=seen_kernel):
-                    mfn = (leaf & 0x000F_FFFF_FFFF_F000) >> PAGE_SHIFT
-                    if mfn >= len(entries) or entries[mfn].owner != p.pid:
-                        raise InternalError(f"{p.name}: space {handle} maps foreign frame {mfn:#x} at {va:#x}")
-                    maps, writable = counted.get(mfn, (0, 0))
-                    counted[mfn] = (maps + 1, writable + (1 if leaf & 2 else 0))
-                seen_kernel = True
-        recorded: dict[int, tuple[int, int]] = {}
-        pools: dict[int, int] = {}
-        pool = FrameType.POOL
-        if pids is None:
-            scanned = list(enumerate(entries))
-            kept_pools, kept_owned = self.frames.index()
-            if self.frames.scan_index() != ({o: n for o, n in kept_pools.items() if n}, kept_owned):
-                raise InternalError("the frame table's pool counts or owner index are not its entries'")
-        else:
-            scanned = []
-            for p in walked:
-                owned = self.frames.owned(p.pid)
-                frames = [entries[owned[0]]] if len(owned) == 1 else list(itemgetter(*owned)(entries)) if owned else []
-                if owned and set(map(_OWNER, frames)) != {p.pid}:
-                    raise InternalError(f"{p.name}: the owner index lists a frame it does not own")
-                scanned += zip(owned, frames, strict=True)
-        for mfn, frame in scanned:
-            if frame.map_count or frame.writable_count:
-                recorded[mfn] = (frame.map_count, frame.writable_count)
-            if frame.type is pool:
-                pools[frame.owner] = pools.get(frame.owner, 0) + 1
-        if recorded != counted:
-            mfn = min(m for m in recorded.keys() | counted.keys() if recorded.get(m) != counted.get(m))
-            maps, writable = recorded.get(mfn, (0, 0))
-            raise InternalError(f"frame {mfn:#x}: counts {maps}/{writable}, tables say {counted.get(mfn, (0, 0))}")
-        for p in walked:
-            if self.frames.pool_free_count(p.pid) != pools.get(p.pid, 0):
-                raise InternalError(f"{p.name}: pool count {self.frames.pool_free_count(p.pid)} is not the table's")
-        for mfn in recorded:
-            frame = entries[mfn]
-            if frame.type is FrameType.PAGE_TABLE and frame.writable_count:
-                raise InternalError(f"frame {mfn:#x} is a page table and mapped writable")
-            if frame.writable_count > frame.map_count:
-                raise InternalError(f"frame {mfn:#x}: more writable mappings than mappings")
+        _invariants.check(self.frames, self.partitions, pids)
 
     # ------------------------------------------------------------------
     # Migration (mechanisms: spk._migrate; the protocol is ring 1's)

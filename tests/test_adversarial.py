@@ -105,9 +105,9 @@ def test_a_removed_ownership_check_is_reported_not_contained(monkeypatch: pytest
 
 
 def test_port_io_let_through_is_reported_not_contained(monkeypatch: pytest.MonkeyPatch) -> None:
-    from spk import Machine
+    from spk._pv_traps import PvTraps
 
-    monkeypatch.setattr(Machine, "on_port_io", lambda self, port, is_write, rip: None)
+    monkeypatch.setattr(PvTraps, "on_port_io", lambda self, port, is_write, rip: None)
     results = run_suite(ROOT / "partitions.toml", only={"cpl3_hypercall_and_privileged"})
     assert not results[0].contained
     breaches = [e for e in results[0].evidence if e.startswith("NOT CONTAINED")]

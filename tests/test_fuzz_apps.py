@@ -21,7 +21,7 @@ from fuzz.replay import load, replay, world_of
 from fuzz.runner import run
 from fuzz.world import Violation
 from spgs.cbuild import build_c
-from spk._machine import Machine
+from spk._pv_traps import PvTraps
 from spk.abi import HYPERCALL_VECTOR, KERNEL_DATA_VADDR, Hypercall
 
 #: Examples in `make test` (up to fuzz.runner.STEPS steps each, a few seconds).
@@ -92,16 +92,16 @@ def fresh_worlds() -> Iterator[None]:
 @pytest.fixture
 def user_hypercalls(monkeypatch: pytest.MonkeyPatch, fresh_worlds: None) -> Iterator[None]:
     """The hypercall gate without its CPL check: an app's ``int 0x82`` runs as a hypercall."""
-    original = Machine.on_interrupt
+    original = PvTraps.on_interrupt
 
-    def on_interrupt(self: Machine, vector: int) -> None:
-        partition = self._current
+    def on_interrupt(self: PvTraps, vector: int) -> None:
+        partition = self._m._current
         if partition is not None and vector == HYPERCALL_VECTOR and self._regs.cpl == 3:
             self._hypercall(partition, self._live)
             return
         original(self, vector)
 
-    monkeypatch.setattr(Machine, "on_interrupt", on_interrupt)
+    monkeypatch.setattr(PvTraps, "on_interrupt", on_interrupt)
     yield
 
 
