@@ -29,6 +29,17 @@ ADMIN = "admin-secret-token-0001"
 READER = "reader-secret-token-0002"
 TOKENS = Tokens([Token("ops", "admin", digest(ADMIN)), Token("viewer", "read", digest(READER))])
 
+
+def write_tokens_file(folder: Path) -> Path:
+    """The file `spk serve --tokens` and `spk fleet --serve --tokens` read: ADMIN as ops, READER as viewer."""
+    path = folder / "tokens.toml"
+    path.write_text(
+        f'[[token]]\nname = "ops"\nrole = "admin"\ntoken = "{ADMIN}"\n\n'
+        f'[[token]]\nname = "viewer"\nrole = "read"\ntoken = "{READER}"\n',
+        encoding="utf-8",
+    )
+    return path
+
 #: Two partitions that never end (an endless compute loop: every window overruns, a health event each),
 #: and one that boots the reference kernel and ends.
 LIVE_CONFIG = """

@@ -49,6 +49,7 @@ from spgs.system import load_and_plan
 from spk_tools.api import Token, Tokens, create_app, create_fleet_app
 from spk_tools.api.auth import digest
 from spk_tools.fleet_serve import WatchedFleet
+from tests.api_helpers import ADMIN, READER, write_tokens_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -407,18 +408,6 @@ spin:
     int 0x82
     jmp next_window
 """
-ADMIN, READER = "console-admin-token-0123", "console-read-token-4567"
-TOKENS = f"""\
-[[token]]
-name = "ops"
-role = "admin"
-token = "{ADMIN}"
-
-[[token]]
-name = "viewer"
-role = "read"
-token = "{READER}"
-"""
 #: Major frames per second of wall time: fast enough for short tests, slow enough to watch a chart fill.
 PACE = 25
 _SERVING = re.compile(r"^serving \S+ at (http://\S+/) ")
@@ -447,7 +436,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("console-serve")
     (folder / "console.toml").write_text(CONFIG, encoding="utf-8")
     (folder / "jitter.asm").write_text(JITTER, encoding="utf-8")
-    (folder / "tokens.toml").write_text(TOKENS, encoding="utf-8")
+    write_tokens_file(folder)
     command = [sys.executable, "-m", "spk_tools", "serve", str(folder / "console.toml"), "--port", "0",
                "--tokens", str(folder / "tokens.toml"), "--pace", str(PACE)]  # fmt: skip
     errors = folder / "stderr.txt"

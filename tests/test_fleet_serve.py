@@ -30,21 +30,10 @@ from typer.testing import CliRunner
 from spgs.fleet.config import load_fleet
 from spgs.fleet.runner import LocalTransport, run_fleet
 from spk_tools.cli import app
+from tests.api_helpers import ADMIN, READER, write_tokens_file
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fleet.toml"
-ADMIN, READER = "fleet-admin-token-0123", "fleet-read-token-4567"
-TOKENS = f"""\
-[[token]]
-name = "ops"
-role = "admin"
-token = "{ADMIN}"
-
-[[token]]
-name = "viewer"
-role = "read"
-token = "{READER}"
-"""
 #: Rounds per second: the example's 30 rounds last at least 3 s of wall time, plenty to see two of them.
 PACE = 10
 #: Upper bound of any wait (wall seconds): generous, never reached when all is well.
@@ -75,7 +64,7 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     folder = tmp_path
-    (folder / "tokens.toml").write_text(TOKENS, encoding="utf-8")
+    write_tokens_file(folder)
     command = [sys.executable, "-m", "spk_tools", "fleet", str(EXAMPLE), "--in-process", "--serve", "--port", "0",
                "--tokens", str(folder / "tokens.toml"), "--pace", str(PACE)]  # fmt: skip
     process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
