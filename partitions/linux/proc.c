@@ -203,7 +203,11 @@ static void close_all(struct proc *p) {
         if (p->fds[fd]) fd_close(p, (u64)fd);
 }
 
-__attribute__((noreturn)) void proc_exit(struct proc *p, int status) {
+/* What every end of a process does (exit or kill; cur must be p, whose mm
+ * the tid clear writes): clear_child_tid, its descriptors, its memory and
+ * executable, its FPU ownership; its children go to pid 1. pid 1 ending ends
+ * the partition; anyone else becomes a zombie for its parent's wait. */
+static void release(struct proc *p, int status) {
     if (p->clear_tid) {
         u32 zero = 0;
         copy_to_user(p->mm, p->clear_tid, &zero, 4);
@@ -221,6 +225,10 @@ __attribute__((noreturn)) void proc_exit(struct proc *p, int status) {
     p->restart = 0;
     p->exit_status = status;
     wake_all();
+}
+
+__attribute__((noreturn)) void proc_exit(struct proc *p, int status) {
+    release(p, status);
     if (cur == p) cur = 0;
     schedule();
 }
@@ -238,24 +246,8 @@ void proc_kill(struct proc *p, int sig) {
     /* Another process: it dies now; it was blocked or runnable, never running. */
     struct proc *me = cur;
     cur = p;
-    if (p->clear_tid) {
-        u32 zero = 0;
-        copy_to_user(p->mm, p->clear_tid, &zero, 4);
-    }
-    close_all(p);
-    mm_destroy(p->mm);
-    p->mm = 0;
-    if (p->exe) inode_put(p->exe);
-    p->exe = 0;
-    if (fpu_owner == p) fpu_owner = 0;
-    for (u32 i = 0; i < MAX_PROCS; i++)
-        if (procs[i] && procs[i]->ppid == p->pid) procs[i]->ppid = 1;
+    release(p, sig & 0x7f);
     cur = me;
-    if (p->pid == 1) spk_exit(exit_report_and_code(sig & 0x7f));
-    p->state = P_ZOMBIE;
-    p->restart = 0;
-    p->exit_status = sig & 0x7f;
-    wake_all();
 }
 
 const char *signal_name(int sig) {
