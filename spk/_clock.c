@@ -40,6 +40,19 @@ typedef int (*port_fn)(uint32_t port, uint32_t is_write, uint64_t rip);
 typedef void (*intr_fn)(uint32_t intno);
 typedef void (*syscall_fn)(uint64_t rip, uint32_t plain);
 typedef int (*reg_fn)(void *uc, int regid, void *value);
+typedef int32_t (*scan_fn)(uint64_t address, uint32_t size);
+typedef uint64_t (*fv_port_fn)(uint32_t port, uint32_t size, uint32_t value, uint32_t is_write);
+
+/* The sensitive-instruction cache of a full partition's engine: for each
+ * translated block (address, size), the offset of the first instruction in
+ * it ring 0 must emulate although it does not trap (pushf, which would show
+ * the real IOPL), or -1. Direct-mapped; filled by ring 0's decoder on a miss. */
+#define SPK_SCAN_SLOTS 8192
+struct spk_scan_entry {
+    uint64_t address;
+    uint32_t size;
+    int32_t offset;
+};
 
 #define SPK_MAX_PRIVILEGE_WORDS 16
 
@@ -88,6 +101,19 @@ struct spk_clock {
     reg_fn reg_write;
     uint64_t rflags_id;
     uint64_t kernel_rflags;   /* RFLAGS on every entry into a guest kernel */
+    /* Full virtualization (a full partition's own engine; all 0 elsewhere). */
+    uint64_t fv;              /* every block takes the checks of fv_block() */
+    uint64_t hflags_offset;   /* byte offset of QEMU's hflags in env: CPL in bits 0-1, IRQ shadow bit 3 */
+    uint64_t eflags_offset;   /* byte offset of eflags in env (IF is bit 9) */
+    uint64_t irq_wait;        /* an interrupt is pending: stop before the first block with IF set */
+    uint64_t irq_stop;        /* the run stopped there */
+    uint64_t tripwire;        /* the run stopped: the vCPU reached real CPL 0 */
+    uint64_t need_sensitive;  /* stopped before a block [need_pc, +need_size) with a sensitive instruction */
+    uint64_t sens_offset;     /* at this offset in it */
+    struct spk_scan_entry *scan;
+    scan_fn on_scan;
+    uint64_t scan_misses;     /* blocks decoded by ring 0 */
+    fv_port_fn on_fv_port;    /* port I/O of a full partition: the device models' answer, or 1<<32: #GP */
 };
 
 static inline uint64_t live_rip(struct spk_clock *c)
@@ -110,6 +136,43 @@ void spk_settle_at(struct spk_clock *c, uint64_t rip)
     c->block_start = c->block_end = 0;
 }
 
+/* A full partition's checks before a block runs: 1 when the block must not run.
+ *
+ * The tripwire: nothing a full guest does may reach real CPL 0 (a call gate
+ * planted in its own GDT would); CPL changes only at a block's end, so the
+ * first block at CPL 0 is refused before it executes. A pending interrupt
+ * waits for IF (set natively by sti/popf at CPL 1, IOPL 1) outside an
+ * interrupt shadow. A block holding a sensitive instruction is refused
+ * and ring 0 runs the part before it, then emulates it. */
+static int fv_block(struct spk_clock *c, uint64_t address, uint32_t size)
+{
+    uint32_t hflags = *(const uint32_t *)(uintptr_t)(c->env + c->hflags_offset);
+    if ((hflags & 3) == 0) {
+        c->tripwire = 1;
+        return 1;
+    }
+    if (c->irq_wait && (*(const uint64_t *)(uintptr_t)(c->env + c->eflags_offset) & 0x200) && !(hflags & 8)) {
+        c->irq_stop = 1;
+        return 1;
+    }
+    uint64_t slot = ((address * 0x9E3779B97F4A7C15ull) ^ size) >> 51; /* 13 bits: SPK_SCAN_SLOTS */
+    struct spk_scan_entry *e = &c->scan[slot & (SPK_SCAN_SLOTS - 1)];
+    if (e->address != address || e->size != size) {
+        e->address = address;
+        e->size = size;
+        e->offset = c->on_scan(address, size);
+        c->scan_misses++;
+    }
+    if (e->offset >= 0) {
+        c->need_sensitive = 1;
+        c->need_pc = address;
+        c->need_size = size;
+        c->sens_offset = (uint64_t)e->offset;
+        return 1;
+    }
+    return 0;
+}
+
 /* UC_HOOK_BLOCK: (uc, address, size, user_data). */
 void spk_on_block(void *uc, uint64_t address, uint32_t size, void *user_data)
 {
@@ -117,7 +180,7 @@ void spk_on_block(void *uc, uint64_t address, uint32_t size, void *user_data)
     (void)uc;
     uint64_t counter = c->counter;
     /* The fast path: one test for every flag and the limit. */
-    if (__builtin_expect(!(c->stopping | c->want_user | c->tail_armed) && counter + size <= c->limit, 1)) {
+    if (__builtin_expect(!(c->stopping | c->want_user | c->tail_armed | c->fv) && counter + size <= c->limit, 1)) {
         c->block_start = address;
         c->block_end = address + size;
         c->counter = counter + size;
@@ -125,6 +188,11 @@ void spk_on_block(void *uc, uint64_t address, uint32_t size, void *user_data)
     }
     if (c->stopping) {
         return; /* the engine exits before this block runs */
+    }
+    if (c->fv && fv_block(c, address, size)) {
+        c->block_start = c->block_end = 0;
+        stop(c);
+        return;
     }
     if (c->want_user &&
         ((*(uint64_t *)(uintptr_t)(c->env + c->cs_offset) >> c->cs_shift) & 3) == 3) {
@@ -238,6 +306,13 @@ uint32_t spk_on_in(void *uc, uint32_t port, int size, void *user_data)
 {
     struct spk_clock *c = user_data;
     (void)uc;
+    if (c->fv) {
+        uint64_t answer = c->on_fv_port(port, (uint32_t)size, 0, 0);
+        if (answer >> 32) {
+            c->raise_exception((void *)(uintptr_t)c->env, 13, 0, 0);
+        }
+        return (uint32_t)answer;
+    }
     if (c->on_port(port, 0, live_rip(c))) {
         c->raise_exception((void *)(uintptr_t)c->env, 13, 0, 0);
     }
@@ -249,8 +324,12 @@ void spk_on_out(void *uc, uint32_t port, int size, uint32_t value, void *user_da
 {
     struct spk_clock *c = user_data;
     (void)uc;
-    (void)size;
-    (void)value;
+    if (c->fv) {
+        if (c->on_fv_port(port, (uint32_t)size, value, 1) >> 32) {
+            c->raise_exception((void *)(uintptr_t)c->env, 13, 0, 0);
+        }
+        return;
+    }
     if (c->on_port(port, 1, live_rip(c))) {
         c->raise_exception((void *)(uintptr_t)c->env, 13, 0, 0);
     }
@@ -435,6 +514,9 @@ typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t t
 #define SPK_RUN_AT_LIMIT (1u << 16)
 #define SPK_RUN_NEED_TAIL (1u << 17)
 #define SPK_RUN_USER_STOP (1u << 18)
+#define SPK_RUN_SENSITIVE (1u << 19)
+#define SPK_RUN_IRQ (1u << 20)
+#define SPK_RUN_TRIPWIRE (1u << 21)
 
 /* Why these three: ring 0's run loop used to reset and read the clock's
  * fields from Python, a dozen ctypes field accesses (about 0.1 us each) on
@@ -455,10 +537,12 @@ uint64_t spk_run_begin(struct spk_clock *c, uint64_t budget, uint64_t want_user)
 uint32_t spk_run_step(struct spk_clock *c, emu_start_fn start, uint64_t rip, uint64_t until)
 {
     c->stopping = c->need_tail = c->at_limit = 0;
+    c->need_sensitive = c->irq_stop = c->tripwire = 0;
     c->block_start = c->block_end = 0;
     uint32_t status = (uint32_t)start(c->uc, rip, until, 0, 0) & 0xffffu;
     return status | (c->at_limit ? SPK_RUN_AT_LIMIT : 0) | (c->need_tail ? SPK_RUN_NEED_TAIL : 0) |
-           (c->user_stop ? SPK_RUN_USER_STOP : 0);
+           (c->user_stop ? SPK_RUN_USER_STOP : 0) | (c->need_sensitive ? SPK_RUN_SENSITIVE : 0) |
+           (c->irq_stop ? SPK_RUN_IRQ : 0) | (c->tripwire ? SPK_RUN_TRIPWIRE : 0);
 }
 
 /* The run ends: disarm its one-shot flags; returns the counter. */

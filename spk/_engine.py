@@ -119,6 +119,8 @@ _RAW_LIB = ctypes.CDLL(_LIB._name)
 _INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_uint32)
 _SYSCALL_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 _PORT_CFUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint64)
+_SCAN_CFUNC = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_uint64, ctypes.c_uint32)
+_FV_PORT_CFUNC = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)
 _UC_PROT_EXEC = unicorn.UC_PROT_EXEC
 _LIB.uc_vmem_read.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
 _LIB.uc_vmem_read.restype = ctypes.c_int
@@ -137,6 +139,13 @@ _CTL_REMOVE_CACHE = unicorn.UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (unicorn.UC_CTL
 _NEVER = 0xFFFF_0000_0000_0000 - 1
 #: How spk_run_step says the clock ended an engine run (bits above its status).
 _RUN_AT_LIMIT, _RUN_NEED_TAIL, _RUN_USER_STOP = 1 << 16, 1 << 17, 1 << 18
+_RUN_SENSITIVE, _RUN_IRQ, _RUN_TRIPWIRE = 1 << 19, 1 << 20, 1 << 21
+#: SPK_SCAN_SLOTS of _clock.c
+_SCAN_SLOTS = 8192
+
+
+class _ScanEntry(ctypes.Structure):
+    _fields_ = [("address", ctypes.c_uint64), ("size", ctypes.c_uint32), ("offset", ctypes.c_int32)]
 #: Size of the x86 ``syscall`` instruction, re-added by the engine after its hook.
 SYSCALL_INSN_LEN = 2
 
@@ -177,6 +186,22 @@ class TrapSink(Protocol):
 
     def on_bad_memory(self, address: int) -> None:
         """A physical access outside RAM (an SPK bug: tables only name RAM)."""
+
+
+class FullTrapSink(TrapSink, Protocol):
+    """A full partition's trap sink: the :class:`TrapSink` calls plus what only full guests need."""
+
+    def on_scan(self, address: int, size: int) -> int:
+        """Offset of the first instruction ring 0 must emulate in the block ``[address, +size)``, or -1."""
+
+    def on_sensitive(self, address: int) -> None:
+        """Emulate the instruction at ``address`` (a block scan found it); set rip past it."""
+
+    def on_fv_port(self, port: int, size: int, value: int, is_write: int) -> int:
+        """Port I/O: the value read (for ``in``), or 1 << 32 to raise #GP at the instruction."""
+
+    def on_cpuid(self) -> None:
+        """Answer ``cpuid`` (set rax, rbx, rcx, rdx from eax and ecx)."""
 
 
 class Context:
@@ -367,6 +392,11 @@ class _ClockStruct(ctypes.Structure):
         ("user_cs", ctypes.c_uint64), ("user_ss", ctypes.c_uint64),
         ("reg_read", ctypes.c_void_p), ("reg_write", ctypes.c_void_p),
         ("rflags_id", ctypes.c_uint64), ("kernel_rflags", ctypes.c_uint64),
+        ("fv", ctypes.c_uint64), ("hflags_offset", ctypes.c_uint64), ("eflags_offset", ctypes.c_uint64),
+        ("irq_wait", ctypes.c_uint64), ("irq_stop", ctypes.c_uint64), ("tripwire", ctypes.c_uint64),
+        ("need_sensitive", ctypes.c_uint64), ("sens_offset", ctypes.c_uint64),
+        ("scan", ctypes.c_void_p), ("on_scan", ctypes.c_void_p), ("scan_misses", ctypes.c_uint64),
+        ("on_fv_port", ctypes.c_void_p),
     ]  # fmt: skip
 
 
@@ -398,7 +428,9 @@ class Engine:
     call fails, or the native helper cannot be built (gcc missing).
     """
 
-    def __init__(self, ram_address: int, ram_size: int, sink: TrapSink, *, time_mode: str = "exact") -> None:
+    def __init__(
+        self, ram_address: int, ram_size: int, sink: TrapSink, *, time_mode: str = "exact", full: bool = False
+    ) -> None:
         if time_mode not in TIME_MODES:
             raise EngineError(f"unknown time mode {time_mode!r} (one of {', '.join(TIME_MODES)})")
         self.time_mode = time_mode
@@ -460,7 +492,12 @@ class Engine:
         self._fast_start = 0
         self._fast_deadline = 0
         self._watchdog: int | None = None
+        #: why the last run of a full partition's engine stopped early: "irq", "tripwire" or None
+        self.fv_stop: str | None = None
+        self._full = full
         self._install_hooks()
+        if full:
+            self._install_full_hooks(sink)  # type: ignore[arg-type]
         if not self._exact:
             self._start_watchdog()
 
@@ -523,6 +560,89 @@ class Engine:
             return False
 
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, on_unmapped)
+
+    def _install_full_hooks(self, sink: FullTrapSink) -> None:
+        """A full partition's engine: the checks of ``fv_block`` (_clock.c), its port I/O and ``cpuid``.
+
+        QEMU's hflags (CPL in bits 0-1, the interrupt shadow in bit 3) and
+        eflags sit at fixed words after the GPRs (CPUX86State: regs[16],
+        eip, eflags, cc_dst, cc_src, cc_src2, cc_op/df, hflags/hflags2);
+        spk._fv_cpu's bring-up checks both against real CPL 1 and CPL 3
+        states before the guest runs.
+        """
+        clock = self._clock
+        self._scan_table = (_ScanEntry * _SCAN_SLOTS)()
+        clock.scan = ctypes.addressof(self._scan_table)
+        clock.hflags_offset = 22 * 8
+        clock.eflags_offset = 17 * 8
+        self._scan_cb = _SCAN_CFUNC(sink.on_scan)
+        clock.on_scan = ctypes.cast(self._scan_cb, ctypes.c_void_p).value
+        self._fv_port_cb = _FV_PORT_CFUNC(sink.on_fv_port)
+        clock.on_fv_port = ctypes.cast(self._fv_port_cb, ctypes.c_void_p).value
+
+        def on_cpuid(_uc: object, _ud: object) -> int:
+            sink.on_cpuid()
+            return 1  # answered: the engine skips its own CPUID
+
+        self._uc.hook_add(unicorn.UC_HOOK_INSN, on_cpuid, None, 1, 0, _x86.UC_X86_INS_CPUID)
+        clock.fv = 1
+
+    def map_region(self, address: int, size: int, host_address: int) -> None:
+        """Map ``size`` bytes of host memory at engine-physical ``address`` (a shadow pool).
+
+        Errors: :class:`EngineError` when the engine refuses (overlap, alignment).
+        """
+        try:
+            self._uc.mem_map_ptr(address, size, unicorn.UC_PROT_ALL, host_address)
+        except unicorn.UcError as exc:
+            raise EngineError(f"cannot map {size:#x} bytes at {address:#x}: {exc}") from exc
+
+    def full_checks(self, enabled: bool) -> None:
+        """Turn a full partition's block checks on or off (off only while ring 0 brings its vCPU up)."""
+        if self._full:
+            self._clock.fv = 1 if enabled else 0
+
+    def step(self, rip: int) -> int:
+        """Run exactly the one instruction at ``rip`` (outside any hook); returns the ticks it took.
+
+        For a shadow MMU's stepped write to a protected table. The budget is
+        the instruction's length, so a branch ends the step at its target.
+        Errors: none; an instruction that cannot be fetched or decoded runs
+        as one block of at most 15 bytes.
+        """
+        code = self.read_code(rip, 15) or self.read_code(rip, 0x1000 - (rip & 0xFFF)) or b""
+        if self._disasm is None:
+            self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        decoded = next(self._disasm.disasm_lite(code, rip, 1), None)
+        length = decoded[1] if decoded is not None else 15
+        until = rip + length
+        clock = self._clock
+        waiting, clock.irq_wait = clock.irq_wait, 0
+        self._stop_requested = False
+        start = self._run_begin(length, 0)
+        ended = self._run_step(rip, until)
+        self._remove_cache(until, until + 1)
+        if ended & _RUN_SENSITIVE and not self._stop_requested:
+            self._sink.on_sensitive(int(clock.need_pc))  # type: ignore[attr-defined]
+        clock.irq_wait = waiting
+        return int(self._run_end() - start)
+
+    def retire(self, length: int) -> None:
+        """Count ``length`` bytes of an instruction ring 0 emulated as retired (virtual time)."""
+        if self._exact:
+            self._clock.counter += length
+
+    def set_irq_wait(self, waiting: bool) -> None:
+        """Full partitions: stop the next run before the first block with IF set (an interrupt waits)."""
+        self._clock.irq_wait = 1 if waiting else 0
+
+    def forget_scans(self) -> None:
+        """Full partitions: decode every block again (the guest's code changed under the cache)."""
+        ctypes.memset(self._scan_table, 0, ctypes.sizeof(self._scan_table))
+
+    @property
+    def scan_misses(self) -> int:
+        return int(self._clock.scan_misses)
 
     def _start_watchdog(self) -> None:
         lib = self._native
@@ -641,6 +761,24 @@ class Engine:
         self._scratch.value = value & 0xFFFF_FFFF_FFFF_FFFF
         _check(_LIB.uc_reg_write(self.handle, _REG_IDS[name], ctypes.byref(self._scratch)), name)
 
+    def read_msr(self, msr: int) -> int:
+        """Read a model-specific register of the vCPU (EFER, say)."""
+        return int(self._uc.msr_read(msr))
+
+    def write_msr(self, msr: int, value: int) -> None:
+        """Write a model-specific register of the vCPU. Errors: EngineError when refused."""
+        try:
+            self._uc.msr_write(msr, value)
+        except unicorn.UcError as exc:
+            raise EngineError(f"engine refused MSR {msr:#x}: {exc}") from exc
+
+    def read_code(self, va: int, size: int) -> bytes | None:
+        """The ``size`` bytes at ``va`` as the vCPU would fetch them now (its current tables), or None."""
+        buffer = ctypes.create_string_buffer(size)
+        if _LIB.uc_vmem_read(self.handle, va, _UC_PROT_EXEC, buffer, size) != 0:
+            return None
+        return buffer.raw
+
     def write_gdtr(self, base: int, limit: int) -> None:
         self._uc.reg_write(_x86.UC_X86_REG_GDTR, (0, base, limit, 0))
 
@@ -688,7 +826,8 @@ class Engine:
             clock.cs_shift = self.layout.cs_shift
         self._run_start = start = self._run_begin(budget, 1 if until_user else 0)
         step = self._run_step
-        until = tail_end = _NEVER
+        until = tail_end = prefix_end = _NEVER
+        self.fv_stop = None
         exhausted = False
         error: str | None = None
         while True:
@@ -702,12 +841,33 @@ class Engine:
                 until = _NEVER
             if error is not None or self._stop_requested or ended & _RUN_USER_STOP:
                 break
+            if ended & (_RUN_IRQ | _RUN_TRIPWIRE):
+                self.fv_stop = "tripwire" if ended & _RUN_TRIPWIRE else "irq"
+                break
             if ended & _RUN_AT_LIMIT:
                 exhausted = True
                 break
+            if ended & _RUN_SENSITIVE:
+                # A full partition's block holds an instruction ring 0 emulates
+                # (see fv_block): run the part before it alone, then emulate it.
+                clock.tail_armed = 0
+                pc, offset = int(clock.need_pc), int(clock.sens_offset)
+                if offset:
+                    until = prefix_end = pc + offset
+                    rip = pc
+                    continue
+                self._sink.on_sensitive(pc)  # type: ignore[attr-defined]
+                if self._stop_requested:
+                    break
+                rip = int(self.live[self.layout.rip - self.layout.gpr0])
+                continue
             if not ended & _RUN_NEED_TAIL:
+                live_rip = int(self.live[self.layout.rip - self.layout.gpr0])
+                if prefix_end != _NEVER and live_rip == prefix_end:  # the part before a sensitive instruction ran
+                    rip, prefix_end = live_rip, _NEVER
+                    continue
                 # The engine returned by itself: a tail run reached its end.
-                exhausted = tail_end != _NEVER and self.live[self.layout.rip - self.layout.gpr0] == tail_end
+                exhausted = tail_end != _NEVER and live_rip == tail_end
                 break
             # A block would cross the limit: run it alone up to the last
             # instruction boundary at or before the limit (its "until" address).
