@@ -5,11 +5,13 @@ compiled freestanding against the SDK (``spk_sdk``: the ABI headers
 generated from :mod:`spk.abi`, the libc subset, start-up code) and linked by
 the SDK's linker script for its kind: a kernel in the kernel image region, an
 app at ``APP_IMAGE_VADDR``. A third kind, ``pc``, is a bare PC kernel for full
-virtualization (partitions/pcref): it shares only the libc subset, brings its
-own start-up code (multiboot header, 32- and 64-bit entries) and is linked at
-physical 1 MiB by ``ld/pc.ld.S``; it includes no hypercall header. The result is an ELF64 executable with its
-symbols and DWARF line table (faults and traces are reported by function and
-line, and gdb reads it).
+virtualization (partitions/pcref, partitions/fvecho): it links the libc
+subset and the SDK's PC library (``spk_sdk/pc/``: start-up code with the
+multiboot header and 32- and 64-bit entries, trap stubs, UART, GDT/IDT/TSS,
+PIC, PIT, page tables; its sources include ``"pc.h"``), is linked at physical
+1 MiB by ``ld/pc.ld.S`` and includes no hypercall header. The result is an
+ELF64 executable with its symbols and DWARF line table (faults and traces are
+reported by function and line, and gdb reads it).
 
 Reproducible: the same sources give the same bytes on any machine with the
 same gcc. Sources are copied into a scratch folder under fixed relative names
@@ -62,8 +64,11 @@ _SDK_SOURCES = {
     "kernel": ("crt/kernel_start.S", "crt/kernel_entries.S", "lib/string.c", "lib/format.c", "lib/kconsole.c",
                "lib/loader.c"),
     "app": ("crt/app_start.S", "lib/string.c", "lib/format.c", "lib/app_io.c"),
-    "pc": ("lib/string.c", "lib/format.c"),  # a bare PC kernel brings its own start-up code
+    "pc": ("lib/string.c", "lib/format.c", "pc/boot.S", "pc/cpu.c", "pc/uart.c", "pc/pic.c", "pc/pit.c",
+           "pc/paging.c"),
 }  # fmt: skip
+#: Include folders of each kind besides ``spk_sdk/include`` (a bare PC kernel's ``#include "pc.h"``).
+_INCLUDES = {"kernel": (), "app": (), "pc": ("-Ispk_sdk/pc",)}
 #: Where each kind is linked (the SDK's one linker script takes the bounds as macros).
 _LINK_REGION = {
     "kernel": ("SPK_KERNEL_IMAGE_VADDR", "(SPK_KERNEL_IMAGE_VADDR + SPK_KERNEL_IMAGE_MAX)"),
@@ -169,7 +174,7 @@ def _compile(kind: str, name: str, sources: list[tuple[str, bytes]]) -> bytes:
         ).stdout.strip()
         common = [
             *CFLAGS, f"-ffile-prefix-map={root}=.", "-isystem", gcc_include, "-Ispk_sdk/include",
-            "-include", "spk/visibility.h", f"-I{safe}",
+            *_INCLUDES[kind], "-include", "spk/visibility.h", f"-I{safe}",
         ]  # fmt: skip
         script = subprocess.run(
             [path, "-E", "-P", "-x", "assembler-with-cpp", "-Ispk_sdk/include",

@@ -1,6 +1,7 @@
-/* pcref's start-up code: the multiboot header and 32-bit entry that real PC
- * firmware and boot loaders (QEMU's -kernel) use, the 64-bit entry the SPK
- * uses, and the trap, interrupt and system call entry stubs.
+/* The start-up code of every bare PC kernel (spk_sdk/pc/pc.h): the
+ * multiboot header and 32-bit entry that real PC firmware and boot loaders
+ * (QEMU's -kernel) use, the 64-bit entry the SPK uses, and the trap,
+ * interrupt and system call entry stubs.
  *
  * Two entries:
  *   _start32  multiboot (v1) entry, named by the header's entry_addr (the
@@ -11,7 +12,8 @@
  *   _start64  the ELF's e_entry: 64-bit long mode, paging on with at least
  *             the first 4 MiB identity-mapped, interrupts off, any GDT,
  *             any stack. Everything from here on is the same whichever
- *             entry was taken. */
+ *             entry was taken: the boot stack, then the kernel's
+ *             kernel_main (which does not return; if it did, hlt for ever). */
 
 #define MB_MAGIC 0x1BADB002
 #define MB_FLAGS 0x00010000 /* bit 16: the address fields below are valid */
@@ -99,22 +101,22 @@ boot_stack_top:
 
 /* ---- traps and interrupts ----
  * Every vector pushes (error code or 0, vector) and the fifteen general
- * registers, so the stack holds a struct frame (kernel.c) and trap() gets a
- * pointer to it. trap() returns the frame to resume: the same one, or
- * another app's (a context switch), or the idle loop's. */
+ * registers, so the stack holds a struct pc_frame and the handler
+ * pc_idt_init was given gets a pointer to it. It returns the frame to
+ * resume: the same one, or another thread's (a context switch). */
     .text
 .macro ISR_NOERR n
-    .globl isr\n
-isr\n:
+    .globl pc_isr\n
+pc_isr\n:
     pushq $0
     pushq $\n
-    jmp trap_common
+    jmp pc_trap_common
 .endm
 .macro ISR_ERR n
-    .globl isr\n
-isr\n:
+    .globl pc_isr\n
+pc_isr\n:
     pushq $\n
-    jmp trap_common
+    jmp pc_trap_common
 .endm
 
 ISR_NOERR 0
@@ -149,11 +151,26 @@ ISR_NOERR 28
 ISR_ERR 29
 ISR_ERR 30
 ISR_NOERR 31
-ISR_NOERR 32 /* IRQ 0: the PIT */
-ISR_NOERR 39 /* IRQ 7: spurious from the master 8259 */
-ISR_NOERR 47 /* IRQ 15: spurious from the slave */
+/* the 16 IRQs of the 8259 pair as pc_pic_init programs it */
+ISR_NOERR 32
+ISR_NOERR 33
+ISR_NOERR 34
+ISR_NOERR 35
+ISR_NOERR 36
+ISR_NOERR 37
+ISR_NOERR 38
+ISR_NOERR 39
+ISR_NOERR 40
+ISR_NOERR 41
+ISR_NOERR 42
+ISR_NOERR 43
+ISR_NOERR 44
+ISR_NOERR 45
+ISR_NOERR 46
+ISR_NOERR 47
+ISR_NOERR 128 /* a software interrupt (int $0x80), installed by pc_idt_set */
 
-trap_common:
+pc_trap_common:
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -171,9 +188,9 @@ trap_common:
     pushq %r15
     movq %rsp, %rdi
     cld
-    call trap
-    .globl resume_frame
-resume_frame: /* rax: the frame to resume */
+    call *pc_trap_handler(%rip)
+    .globl pc_resume_frame
+pc_resume_frame: /* rax: the frame to resume */
     movq %rax, %rsp
     popq %r15
     popq %r14
@@ -193,17 +210,23 @@ resume_frame: /* rax: the frame to resume */
     addq $16, %rsp
     iretq
 
+    .globl pc_resume
+    .type pc_resume, @function
+pc_resume: /* pc_resume(struct pc_frame *f): never returns */
+    movq %rdi, %rax
+    jmp pc_resume_frame
+
 /* syscall: rcx = the app's rip, r11 = its rflags, IF cleared by SFMASK.
- * Switch to the running app's kernel stack, build the same frame as an
- * interrupt would (vector 256), call syscall_dispatch(). It returns the
- * frame to resume: the same one goes back with sysretq, another one (the
- * app ended) with iretq. */
-    .globl syscall_entry
-syscall_entry:
-    movq %rsp, user_rsp_scratch(%rip)
-    movq kernel_rsp(%rip), %rsp
+ * Switch to the running thread's kernel stack, build the same frame as an
+ * interrupt would (vector 256), call the handler pc_syscall_init was
+ * given. It returns the frame to resume: the same one goes back with
+ * sysretq, another one (a switch, or the app ended) with iretq. */
+    .globl pc_syscall_entry
+pc_syscall_entry:
+    movq %rsp, pc_user_rsp_scratch(%rip)
+    movq pc_kernel_rsp(%rip), %rsp
     pushq $0x23                       /* ss */
-    pushq user_rsp_scratch(%rip)      /* rsp */
+    pushq pc_user_rsp_scratch(%rip)   /* rsp */
     pushq %r11                        /* rflags */
     pushq $0x2B                       /* cs */
     pushq %rcx                        /* rip */
@@ -226,9 +249,9 @@ syscall_entry:
     pushq %r15
     movq %rsp, %rdi
     cld
-    call syscall_dispatch
+    call *pc_syscall_handler(%rip)
     cmpq %rsp, %rax
-    jne resume_frame
+    jne pc_resume_frame
     popq %r15
     popq %r14
     popq %r13
@@ -252,6 +275,10 @@ syscall_entry:
 
     .bss
     .align 8
-user_rsp_scratch: .quad 0
-    .globl kernel_rsp
-kernel_rsp: .quad 0 /* the running app's kernel stack top (also TSS.rsp0) */
+pc_user_rsp_scratch: .quad 0
+    .globl pc_kernel_rsp
+pc_kernel_rsp: .quad 0 /* the running thread's kernel stack top (also TSS.rsp0) */
+    .globl pc_trap_handler
+pc_trap_handler: .quad 0 /* set by pc_idt_init */
+    .globl pc_syscall_handler
+pc_syscall_handler: .quad 0 /* set by pc_syscall_init */
