@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from spk._fv_devices import (
+    COM_PORTS,
     PIT_HZ,
     PcDevices,
     Pic8259,
     Pic8259Pair,
     Pit8253,
+    SerialLink,
     Uart16550,
 )
 from spk_tools.qemu import boot, pcref_elf
@@ -173,3 +175,184 @@ def test_any_byte_on_any_port_is_accepted(value: int) -> None:
     for port in range(0x400):
         dev.port_out(port, 1, value, now=port)
         assert 0 <= dev.port_in(port, 1, now=port) <= 0xFF
+
+
+# ---- the UART's receive side, more UARTs, serial links ----
+
+
+def uart_8n1(u: Uart16550, fcr: int = 0xC7, ier: int = 0) -> None:
+    """spk_sdk/pc/uart.c pc_uart_init's sequence (115200 8N1), then FCR and IER as given."""
+    for offset, value in ((1, 0), (3, 0x80), (0, 1), (1, 0), (3, 0x03), (2, fcr), (4, 0x0B), (1, ier)):
+        u.write(offset, value)
+
+
+def drain(u: Uart16550) -> bytes:
+    out = bytearray()
+    while u.read(5) & 0x01:
+        out.append(u.read(0))
+    return bytes(out)
+
+
+def test_uart_reset_values_are_qemus() -> None:
+    u = Uart16550()
+    u.write(3, 0x80)
+    assert (u.read(0), u.read(1)) == (0x0C, 0)  # 9600 baud
+    u.write(3, 0)
+    assert (u.read(4), u.read(6), u.read(5), u.read(2)) == (0x08, 0xB0, 0x60, 0x01)
+
+
+def test_uart_receives_through_the_fifo_with_flow_control_and_no_overrun() -> None:
+    u = Uart16550()
+    uart_8n1(u)  # trigger level 14
+    assert not u.read(5) & 0x01
+    data = bytes(range(40))
+    u.feed(data)
+    assert len(u.fifo) == 14 and len(u.line) == 26  # QEMU's backend fills up to the trigger level
+    assert u.read(5) == 0x61  # DR, THRE, TEMT
+    assert drain(u) == data and u.received == 40
+    assert u.read(5) == 0x60 and u.read(0) == 0  # an empty FIFO reads 0
+
+
+def test_uart_without_fifo_holds_one_byte() -> None:
+    u = Uart16550()
+    uart_8n1(u, fcr=0x00, ier=0x01)
+    u.feed(b"ab")
+    assert (len(u.line), u.rbr) == (1, ord("a"))
+    assert u.read(2) == 0x04 and u.irq_level  # received data available, no FIFO bits
+    assert u.read(0) == ord("a") and u.read(0) == ord("b")
+    assert u.read(2) == 0x01 and not u.irq_level
+
+
+def test_uart_trigger_level_and_character_timeout_interrupts() -> None:
+    u = Uart16550()
+    uart_8n1(u, fcr=0x41, ier=0x01)  # FIFO, trigger at 4 bytes; receive interrupts on
+    assert u.char_time() == (1_000_000_000 // 115_200) * 10 * PIT_HZ // 1_000_000_000 == 103
+    u.feed(b"abc", now=1000)
+    assert u.read(2) == 0xC1 and not u.irq_level  # below the trigger level: nothing yet
+    assert u.next_event() == 1000 + 4 * 103
+    u.advance(1000 + 4 * 103 - 1)
+    assert not u.irq_level
+    u.advance(1000 + 4 * 103)
+    assert u.read(2) == 0xCC and u.irq_level  # character timeout
+    assert u.read(0) == ord("a")  # a read clears it and re-arms the timer (data is left)
+    assert u.read(2) == 0xC1 and u.next_event() == 1000 + 4 * 103 + 4 * 103
+    assert drain(u) == b"bc" and u.next_event() is None
+    u.feed(b"wxyz")
+    assert u.read(2) == 0xC4 and u.irq_level  # the trigger level reached: received data available
+    u.write(1, 0x00)
+    assert u.read(2) == 0xC1 and not u.irq_level  # IER masks it
+
+
+def test_uart_interrupt_priority_data_before_thr_empty() -> None:
+    u = Uart16550()
+    uart_8n1(u, fcr=0x01, ier=0x03)  # trigger 1, RDI and THRI
+    assert u.read(2) == 0xC2  # THR empty (enabling THRI raised it); reading IIR clears it
+    u.write(0, ord("x"))
+    u.feed(b"y")
+    assert u.read(2) == 0xC4 and u.read(2) == 0xC4  # data first; reading IIR does not clear it
+    assert u.read(0) == ord("y")
+    assert u.read(2) == 0xC2 and u.read(2) == 0xC1
+
+
+def test_uart_fifo_reset_drops_received_bytes_and_waiting_ones_enter() -> None:
+    u = Uart16550()
+    uart_8n1(u, fcr=0x01)
+    u.feed(b"12345")
+    assert list(u.fifo) == [ord("1")]  # trigger level 1: one byte at a time
+    u.write(2, 0x03)  # RCVR FIFO reset
+    assert u.read(0) == ord("2") and drain(u) == b"345"
+
+
+def test_uart_loopback_receives_what_it_sends() -> None:
+    u = Uart16550()
+    uart_8n1(u)
+    u.write(4, 0x1B)  # LOOP | OUT2 | RTS | DTR
+    assert u.read(6) == 0xB0  # DCD <- OUT2, CTS <- RTS, DSR <- DTR
+    u.feed(b"ignored while looped")
+    u.write(0, ord("L"))
+    assert drain(u) == b"L" and bytes(u.output) == b""
+
+
+def test_serial_link_gathers_lines_and_cuts_at_the_message_size() -> None:
+    sent: list[bytes] = []
+    dev = PcDevices()
+    link = dev.attach(0x2F8, sent.append, message_size=8)
+    for byte in b"hi\nthis is long\nend":
+        dev.port_out(0x2F8, 1, byte, now=0)
+    assert sent == [b"hi\n", b"this is ", b"long\n"]
+    link.flush()
+    assert sent[-1] == b"end" and link.sent == 4 and bytes(dev.uart.output) == b""
+    link.flush()
+    assert link.sent == 4  # nothing left
+
+
+def test_serial_link_fixed_size_messages_keep_newlines_inside() -> None:
+    sent: list[bytes] = []
+    u = Uart16550()
+    SerialLink(u, sent.append, message_size=4, lines=False)
+    for byte in b"a\nbcdefgh":
+        u.write(0, byte)
+    assert sent == [b"a\nbc", b"defg"]
+    with pytest.raises(ValueError, match="at least 1"):
+        SerialLink(Uart16550(), sent.append, message_size=0)
+
+
+@pytest.mark.parametrize(("base", "irq"), sorted(COM_PORTS.items()))
+def test_each_com_port_raises_its_irq_on_the_pic(base: int, irq: int) -> None:
+    dev = PcDevices()
+    init_pics(dev.pic)
+    dev.port_out(0x21, 1, 0xFF & ~(1 << irq), now=0)
+    link = dev.attach(base, lambda _m: None)
+    for offset, value in ((3, 0x03), (2, 0x01), (1, 0x01)):  # 8N1, FIFO trigger 1, receive interrupts
+        dev.port_out(base + offset, 1, value, now=0)
+    assert dev.acknowledge() is None
+    link.feed(b"Q")
+    assert dev.acknowledge() == 32 + irq
+    assert dev.port_in(base + 2, 1, now=1) == 0xC4 and dev.port_in(base, 1, now=1) == ord("Q")
+    dev.port_out(0x20, 1, 0x20, now=1)  # EOI
+    assert dev.acknowledge() is None and not dev.uarts[base].irq_level
+
+
+def test_com2_and_com4_share_irq3_as_a_wired_or() -> None:
+    dev = PcDevices()
+    init_pics(dev.pic)
+    dev.port_out(0x21, 1, 0xF7, now=0)
+    com2, com4 = dev.attach(0x2F8, lambda _m: None), dev.attach(0x2E8, lambda _m: None)
+    for base in (0x2F8, 0x2E8):
+        dev.port_out(base + 2, 1, 0x01, now=0)
+        dev.port_out(base + 1, 1, 0x01, now=0)
+    com2.feed(b"2")
+    com4.feed(b"4")
+    assert dev.acknowledge() == 35
+    assert dev.port_in(0x2F8, 1, now=0) == ord("2")  # COM2 quiet again, COM4 still holds the line
+    assert dev.pic.master.levels & 0x08
+    dev.port_out(0x20, 1, 0x20, now=0)
+    assert dev.acknowledge() is None  # no new edge while the line stayed high
+    assert dev.port_in(0x2E8, 1, now=0) == ord("4") and not dev.pic.master.levels & 0x08
+
+
+def test_com_ports_exist_only_when_wired_and_only_at_com_addresses() -> None:
+    dev = PcDevices()
+    assert dev.port_in(0x2F8 + 7, 1, now=0) == 0xFF and dev.unclaimed == 1
+    dev.add_uart(0x2F8).write(7, 0x5A)
+    assert dev.port_in(0x2FF, 1, now=0) == 0x5A
+    with pytest.raises(ValueError, match="no COM port at 0x300"):
+        dev.add_uart(0x300)
+    with pytest.raises(ValueError, match="no UART at 0x3e8"):
+        dev.feed(0x3E8, b"x")
+    dev.feed(0x2F8, b"in")  # a receive-only port needs no link
+    assert dev.port_in(0x2F8, 1, now=0) == ord("i") and dev.port_in(0x2FD, 1, now=0) & 0x01
+    kinds = [d["device"] for d in dev.describe()]
+    assert kinds == ["uart16550", "uart16550", "pic8259 pair", "pit8253", "isa-debug-exit"]
+
+
+def test_a_uart_timeout_wakes_a_halted_cpu_before_the_timer() -> None:
+    dev = PcDevices()
+    init_pics(dev.pic)
+    dev.port_out(0x21, 1, 0xEF, now=0)  # IRQ 4 only
+    for offset, value in ((3, 0x03), (2, 0xC1), (1, 0x01)):  # trigger 14, receive interrupts
+        dev.port_out(0x3F8 + offset, 1, value, now=0)
+    dev.uart.feed(b"hi\n", now=50)
+    assert dev.next_event() == 50 + 4 * dev.uart.char_time()
+    dev.advance(dev.next_event() or 0)
+    assert dev.acknowledge() == 36 and dev.port_in(0x3FA, 1, now=500) == 0xCC
