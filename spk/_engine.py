@@ -627,6 +627,10 @@ class Engine:
         clock.irq_wait = waiting
         return int(self._run_end() - start)
 
+    def regions(self) -> list[tuple[int, int]]:
+        """(first, last) engine-physical address of every region the engine maps (an invariant's input)."""
+        return [(int(begin), int(end)) for begin, end, _perms in self._uc.mem_regions()]
+
     def retire(self, length: int) -> None:
         """Count ``length`` bytes of an instruction ring 0 emulated as retired (virtual time)."""
         if self._exact:

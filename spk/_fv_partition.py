@@ -135,6 +135,10 @@ class FullPartition:
     timer_pending: bool = False
     pending_traps: list[tuple[int, int, int]] = field(default_factory=list)
     virtualization: str = "full"
+    #: what a paravirtual partition has and a full one has not (generic code iterates them): no
+    #: ring-0 address spaces (its tables are its own), no hypercall ports (serial cables instead)
+    spaces: dict[int, object] = field(default_factory=dict)
+    ports: dict[str, object] = field(default_factory=dict)
 
 
 class FullMachine:
@@ -163,7 +167,9 @@ class FullMachine:
         self._on_output = on_output
         self._uart_seen = 0
         self.vcpu = FullVcpu(self.mem, self)
-        self.engine = Engine(self.mem.host_address, size, self.vcpu, time_mode=time_mode, full=True)
+        # Always exact: the block checks (tripwire, interrupt window, scan) are part of its isolation.
+        self.time_mode = time_mode
+        self.engine = Engine(self.mem.host_address, size, self.vcpu, time_mode="exact", full=True)
         self._pool: mmap.mmap | None = None
         self.mmu = self._make_mmu(part.mmu_mode, mmu_factory)
         self.vcpu.bind(self.engine, self.mmu)

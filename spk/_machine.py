@@ -50,6 +50,8 @@ from spk._cpu import bring_up, build_spk_memory
 from spk._debug import DebugError, DebugSession
 from spk._engine import Engine
 from spk._frames import FrameTable, FrameType, GuestFrames, PhysicalMemory, guest_frame
+from spk._fv_host import FullPartitions
+from spk._fv_partition import FullPartition
 from spk._guestmem import GuestMemory
 from spk._image import LoadImage, load_image
 from spk._measure import AttestationKey, MeasurementEvent
@@ -142,6 +144,8 @@ class PartitionInfo:
     fault: KernelFault | None
     counters: Counters
     restarts: int = 0
+    virtualization: str = "para"  #: "para" or "full"
+    mmu: str = ""  #: a full partition's memory virtualization: "nested" or "shadow"
 
 
 class Machine:
@@ -210,6 +214,12 @@ class Machine:
         self._read_rflags = self.engine.reader("rflags")
         self._write_rflags = self.engine.writer("rflags")
         self.traps.bind()
+        #: the full-virtualization partitions (their own engines; see spk._fv_host)
+        self.full = FullPartitions(
+            self.ram, self.frames, time_mode=time_mode, emit=self._emit_full, console=self._console_full,
+            now=self.time_now,
+        )
+        self._full_running: FullPartition | None = None
 
     # ------------------------------------------------------------------
     # Partitions
@@ -285,6 +295,115 @@ class Machine:
         partition.measurements.extend(Register.KERNEL, kernel_digest, "kernel_image", kernel_name)
         self._emit(partition, "created", {"quota": quota_frames, "modules": [m for m, _ in modules]})
         return pid
+
+    def create_full_partition(
+        self,
+        name: str,
+        kernel_elf: bytes,
+        quota_frames: int,
+        *,
+        mmu: str = "nested",
+        frame_hint: int = 0,
+        exact_placement: bool = False,
+        kernel_name: str = "kernel",
+        config_digest: bytes | None = None,
+        pid: int | None = None,
+    ) -> int:
+        """Create a full-virtualization partition: an unmodified PC kernel on its own vCPU (docs/fullvirt.md).
+
+        ``kernel_elf`` is an ELF64 x86-64 executable loaded at its physical
+        addresses and entered at its 64-bit entry point; ``quota_frames``
+        contiguous frames are its physical memory; ``mmu`` is "nested" or
+        "shadow". Measured boot as for every partition (CONFIG, KERNEL).
+
+        Errors: ImageError (name, ELF rules, rule "mmu", rule "quota": the
+        kernel and boot tables do not fit), OutOfMemory (no contiguous run
+        of free frames).
+        """
+        encoded = name.encode()
+        if not encoded or len(encoded) >= abi.SI_NAME_LEN:
+            raise ImageError(f"partition name {name!r} must be 1..{abi.SI_NAME_LEN - 1} bytes")
+        if pid is None:
+            pid = self._next_pid
+            self._next_pid += 1
+        elif self.declared.get(pid) != name:
+            raise ImageError(f"{name}: partition {pid} is not declared under that name")
+        try:
+            part = self.full.create(
+                pid, name, kernel_elf, quota_frames, mmu, frame_hint=frame_hint, exact=exact_placement,
+                kernel_name=kernel_name, config_digest=config_digest,
+            )  # fmt: skip
+        except ImageError as exc:
+            raise ImageError(f"{name}: {exc}" if not str(exc).startswith(name) else str(exc), exc.rule) from None
+        self.declared.pop(pid, None)
+        self.partitions[pid] = part  # type: ignore[assignment]
+        self._emit_full(part, "created", {"quota": quota_frames, "virtualization": "full", "mmu": mmu})
+        return pid
+
+    def attach_serial(self, pid: int, port_base: int, cid: int, direction: str) -> None:
+        """Wire the UART at ``port_base`` of full partition ``pid`` to a new port on channel ``cid``.
+
+        ``direction`` "source": what the guest writes there is sent on the
+        channel (a message per line); "destination": the channel's messages
+        arrive on the UART's receive line. Errors: SpkError (NOT_FOUND: no
+        such full partition or channel; INVALID_ARGUMENT: not a COM port).
+        """
+        p = self._full_partition(pid)
+        channel = self.channels.get(cid)
+        if channel is None:
+            raise SpkError(Status.NOT_FOUND, f"no channel {cid}")
+        port = Port(pid, f"com@{port_base:#x}", Direction(direction), channel)
+        self.full.attach_serial(p, port_base, port)
+
+    def serial_input(self, pid: int, port_base: int, data: bytes) -> None:
+        """Bytes on the receive line of full partition ``pid``'s UART at ``port_base`` (COM1: 0x3F8).
+
+        Errors: SpkError (NOT_FOUND, INVALID_ARGUMENT: not a COM port).
+        """
+        self.full.serial_input(self._full_partition(pid), port_base, data)
+
+    def full_state(self, pid: int) -> dict[str, object]:
+        """A full partition's virtual hardware as ring 0 sees it (review, fuzzing, benchmarks).
+
+        Its MMU (mode, regions, counts), virtual registers, trapped
+        operations by name, memory map, devices and serial cables.
+        Errors: SpkError(NOT_FOUND) for a partition that is not full.
+        """
+        return self.full.describe(self._full_partition(pid))
+
+    def _full_partition(self, pid: int) -> FullPartition:
+        p = self.partitions.get(pid)
+        if not isinstance(p, FullPartition):
+            raise SpkError(Status.NOT_FOUND, f"no full-virtualization partition {pid}")
+        return p
+
+    def _emit_full(self, p: FullPartition, event: str, args: dict[str, object]) -> None:
+        self._emit(p, event, args)  # type: ignore[arg-type]
+
+    def _console_full(self, p: FullPartition, data: bytes) -> None:
+        self.console(p, data)  # type: ignore[arg-type]
+
+    def _run_full(self, p: FullPartition, until: int) -> RunOutcome:
+        start = self.now
+        if p.state not in (State.READY, State.BLOCKED) or until <= self.now:
+            return RunOutcome(p.pid, "not_runnable", 0, self.now)
+        self._full_running = p
+        try:
+            reason, end = self.full.run(p, self.now, until)
+        finally:
+            self._full_running = None
+        self.now = max(self.now, end)
+        if reason == "fault" and p.fault is not None:
+            f = p.fault
+            self._emit(p, "kernel_fault", {"kind": f.kind, "vector": f.vector, "rip": f.rip,  # type: ignore[arg-type]
+                                           "address": f.address, "detail": f.detail})  # fmt: skip
+            self._health.append(HealthEvent(p.pid, f.kind, f.detail))
+        elif reason == "exit":
+            self._emit(p, "exit", {"code": p.exit_code})  # type: ignore[arg-type]
+        error, self._listener_error = self._listener_error, None
+        if error is not None:
+            raise error
+        return RunOutcome(p.pid, reason, self.now - start, self.now)
 
     @staticmethod
     def frames_to_boot(kernel: int | bytes | LoadImage, module_sizes: Sequence[int]) -> int:
@@ -366,6 +485,12 @@ class Machine:
         ``event`` is what the trace calls it (``migrated_out`` when it left).
         """
         p = self.partitions[pid]
+        if isinstance(p, FullPartition):
+            del self.partitions[pid]
+            frames = self.full.destroy(p)
+            self._emit_full(p, event, {})
+            self.declared[pid] = p.name
+            return frames
         for port in p.ports.values():  # its queues must not fill up and block the senders
             if port in port.channel.destinations:
                 port.channel.destinations.remove(port)
@@ -398,6 +523,7 @@ class Machine:
 
         Errors: InternalError while the vCPU runs.
         """
+        self._refuse_full("snapshots")
         return _snapshot.take(self)
 
     def restore(self, snapshot: Snapshot) -> None:
@@ -405,6 +531,7 @@ class Machine:
 
         Errors: InternalError while the vCPU runs, or for another machine's snapshot.
         """
+        self._refuse_full("snapshots")
         _snapshot.restore(self, snapshot)
 
     def changed_frames(self, snapshot: Snapshot, runs: Sequence[tuple[int, int]] | None = None) -> list[int]:
@@ -462,6 +589,21 @@ class Machine:
 
         Errors: ImageError (a bad image: the partition is left as it was).
         """
+        if isinstance(self.partitions[pid], FullPartition):
+            full = self._full_partition(pid)
+            if not isinstance(kernel_image, bytes | bytearray):
+                raise ImageError(f"{full.name}: a full partition restarts from an ELF file")
+            self.full.reset(full, bytes(kernel_image))
+            full.restarts += 1
+            if not warm:
+                full.measurements = type(full.measurements)()
+                if config_digest is not None:
+                    full.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
+                full.measurements.extend(
+                    Register.KERNEL, hashlib.sha256(bytes(kernel_image)).digest(), "kernel_image", kernel_name
+                )
+            self._emit_full(full, "restarted", {"warm": warm, "restarts": full.restarts})
+            return
         image = load_image(kernel_image)
         old = self.partitions[pid]
         data = self._read_kernel_data(old) if warm else None
@@ -580,6 +722,12 @@ class Machine:
 
     def info(self, pid: int) -> PartitionInfo:
         p = self.partitions[pid]
+        if isinstance(p, FullPartition):
+            return PartitionInfo(
+                pid=p.pid, name=p.name, state=p.state.value, quota_frames=p.quota, frames_in_use=p.quota,
+                exit_code=p.exit_code, fault=p.fault, counters=p.counters, restarts=p.restarts,
+                virtualization="full", mmu=p.mmu_mode,
+            )  # fmt: skip
         return PartitionInfo(
             pid=p.pid, name=p.name, state=p.state.value, quota_frames=p.quota,
             frames_in_use=p.quota - self.frames.pool_free_count(pid),
@@ -603,6 +751,8 @@ class Machine:
         :mod:`spk._debug`); the next call goes on with the same window.
         """
         p = self.partitions[pid]
+        if isinstance(p, FullPartition):
+            return self._run_full(p, until)
         start = self.now
         if p.state not in (State.READY, State.BLOCKED) or until <= self.now:
             return RunOutcome(pid, "not_runnable", 0, self.now)
@@ -690,6 +840,9 @@ class Machine:
         """
         if pid not in self.partitions:
             raise DebugError(Status.NOT_FOUND, f"no partition {pid}")
+        if isinstance(self.partitions[pid], FullPartition):
+            raise DebugError(Status.NOT_SUPPORTED, f"partition {pid} is a full-virtualization partition: "
+                             "the debugger attaches to paravirtual partitions")  # fmt: skip
         if self._debug is not None and not self._debug.closed:
             raise DebugError(Status.BUSY, f"partition {self._debug.pid} is being debugged")
         self._debug = DebugSession(self, pid)
@@ -821,6 +974,8 @@ class Machine:
         self.engine.stop()
 
     def time_now(self) -> int:
+        if self._full_running is not None:
+            return self.full.machines[self._full_running.pid].now()
         return self._run_start + self.engine.executed()
 
     def set_timer(self, p: Partition, deadline: int) -> None:
@@ -903,15 +1058,19 @@ class Machine:
         instruction and :meth:`run` raises the error to its caller, with the
         partition's state saved intact.
         """
-        time = self.time_now() if self._current is not None and event != "created" else self.now
+        running = self._current is not None or self._full_running is not None
+        time = self.time_now() if running and event != "created" else self.now
         try:
             self._on_event(MachineEvent(time, p.name, event, args, result))
         except Exception as exc:
-            if self._current is None:
+            if not running:
                 raise  # not inside a run: the caller gets it straight away
             if self._listener_error is None:
                 self._listener_error = exc  # re-raised by run(), outside the engine
-            self.engine.stop()
+            if self._full_running is not None:
+                self.full.machines[self._full_running.pid].vcpu.request_stop(("halt",))
+            else:
+                self.engine.stop()
 
     def check_invariants(self, pids: Collection[int] | None = None) -> None:
         """Recount every mapping from the page tables and check the frame rules (:func:`spk._invariants.check`).
@@ -921,12 +1080,21 @@ class Machine:
         first broken rule.
         """
         _invariants.check(self.frames, self.partitions, pids)
+        self.full.check_invariants(pids)
+
+    def _refuse_full(self, what: str, pid: int | None = None) -> None:
+        """Errors: SpkError(NOT_SUPPORTED) when a full partition is involved in ``what``."""
+        involved = [p for p in self.partitions.values() if isinstance(p, FullPartition) and pid in (None, p.pid)]
+        if involved:
+            raise SpkError(Status.NOT_SUPPORTED, f"{what} of full-virtualization partitions are not supported "
+                           f"({involved[0].name}: its vCPU and devices live in its own engine)")  # fmt: skip
 
     # ------------------------------------------------------------------
     # Migration (mechanisms: spk._migrate; the protocol is ring 1's)
     # ------------------------------------------------------------------
     def dirty_log(self, pid: int) -> DirtyLog:
         """Start tracking the frames of ``pid`` that differ from a destination's copy (zeros at first)."""
+        self._refuse_full("migrations", pid)
         return DirtyLog(self, pid)
 
     def export_partition(
@@ -937,6 +1105,7 @@ class Machine:
         With ``detach`` the partition then leaves this machine (its id stays
         declared). Errors: MigrationError (the vCPU runs), KeyError.
         """
+        self._refuse_full("migrations", pid)
         name = self.partitions[pid].name
         state = _migrate.export_state(self, pid)
         if pages is None:
