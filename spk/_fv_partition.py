@@ -334,6 +334,9 @@ class FullMachine:
         status = self.devices.exit.status
         if status is not None:
             self.vcpu.request_stop(("exit", status))
+        edge = self.devices.next_event()
+        if edge is not None and self._in_run:  # the guest (re)armed its timer: the run ends at the edge
+            self.engine.set_remaining(min(self.engine.remaining(), max(1, self.ticks_of(edge) - self.now())))
         if self.devices.pic.pending() and not self.vcpu.interruptible():
             self.engine.set_irq_wait(True)
 
