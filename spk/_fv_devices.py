@@ -10,7 +10,7 @@ partition (the engine's instruction hooks) and hands it to these models:
   receive-data and character-timeout interrupts, IIR priorities, and an
   interrupt line (COM1/COM3 on IRQ 4, COM2/COM4 on IRQ 3).
 - :class:`SerialLink`: one end of a serial cable on a UART: the bytes the
-  guest transmits are gathered into messages (one per line, ``\n``
+  guest transmits are gathered into messages (one per line, newline
   included, or per ``message_size`` bytes) handed to a callback, and
   :meth:`SerialLink.feed` puts received bytes on the line.
 - :class:`Pic8259Pair`: the master and slave 8259s (IRR, ISR, IMR, the ICW
@@ -119,8 +119,10 @@ class Uart16550:
     timeout_at: int | None = None  # when the character timeout fires (PIT clocks)
     now: int = 0
     received: int = 0  # bytes that entered the receiver (FIFO or RBR)
-    #: Called whenever the interrupt line may have changed (PcDevices wires it to the PIC).
+    #: Called where QEMU's model updates its interrupt line (serial_update_irq): PcDevices
+    #: drives the PIC input from it then, and only then, as QEMU does.
     on_irq: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    _update: bool = field(default=False, repr=False, compare=False)
 
     @property
     def dlab(self) -> bool:
@@ -161,19 +163,18 @@ class Uart16550:
         return self.interrupt_id() != _IIR_NO_INT
 
     def _changed(self) -> None:
-        if self.on_irq is not None:
-            self.on_irq()
+        if self._update:
+            self._update = False
+            if self.on_irq is not None:
+                self.on_irq()
 
     def _clock(self, now: int | None) -> None:
         if now is not None and now > self.now:
             self.now = now
-        self._tick()
-
-    def _tick(self) -> None:
         if self.timeout_at is not None and self.now >= self.timeout_at:
             self.timeout_at = None
-            if self.fifo:
-                self.timeout_pending = True
+            if self.fifo:  # QEMU's fifo_timeout_int
+                self.timeout_pending = self._update = True
 
     def _arm_timeout(self) -> None:
         self.timeout_at = self.now + 4 * self.char_time()
@@ -181,6 +182,7 @@ class Uart16550:
     def _receive(self, byte: int) -> None:
         """A byte arrives at the receiver (QEMU's serial_receive1 for one byte)."""
         self.received += 1
+        self._update = True
         if self.fifo_enabled:
             if len(self.fifo) < UART_FIFO_SIZE:
                 self.fifo.append(byte)
@@ -239,6 +241,7 @@ class Uart16550:
             if self.dlab:
                 return self.dll
             if self.fifo_enabled:
+                self._update = True
                 value = self.fifo.popleft() if self.fifo else 0
                 if not self.fifo:
                     self.lsr_rx &= ~(_LSR_DR | _LSR_BI)
@@ -247,6 +250,7 @@ class Uart16550:
                 self.timeout_pending = False
                 return value
             self.lsr_rx &= ~(_LSR_DR | _LSR_BI)
+            self._update = True
             return self.rbr
         if offset == 1:
             return self.dlm if self.dlab else self.ier
@@ -254,6 +258,7 @@ class Uart16550:
             ident = self.interrupt_id()
             if ident == _IIR_THRI:
                 self.thr_pending = False
+                self._update = True
             return (0xC0 if self.fifo_enabled else 0) | ident
         if offset == 3:
             return self.lcr
@@ -261,7 +266,9 @@ class Uart16550:
             return self.mcr
         if offset == 5:
             value = _LSR_THRE | _LSR_TEMT | self.lsr_rx
-            self.lsr_rx &= ~(_LSR_BI | _LSR_OE)
+            if self.lsr_rx & (_LSR_BI | _LSR_OE):
+                self.lsr_rx &= ~(_LSR_BI | _LSR_OE)
+                self._update = True
             return value
         if offset == 6:
             if self.mcr & _MCR_LOOP:  # the modem outputs wired back to the inputs
@@ -280,7 +287,9 @@ class Uart16550:
         if offset == 0:
             if self.dlab:
                 self.dll = value
-            elif self.mcr & _MCR_LOOP:
+                return
+            self._update = True
+            if self.mcr & _MCR_LOOP:
                 self._receive(value)  # loopback: what is sent is received
                 self.thr_pending = True
             else:
@@ -295,6 +304,7 @@ class Uart16550:
             else:
                 changed = (self.ier ^ value) & 0x0F
                 self.ier = value & 0x0F
+                self._update |= bool(changed)
                 if changed & _IER_THRI:  # enabling it with THR empty raises it
                     self.thr_pending = bool(self.ier & _IER_THRI)
         elif offset == 2:
@@ -308,6 +318,7 @@ class Uart16550:
                 self.thr_pending = True
             self.fcr = value & 0xC9
             self.trigger = _TRIGGER_LEVELS[value >> 6]
+            self._update = True
         elif offset == 3:
             self.lcr = value
         elif offset == 4:
@@ -323,7 +334,7 @@ class SerialLink:
 
     Bytes the guest writes to THR are gathered into messages handed to
     ``on_message``: with ``lines`` (the default) a message ends with a
-    ``\n`` (included) or when it reaches ``message_size`` bytes (a longer
+    newline (included) or when it reaches ``message_size`` bytes (a longer
     line is cut there); without, every ``message_size`` bytes make one.
     :meth:`feed` puts received bytes on the UART's line. ``message_size``
     is at least 1 (the channel's maximum message size).
@@ -596,6 +607,7 @@ class PcDevices:
     exit: DebugExit = field(default_factory=DebugExit)
     unclaimed: int = 0  # accesses to ports no device answers
     uarts: dict[int, Uart16550] = field(default_factory=dict)  # base port -> UART, COM1 included
+    now: int = 0  # the latest virtual time (PIT clocks) the devices were told of
 
     def __post_init__(self) -> None:
         self.uarts[UART_BASE] = self.uart
@@ -636,7 +648,7 @@ class PcDevices:
         uart = self.uarts.get(base)
         if uart is None:
             raise ValueError(f"no UART at {base:#x}")
-        uart.feed(data, now)
+        uart.feed(data, self.now if now is None else now)
 
     def _uart_at(self, port: int) -> Uart16550 | None:
         uart = self.uarts.get(port & ~7)
@@ -683,11 +695,13 @@ class PcDevices:
     def advance(self, now: int) -> None:
         """Let virtual time reach ``now``: each PIT output edge is an IRQ 0 edge (edges coalesce in IRR);
         a UART's character timeout may raise its line."""
+        self.now = max(self.now, now)
         if self.pit.advance(now):
             self.pic.set_irq(0, True)
             self.pic.set_irq(0, False)
         for uart in self.uarts.values():
-            uart.advance(now)
+            if uart.timeout_at is not None:
+                uart.advance(now)
 
     def next_event(self) -> int | None:
         """The virtual time (PIT clocks) of the next timer edge or UART timeout: how far a halted vCPU may sleep."""

@@ -356,3 +356,16 @@ def test_a_uart_timeout_wakes_a_halted_cpu_before_the_timer() -> None:
     assert dev.next_event() == 50 + 4 * dev.uart.char_time()
     dev.advance(dev.next_event() or 0)
     assert dev.acknowledge() == 36 and dev.port_in(0x3FA, 1, now=500) == 0xCC
+
+
+def test_a_byte_before_set_up_survives_without_fifo_and_is_dropped_by_enabling_it() -> None:
+    """Why fvecho opens COM2 without its FIFO: turning the FIFO on clears the receiver (QEMU's FCR write)."""
+    kept, dropped = Uart16550(), Uart16550()
+    for u in (kept, dropped):
+        u.feed(b"ab")  # the line delivers before the kernel touches the UART (FIFO off after reset)
+        assert u.rbr == ord("a") and list(u.line) == [ord("b")]
+    for offset, value in ((1, 0), (3, 0x80), (0, 1), (1, 0), (3, 0x03), (4, 0x0B), (1, 0x01)):
+        kept.write(offset, value)  # pc_uart_open(port, 0) then receive interrupts on
+    assert kept.irq_level and drain(kept) == b"ab"
+    dropped.write(2, 0xC7)  # pc_uart_init's FCR: FIFO on and cleared
+    assert drain(dropped) == b"b"
