@@ -155,3 +155,36 @@ def test_a_restart_boots_the_kernel_again_and_destroy_returns_its_frames() -> No
     assert m.destroy_partition(pid) == PCREF_FRAMES
     assert pid not in m.partitions and m.frames.owned(pid) == []
     m.check_invariants()
+
+
+def test_serial_cables_carry_channel_messages_through_an_unmodified_kernel() -> None:
+    """partitions/fvecho reads lines on COM2 and answers on COM3; ring 0 wires both to channels."""
+    from spgs.cbuild import program_sources
+
+    recorder = Recorder()
+    m = Machine(32 << 20, on_event=recorder)
+    elf = build_c("pc", "fvecho", program_sources(Path(__file__).parent.parent / "partitions" / "fvecho"))
+    pid = m.create_full_partition("fvecho", elf, PCREF_FRAMES)
+    into, out_of = m.create_channel("queuing", 64, depth=2), m.create_channel("queuing", 64, depth=4)
+    m.attach_serial(pid, 0x2F8, into, "destination")
+    m.attach_serial(pid, 0x3E8, out_of, "source")
+    m.attach_relay(into, "source")
+    m.attach_relay(out_of, "destination")
+    lines = [b"hello, world\n", b"Mixed Case\r\n", b"\n", b"quit\n"]
+    answers: list[bytes] = []
+    while m.now < 400_000_000 and m.info(pid).state in ("ready", "blocked"):
+        sent = m.relay_put(into, [(line, m.now) for line in lines[:1]])
+        del lines[:sent]
+        m.run(pid, m.now + 2_000_000)
+        m.advance(m.now + 2_000_000)
+        answers += [message for message, _time in m.relay_take(out_of)]
+        m.check_invariants()
+    assert m.info(pid).state == "exited"
+    assert answers == [b"1: HELLO, WORLD\n", b"2: MIXED CASE\n", b"3: \n"]
+    assert recorder.lines("fvecho")[-1].endswith("3 lines served, 26 bytes in, 34 bytes out; powering off")
+    cables = m.full_state(pid)["serial_cables"]
+    assert isinstance(cables, list) and [c["port_base"] for c in cables] == [0x2F8, 0x3E8]
+    with pytest.raises(SpkError):
+        m.attach_serial(pid, 0x2F8, into, "destination")  # wired already
+    with pytest.raises(SpkError):
+        m.attach_serial(pid, 0x1234, into, "destination")  # not a COM port
