@@ -23,9 +23,8 @@ from spk._channels import Channel, ChannelKind, Direction, Port
 from spk._frames import FrameTable, PhysicalMemory
 from spk._fv_devices import COM_PORTS, SerialLink
 from spk._fv_partition import MMU_MODES, FullMachine, FullPartition, memory_needed, read_pc_image
-from spk.abi import Register
 from spk._partition import State
-from spk.abi import Status
+from spk.abi import Register, Status
 from spk.errors import ImageError, InternalError, OutOfMemory, SpkError
 
 PAGE = 4096
