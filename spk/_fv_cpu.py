@@ -58,6 +58,22 @@ from spk._fv_state import (
     VirtualRegisters,
 )
 
+#: what the vCPU counts besides the emulated instructions (spk.full_trapped_operations)
+HOOK_OPERATIONS = {
+    "cpuid": "the engine's CPUID hook; answered as QEMU's qemu64",
+    "port_in": "the engine's IN hook at the guest's ring 0; a device model answers",
+    "port_out": "the engine's OUT hook at the guest's ring 0; a device model takes it",
+    "port_refused": "IN/OUT from the guest's ring 3: #GP delivered (IOPL 0, no I/O bitmap)",
+    "syscall": "the engine's SYSCALL hook; emulated from the virtual STAR/LSTAR/SFMASK",
+    "pushf": "found by the native block scan; emulated to show IOPL 0",
+    "page_fault": "#PF: the MMU's (a shadow fill or a protected table write) or delivered to the guest",
+    "irq": "an external interrupt (PIC) delivered through the guest's IDT when its IF allows",
+    "int_n": "int n / int3 / into: delivered through the guest's IDT (gate DPL checked)",
+    "delivered": "every event delivered through the guest's IDT (frame pushed, TSS.RSP0 or IST on a ring change)",
+    "double_fault": "a fault while delivering a fault: #DF (a fault delivering #DF ends the partition)",
+    "exception_N": "any other exception N: delivered to the guest",
+}
+
 #: exceptions that push an error code
 ERROR_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 VECTOR_DF, VECTOR_GP, VECTOR_PF, VECTOR_UD, VECTOR_NP, VECTOR_SS = 8, 13, 14, 6, 11, 12

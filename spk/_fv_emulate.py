@@ -93,6 +93,17 @@ class Emulator:
 
     def __init__(self, cpu: FullVcpu) -> None:
         self.cpu = cpu
+        self._count_as = ""  #: the counter name of the instruction being emulated
+
+    @classmethod
+    def operations(cls) -> dict[str, str]:
+        """Every instruction this emulator handles, by counter name: what review lists as trapped."""
+        ops = {name[4:]: "#GP at real CPL 1; decoded and emulated by ring 0" for name in dir(cls)
+               if name.startswith("_op_")}  # fmt: skip
+        ops["mov_cr"] = "mov to or from CR0/CR2/CR3/CR4/CR8: #GP at real CPL 1; virtual control registers"
+        ops["mov_dr"] = "mov to or from a debug register: #GP at real CPL 1; virtual debug registers"
+        ops["mov_seg"] = "mov to SS/DS/ES/FS/GS of a ring-0 selector: #GP at real CPL 1; loaded by ring 0"
+        return ops
 
     # -- operands ------------------------------------------------------------
     def _reg_read(self, insn: capstone.CsInsn, reg: int) -> int:
@@ -146,12 +157,13 @@ class Emulator:
                 handler = self._mov_special if insn.mnemonic == "mov" else None
             if handler is None:
                 return False
+            self._count_as = insn.mnemonic
             # a handler returns None (done: rip moves past it), "jump" (it set rip),
             # "done" (it did everything itself) or False (not privileged: a genuine #GP)
             done = handler(insn)
             if done is False:
                 return False
-            cpu.counts[insn.mnemonic] += 1
+            cpu.counts[self._count_as] += 1
             if done == "done":
                 return True
             if done != "jump":
@@ -258,19 +270,22 @@ class Emulator:
         dst, src = insn.operands
         dst_name = insn.reg_name(dst.reg) if dst.type == cs_x86.X86_OP_REG else ""
         src_name = insn.reg_name(src.reg) if src.type == cs_x86.X86_OP_REG else ""
-        if dst_name.startswith("cr"):
-            self._write_cr(int(dst_name[2:]), self._reg_read(insn, src.reg))
+        if dst_name.startswith("cr") or src_name.startswith("cr"):
+            self._count_as = "mov_cr"
+            if dst_name.startswith("cr"):
+                self._write_cr(int(dst_name[2:]), self._reg_read(insn, src.reg))
+            else:
+                self._reg_write(insn, dst.reg, self._read_cr(int(src_name[2:])))
             return None
-        if src_name.startswith("cr"):
-            self._reg_write(insn, dst.reg, self._read_cr(int(src_name[2:])))
-            return None
-        if dst_name.startswith("dr"):
-            self.cpu.v.debug[int(dst_name[2:])] = self._reg_read(insn, src.reg)
-            return None
-        if src_name.startswith("dr"):
-            self._reg_write(insn, dst.reg, self.cpu.v.debug[int(src_name[2:])])
+        if dst_name.startswith("dr") or src_name.startswith("dr"):
+            self._count_as = "mov_dr"
+            if dst_name.startswith("dr"):
+                self.cpu.v.debug[int(dst_name[2:])] = self._reg_read(insn, src.reg)
+            else:
+                self._reg_write(insn, dst.reg, self.cpu.v.debug[int(src_name[2:])])
             return None
         if dst_name in _SEGMENTS and dst_name != "cs":
+            self._count_as = "mov_seg"
             self._load_segment(dst_name, self._operand_value(insn, src, 2))
             return None
         return False

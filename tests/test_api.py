@@ -11,8 +11,15 @@ def test_public_api_is_pinned() -> None:
         "EventSink", "ImageError", "InternalError", "KernelFault", "LoadImage", "Machine", "MachineEvent",
         "MigrationError", "OutOfMemory", "PartitionExport", "PartitionInfo", "RunOutcome", "Segment", "Snapshot",
         "SpkError", "TraceWriter", "abi", "bare_run",
-        "check_app_image", "load_image",
+        "check_app_image", "full_trapped_operations", "load_image",
     ]  # fmt: skip
+
+
+def test_full_trapped_operations_name_what_the_emulator_handles() -> None:
+    ops = spk.full_trapped_operations()
+    for name in ("hlt", "lgdt", "lidt", "ltr", "lldt", "mov_cr", "mov_seg", "rdmsr", "wrmsr", "invlpg",
+                 "iretq", "retfq", "sysretq", "swapgs", "rdtsc", "cpuid", "pushf", "syscall", "irq"):  # fmt: skip
+        assert ops.get(name), name
 
 
 def test_every_hypercall_is_registered() -> None:

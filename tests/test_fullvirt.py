@@ -22,7 +22,7 @@ from spk_tools.qemu import pcref_elf
 from tests.guests import Recorder, bundled
 
 GOLDEN = Path(__file__).parent / "golden" / "pcref.serial"
-HOSTILE = Path(__file__).parent / "fvguests" / "hostile.c"
+HOSTILE = Path(__file__).parent.parent / "partitions" / "adversarial" / "pc_hostile.c"
 PCREF_FRAMES = 1040  # 4 MiB for the kernel's identity map, and ring 0's boot tables
 MMUS = ["nested"]
 
@@ -65,8 +65,8 @@ def test_pcref_run_is_deterministic_and_traps_what_the_spec_lists(mmu: str) -> N
     traps = runs[0][1]["traps"]
     assert isinstance(traps, dict)
     # every kind of operation docs/fullvirt.md says the kernel performs was trapped and emulated
-    for op in ("lgdt", "lidt", "ltr", "lldt", "retfq", "iretq", "sysretq", "syscall", "rdmsr", "wrmsr", "cpuid",
-               "pushf", "hlt", "invlpg", "irq", "port_in", "port_out", "page_fault"):  # fmt: skip
+    for op in ("lgdt", "lidt", "ltr", "lldt", "mov_cr", "mov_seg", "retfq", "iretq", "sysretq", "syscall",
+               "rdmsr", "wrmsr", "cpuid", "pushf", "hlt", "invlpg", "irq", "port_in", "port_out", "page_fault"):  # fmt: skip
         assert traps.get(op, 0) > 0, op
     state = runs[0][1]
     registers = state["virtual_registers"]
@@ -75,7 +75,8 @@ def test_pcref_run_is_deterministic_and_traps_what_the_spec_lists(mmu: str) -> N
 
 
 def hostile(mode: int) -> bytes:
-    return build_c("pc", f"hostile{mode}", [("hostile.c", f"#define HOSTILE_MODE {mode}\n".encode() + HOSTILE.read_bytes())])
+    source = f"#define HOSTILE_MODE {mode}\n".encode() + HOSTILE.read_bytes()
+    return build_c("pc", f"pc_hostile{mode}", [("pc_hostile.c", source)])
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-/* A full guest that attacks its own virtual hardware (tests/test_fullvirt.py).
+/* A full guest that attacks its own virtual hardware (tests/test_fullvirt.py, spk review).
  *
  * HOSTILE_MODE picks the attack (the test builds one kernel per mode):
  *   1  a call gate in its own GDT to a DPL 0 code segment, then a far call
