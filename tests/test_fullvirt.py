@@ -65,8 +65,9 @@ def test_pcref_run_is_deterministic_and_traps_what_the_spec_lists(mmu: str) -> N
     traps = runs[0][1]["traps"]
     assert isinstance(traps, dict)
     # every kind of operation docs/fullvirt.md says the kernel performs was trapped and emulated
-    for op in ("lgdt", "lidt", "ltr", "lldt", "mov_cr", "mov_seg", "retfq", "iretq", "sysretq", "syscall",
-               "rdmsr", "wrmsr", "cpuid", "pushf", "hlt", "invlpg", "irq", "port_in", "port_out", "page_fault"):  # fmt: skip
+    ops = ("lgdt", "lidt", "ltr", "lldt", "mov_cr", "mov_seg", "retfq", "iretq", "sysretq", "syscall", "rdmsr",
+           "wrmsr", "cpuid", "pushf", "hlt", "invlpg", "irq", "port_in", "port_out", "page_fault")  # fmt: skip
+    for op in ops:
         assert traps.get(op, 0) > 0, op
     state = runs[0][1]
     registers = state["virtual_registers"]
