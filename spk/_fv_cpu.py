@@ -426,6 +426,9 @@ class FullVcpu:
         try:
             self._deliver(vector, error, return_rip, software)
         except _DeliveryFault as fault:
+            if software:  # an `int n` whose delivery faults: that fault is delivered, as on a PC
+                self.deliver(fault.vector, fault.error, return_rip)
+                return
             if vector == VECTOR_DF:
                 raise FullStop("triple_fault", f"fault {fault.vector} while delivering a double fault") from None
             if vector in (VECTOR_PF, VECTOR_GP, VECTOR_NP, VECTOR_SS, 0, 10) and fault.vector in (
@@ -449,7 +452,7 @@ class FullVcpu:
         if gate_type not in (0xE, 0xF):
             raise _DeliveryFault(VECTOR_GP, vector * 8 + 2)
         cpl = self.cpl
-        if software and gate_dpl < cpl:
+        if software and gate_dpl < (3 if cpl == 3 else 0):  # the guest's own ring: 0 at real CPL 1
             raise _DeliveryFault(VECTOR_GP, vector * 8 + 2)
         target = (low & 0xFFFF) | ((low >> 32) & 0xFFFF_0000) | ((high & 0xFFFF_FFFF) << 32)
         selector = (low >> 16) & 0xFFFF
@@ -510,6 +513,27 @@ class FullVcpu:
             raise _DeliveryFault(10, int(self.w[W_TR]) & 0xFFFC)  # #TS
         value: int = struct.unpack("<Q", self.read_virtual(base + offset, 8))[0]
         return value
+
+    def repair_null_ss(self) -> bool:
+        """The tripwire fired: was it the engine's null-SS quirk? Then undo it; True when repaired.
+
+        On a PC the guest's ring 0 may load a null SS in 64-bit mode. The
+        engine (QEMU 5's helper_load_seg) lets it run at real CPL 1 too and
+        then takes the CPL from the null descriptor: 0. No instruction ran
+        at CPL 0 (the block hook refused the next block), CS is still the
+        guest kernel's (the cache ring 0 gave it at CPL 1), so the CPL is
+        set back to 1 with the guest's null SS. Anything else at CPL 0 (a
+        call gate loads a DPL 0 code segment) is not repaired.
+        """
+        w = self.w
+        cs_word, ss_word = W_SEG["cs"], W_SEG["ss"]
+        if int(w[W_HFLAGS]) & HF_CPL or int(w[ss_word]) & 0xFFFC or int(w[cs_word + 2]) != self.cs_cache[1]:
+            return False
+        w[W_HFLAGS] = (int(w[W_HFLAGS]) & ~HF_CPL) | self.hflags_cpl[1]
+        w[ss_word + 1] = 0
+        w[ss_word + 2] = self.ss_cache[1]
+        self.counts["mov_seg"] += 1
+        return True
 
     def interruptible(self) -> bool:
         """Can an external interrupt be taken now (IF set, no interrupt shadow)?"""

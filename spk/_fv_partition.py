@@ -395,7 +395,7 @@ class FullMachine:
                 return "fault", now, 0
             if vcpu.pending_fault is not None and vcpu.stop is None:
                 now += self._page_fault()
-            if engine.fv_stop == "tripwire":
+            if engine.fv_stop == "tripwire" and not vcpu.repair_null_ss():
                 self._fault(FullStop("cpl0_tripwire", f"the vCPU reached real CPL 0 at {vcpu.rip:#x}"))
                 return "fault", now, 0
             stop = vcpu.stop
