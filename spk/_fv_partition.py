@@ -321,10 +321,16 @@ class FullMachine:
         return -(-clock * NS_PER_SECOND // PIT_HZ)
 
     def port_in(self, port: int, size: int) -> int:
-        return self.devices.port_in(port, size, self.pit_clock(self.now()))
+        value = self.devices.port_in(port, size, self.pit_clock(self.now()))
+        self._after_io()  # a read can raise an IRQ (the next received byte) or arm a UART timeout
+        return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
         self.devices.port_out(port, size, value, self.pit_clock(self.now()))
+        self._after_io()
+
+    def _after_io(self) -> None:
+        """Inside a run, after a device access: console bytes out, the guest's exit, IRQs and timers."""
         output = self.devices.uart.output
         if len(output) > self._uart_seen:
             data = bytes(output[self._uart_seen :])
