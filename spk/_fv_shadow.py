@@ -500,8 +500,6 @@ class ShadowMmu:
         if not self.mem.contains(frame, PAGE):
             return 0
         value = frame | flags | PTE_D
-        if not entry & PTE_D:
-            value &= ~PTE_W
         elif value & PTE_W and frame in self._by_frame:
             value ^= PTE_W | SW_PROTECTED
         return value
@@ -630,7 +628,7 @@ class ShadowMmu:
 
     def _protect(self, frame: int) -> None:
         """``frame`` became a guest table: no shadow leaf may map it writable any more."""
-        addrs = None; self._rmap.pop(frame, None)
+        addrs = self._rmap.pop(frame, None)
         if not addrs:
             return
         self.counts["protections"] += 1
