@@ -186,7 +186,7 @@ class FullMachine:
             return NestedMmu(self.mem, flush)
         if mode != "shadow":
             raise ImageError(f"mmu {mode!r}: one of {', '.join(MMU_MODES)}", "mmu")
-        from spk._fv_shadow import ShadowMmu  # type: ignore[import-not-found,unused-ignore]
+        from spk._fv_shadow import ShadowMmu
 
         pages = max(256, self.part.quota // 8)
         self._pool = mmap.mmap(-1, pages * PAGE)

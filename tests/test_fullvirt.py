@@ -24,7 +24,7 @@ from tests.guests import Recorder, bundled
 GOLDEN = Path(__file__).parent / "golden" / "pcref.serial"
 HOSTILE = Path(__file__).parent.parent / "partitions" / "adversarial" / "pc_hostile.c"
 PCREF_FRAMES = 1040  # 4 MiB for the kernel's identity map, and ring 0's boot tables
-MMUS = ["nested"]
+MMUS = ["nested", "shadow"]
 
 
 def run_to_end(m: Machine, pids: list[int], window: int = 2_000_000, limit: int = 400_000_000) -> None:
