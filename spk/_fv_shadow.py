@@ -500,6 +500,8 @@ class ShadowMmu:
         if not self.mem.contains(frame, PAGE):
             return 0
         value = frame | flags | PTE_D
+        if not entry & PTE_D:
+            value &= ~PTE_W
         elif value & PTE_W and frame in self._by_frame:
             value ^= PTE_W | SW_PROTECTED
         return value
