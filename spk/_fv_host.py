@@ -195,11 +195,9 @@ class FullPartitions:
 
     def serial_input(self, part: FullPartition, base: int, data: bytes) -> None:
         """Bytes on the receive line of the UART at ``base`` (ring 1's ``stdin`` feeds COM1)."""
-        machine = self.machines[part.pid]
-        uart = machine.devices.add_uart(base) if base in COM_PORTS else None
-        if uart is None:
+        if base not in COM_PORTS:
             raise SpkError(Status.INVALID_ARGUMENT, f"{part.name}: no COM port at {base:#x}")
-        uart.feed(data, machine.pit_clock(self._now()))
+        self.machines[part.pid].serial_input(base, data)
 
     # -- running -----------------------------------------------------------------
     def run(self, part: FullPartition, start: int, until: int) -> tuple[str, int]:

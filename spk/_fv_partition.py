@@ -164,6 +164,9 @@ class FullMachine:
         start = part.first_frame * PAGE
         self.mem = GuestPhysical(ram_view[start : start + size], ram_address + start)
         self.devices = PcDevices()
+        #: bytes waiting for a UART whose line the guest has not opened yet (see serial_input)
+        self._waiting_input: dict[int, bytearray] = {}
+        self._lines_open: set[int] = set()
         self._on_output = on_output
         self._uart_seen = 0
         self.vcpu = FullVcpu(self.mem, self)
@@ -321,13 +324,40 @@ class FullMachine:
         return -(-clock * NS_PER_SECOND // PIT_HZ)
 
     def port_in(self, port: int, size: int) -> int:
+        if port & 7 in (0, 5):  # RBR or LSR: the guest looks at its receiver
+            self._open_line(port & ~7)
         value = self.devices.port_in(port, size, self.pit_clock(self.now()))
         self._after_io()  # a read can raise an IRQ (the next received byte) or arm a UART timeout
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
         self.devices.port_out(port, size, value, self.pit_clock(self.now()))
+        if port & 7 == 1 and value & 1:  # IER: receive interrupts on
+            self._open_line(port & ~7)
         self._after_io()
+
+    def _open_line(self, base: int) -> None:
+        uart = self.devices.uarts.get(base)
+        if uart is None or base in self._lines_open or uart.dlab:
+            return
+        self._lines_open.add(base)  # the guest's driver is ready for input
+        waiting = self._waiting_input.pop(base, None)
+        if waiting:
+            uart.feed(bytes(waiting), self.pit_clock(self.now()))
+
+    def serial_input(self, base: int, data: bytes) -> None:
+        """Bytes on the receive line of the UART at ``base``.
+
+        They wait until the guest's driver is ready for input (it reads RBR
+        or LSR, or turns receive interrupts on), as a terminal waits for the
+        port to be opened: a driver's initialization resets the receiver
+        (FCR), which would otherwise lose input given before the kernel booted.
+        """
+        uart = self.devices.add_uart(base)
+        if base in self._lines_open:
+            uart.feed(data, self.pit_clock(self.now()))
+        else:
+            self._waiting_input.setdefault(base, bytearray()).extend(data)
 
     def _after_io(self) -> None:
         """Inside a run, after a device access: console bytes out, the guest's exit, IRQs and timers."""

@@ -22,7 +22,7 @@ from spk_tools.qemu import pcref_elf
 from tests.guests import Recorder, bundled
 
 GOLDEN = Path(__file__).parent / "golden" / "pcref.serial"
-HOSTILE = Path(__file__).parent.parent / "partitions" / "adversarial" / "pc_hostile.c"
+HOSTILE = Path(__file__).parent.parent / "partitions" / "pc_hostile"
 PCREF_FRAMES = 1040  # 4 MiB for the kernel's identity map, and ring 0's boot tables
 MMUS = ["nested", "shadow"]
 
@@ -75,9 +75,13 @@ def test_pcref_run_is_deterministic_and_traps_what_the_spec_lists(mmu: str) -> N
     assert (registers["cr0"], registers["cr4"], registers["efer"] & 0xD01) == (0x80010033, 0x20, 0x501)
 
 
-def hostile(mode: int) -> bytes:
-    source = f"#define HOSTILE_MODE {mode}\n".encode() + HOSTILE.read_bytes()
-    return build_c("pc", f"pc_hostile{mode}", [("pc_hostile.c", source)])
+def hostile(m: Machine, name: str, mode: int) -> int:
+    """A partition running partitions/pc_hostile with attack ``mode`` (its first COM1 byte)."""
+    from spgs.cbuild import program_sources
+
+    pid = m.create_full_partition(name, build_c("pc", "pc_hostile", program_sources(HOSTILE)), 1024)
+    m.serial_input(pid, 0x3F8, str(mode).encode())
+    return pid
 
 
 @pytest.mark.parametrize(
@@ -94,7 +98,7 @@ def test_a_hostile_kernel_ends_as_its_virtual_hardware_says_and_others_run_on(
 ) -> None:
     recorder = Recorder()
     m = Machine(32 << 20, on_event=recorder)
-    bad = m.create_full_partition("bad", hostile(mode), 1024)
+    bad = hostile(m, "bad", mode)
     good = m.create_partition("p", bundled("kernel", "refkernel"), [("hello", bundled("app", "hello"))], 256)
     run_to_end(m, [bad, good])
     info = m.info(bad)
@@ -113,7 +117,7 @@ def test_virtual_time_is_what_rdtsc_reads_and_is_repeatable() -> None:
     for _ in range(2):
         recorder = Recorder()
         m = Machine(32 << 20, on_event=recorder)
-        pid = m.create_full_partition("t", hostile(5), 1024)
+        pid = hostile(m, "t", 5)
         run_to_end(m, [pid])
         lines.append(recorder.lines("t"))
     assert lines[0] == lines[1]

@@ -108,3 +108,31 @@ def test_a_kernel_that_never_reaches_the_exit_port_is_an_error(elf: bytes) -> No
     broken[address - text["p_vaddr"] + text["p_offset"]] = 0xCC
     with pytest.raises(QemuError, match="without a write to port 0xf4"):
         boot(bytes(broken), timeout=60)
+
+
+def _spk_console(config: Path, partition: str, *extra: str) -> bytes:
+    """What ``spk launch`` prints as ``partition``'s console, run as a user runs it, prefixes taken off."""
+    import subprocess
+
+    from tests.test_cli import SPK, _subprocess_env
+
+    done = subprocess.run([str(SPK), "launch", str(config), *extra], capture_output=True, text=True,
+                          cwd=ROOT, env=_subprocess_env(), timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    prefix = f"[{partition}] "
+    return "".join(line[len(prefix) :] + "\n" for line in done.stdout.splitlines() if line.startswith(prefix)).encode()
+
+
+@pytest.mark.parametrize("mmu", ["nested", "shadow"])
+def test_spk_launch_prints_what_qemu_prints_byte_for_byte(qemu_run: QemuRun, tmp_path: Path, mmu: str) -> None:
+    """The differential test: the same ELF, QEMU (outside reference) against `spk launch` (full virtualization).
+
+    Both transcripts include the timer-driven scheduling of the two apps and
+    every hole of x86 the SPK must close; the comparison is of QEMU's own
+    run, not the golden file.
+    """
+    config = (ROOT / "examples" / "pcref.toml").read_text().replace('mmu = "nested"', f'mmu = "{mmu}"')
+    assert f'mmu = "{mmu}"' in config
+    path = tmp_path / "pcref.toml"
+    path.write_text(config)
+    assert _spk_console(path, "pcref") == qemu_run.serial

@@ -1,6 +1,7 @@
 /* A full guest that attacks its own virtual hardware (tests/test_fullvirt.py, spk review).
  *
- * HOSTILE_MODE picks the attack (the test builds one kernel per mode):
+ * The first byte received on COM1 picks the attack (`stdin = "1"` in
+ * partitions.toml, Machine.serial_input from a test):
  *   1  a call gate in its own GDT to a DPL 0 code segment, then a far call
  *      through it from ring 0 (real CPL 1): the CPL-0 tripwire must end it;
  *   2  a page-table entry naming memory far beyond its quota, then a read
@@ -36,7 +37,11 @@ void kernel_main(void)
     pc_pages_init(pool, 16);
     uint64_t *pml4 = pc_kernel_map(0x400000);
     write_cr3((uint64_t)pml4);
-#if HOSTILE_MODE == 1
+    int mode;
+    while ((mode = pc_uart_getc(PC_COM1)) < 0) {
+    }
+    switch (mode - '0') {
+    case 1: {
     /* Its own GDT: pc_gdt's eight entries plus a 64-bit call gate (16 bytes) at
      * selector 0x40, DPL 3 (usable from any ring), to 0x08:hostile_target; then a far call through it. */
     static uint64_t gdt[10];
@@ -54,32 +59,38 @@ void kernel_main(void)
     __asm__ volatile("lcall *%0\n.globl hostile_target\nhostile_target:\n nop" : : "m"(far) : "memory");
     pc_printf("reached ring 0 through the gate\n");
     pc_exit(0);
-#elif HOSTILE_MODE == 2
+    }
+    case 2: {
     uint64_t far_frame = 0x40000000UL; /* 1 GiB: beyond a few MiB of quota */
     pc_map(pml4, 0x800000, far_frame, PC_PTE_P | PC_PTE_W);
     pc_printf("reading beyond my memory\n");
     volatile uint64_t *p = (volatile uint64_t *)0x800000;
     pc_printf("read %#lx\n", *p);
     pc_exit(0);
-#elif HOSTILE_MODE == 3
+    }
+    case 3:
     pc_printf("cr3 beyond my memory\n");
     write_cr3(0x7F000000UL);
     pc_printf("cr3 accepted\n");
     pc_exit(0);
-#elif HOSTILE_MODE == 4
+    case 4: {
     struct pc_table_reg empty = {0, 0};
     __asm__ volatile("lidt %0" : : "m"(empty));
     pc_printf("no IDT, now a page fault\n");
     *(volatile uint64_t *)0x10 = 1; /* page 0 is not mapped */
     pc_printf("survived\n");
     pc_exit(0);
-#elif HOSTILE_MODE == 5
+    }
+    case 5: {
     uint64_t a = rdtsc();
     for (volatile int i = 0; i < 1000; i++) {
     }
     uint64_t b = rdtsc();
     pc_printf("tsc %lu then %lu\n", a, b);
     pc_exit(0);
-#endif
-    pc_exit(3);
+    }
+    default:
+        pc_printf("no attack %d\n", mode);
+        pc_exit(3);
+    }
 }
