@@ -35,6 +35,18 @@ import capstone
 
 from spk._engine import Engine, LiveRegisters
 from spk._fv_cpuid import cpuid
+from spk._fv_emulate import Emulator
+from spk._fv_faults import (
+    ERROR_VECTORS,
+    VECTOR_DF,
+    VECTOR_GP,
+    VECTOR_NP,
+    VECTOR_PF,
+    VECTOR_SS,
+    VECTOR_UD,
+    DeliveryFault,
+    FullStop,
+)
 from spk._fv_mmu import ACCESS_FETCH, ACCESS_USER, ACCESS_WRITE, GuestPhysical, Mmu, walk_guest
 from spk._fv_state import (
     CR0_WP,
@@ -74,20 +86,6 @@ HOOK_OPERATIONS = {
     "exception_N": "any other exception N: delivered to the guest",
 }
 
-#: exceptions that push an error code
-ERROR_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
-VECTOR_DF, VECTOR_GP, VECTOR_PF, VECTOR_UD, VECTOR_NP, VECTOR_SS = 8, 13, 14, 6, 11, 12
-
-
-class FullStop(Exception):
-    """Why a full partition must end: ``kind`` is the fault's name, ``detail`` says what happened."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
 class Board(Protocol):
     """What the vCPU needs of its partition: time, devices and the end of the run."""
 
@@ -98,15 +96,6 @@ class Board(Protocol):
     def port_in(self, port: int, size: int) -> int: ...
 
     def port_out(self, port: int, size: int, value: int) -> None: ...
-
-
-class _DeliveryFault(Exception):
-    """A fault while delivering an event (escalates: #DF, then a triple fault)."""
-
-    def __init__(self, vector: int, error: int) -> None:
-        super().__init__(vector)
-        self.vector = vector
-        self.error = error
 
 
 @dataclass
@@ -143,9 +132,6 @@ class FullVcpu:
         self.bringup: Callable[[int], None] | None = None
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
-        # created last: it imports this module's names
-        from spk._fv_emulate import Emulator
-
         self.emulator = Emulator(self)
 
     def bind(self, engine: Engine, mmu: Mmu) -> None:
@@ -210,14 +196,14 @@ class FullVcpu:
 
     # -- guest virtual memory (ring 0's own walk of the guest's tables) ------
     def translate(self, va: int, access: int) -> int:
-        """Guest-physical address of ``va`` for ``access``; raises _DeliveryFault(#PF) as the CPU would."""
+        """Guest-physical address of ``va`` for ``access``; raises DeliveryFault(#PF) as the CPU would."""
         walk = walk_guest(
             self.mem, self.v.cr3, va & 0xFFFF_FFFF_FFFF_FFFF, access,
             wp=bool(self.v.cr0 & CR0_WP), nxe=bool(self.v.efer & EFER_NXE), set_ad=True,
         )  # fmt: skip
         if walk.gpa is None:
             self.v.cr2 = va & 0xFFFF_FFFF_FFFF_FFFF
-            raise _DeliveryFault(VECTOR_PF, walk.error)
+            raise DeliveryFault(VECTOR_PF, walk.error)
         return walk.gpa
 
     def read_virtual(self, va: int, length: int, access: int = 0) -> bytes:
@@ -248,10 +234,10 @@ class FullVcpu:
         """The instruction at ``rip`` as the vCPU fetches it, decoded; None when it cannot be fetched."""
         try:
             code = self.read_virtual(rip, 15, ACCESS_FETCH | self.user_access())
-        except _DeliveryFault:
+        except DeliveryFault:
             try:  # the instruction may end before the next, unmapped page
                 code = self.read_virtual(rip, 0x1000 - (rip & 0xFFF), ACCESS_FETCH | self.user_access())
-            except _DeliveryFault:
+            except DeliveryFault:
                 return None
         return next(self._disasm.disasm(code, rip, 1), None)
 
@@ -395,7 +381,7 @@ class FullVcpu:
             rsp = self.gpr(RSP) - width
             try:
                 self.write_virtual(rsp, value.to_bytes(8, "little")[:width], self.user_access())
-            except _DeliveryFault as fault:
+            except DeliveryFault as fault:
                 self.deliver(fault.vector, fault.error, address)
                 return
             self.set_gpr(RSP, rsp)
@@ -425,7 +411,7 @@ class FullVcpu:
         """
         try:
             self._deliver(vector, error, return_rip, software)
-        except _DeliveryFault as fault:
+        except DeliveryFault as fault:
             if software:  # an `int n` whose delivery faults: that fault is delivered, as on a PC
                 self.deliver(fault.vector, fault.error, return_rip)
                 return
@@ -443,17 +429,17 @@ class FullVcpu:
         idt_base = int(self.w[W_IDT + 1])
         idt_limit = int(self.w[W_IDT + 2]) & 0xFFFF_FFFF
         if vector * 16 + 15 > idt_limit:
-            raise _DeliveryFault(VECTOR_GP, vector * 8 + 2)
+            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
         low, high = struct.unpack("<QQ", self.read_virtual(idt_base + vector * 16, 16))
         gate_type = (low >> 40) & 0xF
         gate_dpl = (low >> 45) & 3
         if not (low >> 47) & 1:
-            raise _DeliveryFault(VECTOR_NP, vector * 8 + 2)
+            raise DeliveryFault(VECTOR_NP, vector * 8 + 2)
         if gate_type not in (0xE, 0xF):
-            raise _DeliveryFault(VECTOR_GP, vector * 8 + 2)
+            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
         cpl = self.cpl
         if software and gate_dpl < (3 if cpl == 3 else 0):  # the guest's own ring: 0 at real CPL 1
-            raise _DeliveryFault(VECTOR_GP, vector * 8 + 2)
+            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
         target = (low & 0xFFFF) | ((low >> 32) & 0xFFFF_0000) | ((high & 0xFFFF_FFFF) << 32)
         selector = (low >> 16) & 0xFFFF
         ist = (low >> 32) & 7
@@ -490,7 +476,7 @@ class FullVcpu:
         low = self.gdt_descriptor(selector)
         access = (low >> 40) & 0xFF
         if not access & 0x80 or access & 0x18 != 0x18 or not (low >> 53) & 1:
-            raise _DeliveryFault(VECTOR_GP, selector & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, selector & 0xFFFC)
         if (access >> 5) & 3 != 0:  # a handler at the guest's ring 3: not supported by this virtual CPU
             raise FullStop("unsupported", f"interrupt gate to a DPL {(access >> 5) & 3} code segment {selector:#x}")
 
@@ -502,7 +488,7 @@ class FullVcpu:
         base = int(self.w[W_GDT + 1])
         limit = int(self.w[W_GDT + 2]) & 0xFFFF_FFFF
         if selector & 4 or index == 0 or index + 7 > limit:
-            raise _DeliveryFault(VECTOR_GP, selector & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, selector & 0xFFFC)
         value: int = struct.unpack("<Q", self.read_virtual(base + index, 8))[0]
         return value
 
@@ -510,7 +496,7 @@ class FullVcpu:
         base = int(self.w[W_TR + 1])
         limit = int(self.w[W_TR + 2]) & 0xFFFF_FFFF
         if not self.w[W_TR] & 0xFFF8 or offset + 7 > limit:
-            raise _DeliveryFault(10, int(self.w[W_TR]) & 0xFFFC)  # #TS
+            raise DeliveryFault(10, int(self.w[W_TR]) & 0xFFFC)  # #TS
         value: int = struct.unpack("<Q", self.read_virtual(base + offset, 8))[0]
         return value
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from capstone import x86 as cs_x86
 
-from spk._fv_cpu import VECTOR_GP, VECTOR_UD, FullStop, _DeliveryFault
+from spk._fv_faults import VECTOR_GP, VECTOR_UD, DeliveryFault, FullStop
 from spk._fv_mmu import GuestFault
 from spk._fv_state import (
     APIC_BASE_VALUE,
@@ -133,7 +133,7 @@ class Emulator:
             address += self.cpu.segment_base("fs" if mem.segment == cs_x86.X86_REG_FS else "gs")
         address &= _MASK64
         if not _canonical(address):
-            raise _DeliveryFault(VECTOR_GP, 0)
+            raise DeliveryFault(VECTOR_GP, 0)
         return address
 
     def _operand_value(self, insn: capstone.CsInsn, op: object, size: int) -> int:
@@ -170,7 +170,7 @@ class Emulator:
                 cpu.rip = rip + insn.size
             cpu.engine.retire(insn.size)
             return True
-        except _DeliveryFault as fault:
+        except DeliveryFault as fault:
             cpu.deliver(fault.vector, fault.error, rip)
             return True
 
@@ -231,21 +231,21 @@ class Emulator:
         base = int(cpu.w[W_GDT + 1])
         limit = int(cpu.w[W_GDT + 2]) & 0xFFFF_FFFF
         if selector & 4 or index + 15 > limit:
-            raise _DeliveryFault(VECTOR_GP, selector & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, selector & 0xFFFC)
         address = base + index
         low, high = struct.unpack("<QQ", cpu.read_virtual(address, 16))
         seg_base, seg_limit, flags, access = descriptor_fields(low, high)
         if access & 0x1F not in wanted:
-            raise _DeliveryFault(VECTOR_GP, selector & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, selector & 0xFFFC)
         if not access & 0x80:
-            raise _DeliveryFault(11, selector & 0xFFFC)  # #NP
+            raise DeliveryFault(11, selector & 0xFFFC)  # #NP
         return seg_base, seg_limit, flags, access, address
 
     def _op_ltr(self, insn: capstone.CsInsn) -> None:
         cpu = self.cpu
         selector = self._operand_value(insn, insn.operands[0], 2)
         if not selector & 0xFFF8:
-            raise _DeliveryFault(VECTOR_GP, 0)
+            raise DeliveryFault(VECTOR_GP, 0)
         base, limit, flags, access, address = self._system_descriptor(selector, (0x09,))  # available 64-bit TSS
         cpu.write_virtual(address + 5, bytes([access | 0x02]))  # busy, as the CPU marks it
         w = cpu.w
@@ -294,7 +294,7 @@ class Emulator:
         v = self.cpu.v
         values = {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4, 8: v.cr8}
         if number not in values:
-            raise _DeliveryFault(VECTOR_UD, 0)
+            raise DeliveryFault(VECTOR_UD, 0)
         return values[number]
 
     def _write_cr(self, number: int, value: int) -> None:
@@ -308,14 +308,14 @@ class Emulator:
             try:
                 real = cpu.mmu.load_cr3(value)
             except GuestFault:
-                raise _DeliveryFault(VECTOR_GP, 0) from None
+                raise DeliveryFault(VECTOR_GP, 0) from None
             cpu.v.cr3 = value
             cpu.engine.write("cr3", real)
         elif number == 4:
             if not value & CR4_PAE:
                 raise FullStop("unsupported", f"CR4 {value:#x}: leaving long mode (PAE off)")
             if value & ~0x3F7FFF:
-                raise _DeliveryFault(VECTOR_GP, 0)
+                raise DeliveryFault(VECTOR_GP, 0)
             old = cpu.v.cr4
             cpu.v.cr4 = value
             cpu.engine.write("cr4", CR4_PAE | CR4_TSD | (value & CR4_FROM_GUEST))
@@ -324,14 +324,14 @@ class Emulator:
         elif number == 8:
             cpu.v.cr8 = value & 0xF
         else:
-            raise _DeliveryFault(VECTOR_UD, 0)
+            raise DeliveryFault(VECTOR_UD, 0)
 
     def _set_cr0(self, value: int) -> None:
         cpu = self.cpu
         if not value & CR0_PG or not value & CR0_PE:
             raise FullStop("unsupported", f"CR0 {value:#x}: paging or protection off (leaving long mode)")
         if value >> 32:
-            raise _DeliveryFault(VECTOR_GP, 0)
+            raise DeliveryFault(VECTOR_GP, 0)
         old = cpu.v.cr0
         cpu.v.cr0 = value
         wp = bool(value & CR0_WP)
@@ -353,11 +353,11 @@ class Emulator:
         low = cpu.gdt_descriptor(selector)
         base, limit, flags, access = descriptor_fields(low)
         if not access & 0x10 or (access & 0x08 and (seg == "ss" or not access & 0x02)):
-            raise _DeliveryFault(VECTOR_GP, selector & 0xFFFC)  # a system or unreadable segment
+            raise DeliveryFault(VECTOR_GP, selector & 0xFFFC)  # a system or unreadable segment
         if seg == "ss" and not access & 0x02:
-            raise _DeliveryFault(VECTOR_GP, selector & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, selector & 0xFFFC)
         if not access & 0x80:
-            raise _DeliveryFault(12 if seg == "ss" else 11, selector & 0xFFFC)
+            raise DeliveryFault(12 if seg == "ss" else 11, selector & 0xFFFC)
         cpu.w[word] = selector & 0xFFFF
         if seg == "ss":
             cpu.w[word + 1] = 0
@@ -405,14 +405,14 @@ class Emulator:
             return APIC_BASE_VALUE
         if msr in STORED_MSRS:
             return v.msrs.get(msr, 0)
-        raise _DeliveryFault(VECTOR_GP, 0)
+        raise DeliveryFault(VECTOR_GP, 0)
 
     def _write_msr(self, msr: int, value: int) -> None:
         cpu = self.cpu
         v = cpu.v
         if msr == MSR_EFER:
             if value & ~0xD01 or not value & EFER_LME:
-                raise _DeliveryFault(VECTOR_GP, 0)
+                raise DeliveryFault(VECTOR_GP, 0)
             v.efer = value | EFER_LMA
             cpu.mmu.nxe = bool(value & EFER_NXE)
             real = cpu.engine.read_msr(MSR_EFER)
@@ -426,7 +426,7 @@ class Emulator:
                 v.sfmask = value & 0xFFFF_FFFF
         elif msr in (MSR_LSTAR, MSR_CSTAR, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE):
             if not _canonical(value):
-                raise _DeliveryFault(VECTOR_GP, 0)
+                raise DeliveryFault(VECTOR_GP, 0)
             if msr == MSR_LSTAR:
                 v.lstar = value
             elif msr == MSR_CSTAR:
@@ -440,7 +440,7 @@ class Emulator:
         elif msr in STORED_MSRS:
             v.msrs[msr] = value
         else:
-            raise _DeliveryFault(VECTOR_GP, 0)
+            raise DeliveryFault(VECTOR_GP, 0)
 
     def _op_rdtsc(self, insn: capstone.CsInsn) -> None:
         cpu = self.cpu
@@ -464,10 +464,10 @@ class Emulator:
         if cs & 3 == 3:
             return False  # the engine refused a return to ring 3: the frame is bad, a genuine #GP
         if cs & 3 != 0:
-            raise _DeliveryFault(VECTOR_GP, cs & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, cs & 0xFFFC)
         self._check_code(cs)
         if not _canonical(rip):
-            raise _DeliveryFault(VECTOR_GP, 0)
+            raise DeliveryFault(VECTOR_GP, 0)
         cpu.enter_cpl(1, cs, ss)
         cpu.set_gpr(RSP, rsp)
         cpu.set_rflags(flags & ~(RFLAGS_RF | RFLAGS_VM))
@@ -481,10 +481,10 @@ class Emulator:
         if cs & 3 == 3:
             return False
         if cs & 3 != 0:
-            raise _DeliveryFault(VECTOR_GP, cs & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, cs & 0xFFFC)
         self._check_code(cs)
         if not _canonical(rip):
-            raise _DeliveryFault(VECTOR_GP, 0)
+            raise DeliveryFault(VECTOR_GP, 0)
         cpu.enter_cpl(1, cs, cpu.selector("ss"))
         cpu.set_gpr(RSP, cpu.gpr(RSP) + 16 + extra)
         cpu.rip = rip
@@ -496,18 +496,18 @@ class Emulator:
         low = self.cpu.gdt_descriptor(selector)
         access = (low >> 40) & 0xFF
         if access & 0x18 != 0x18 or not (low >> 53) & 1 or (access >> 5) & 3:
-            raise _DeliveryFault(VECTOR_GP, selector & 0xFFFC)
+            raise DeliveryFault(VECTOR_GP, selector & 0xFFFC)
         if not access & 0x80:
-            raise _DeliveryFault(11, selector & 0xFFFC)
+            raise DeliveryFault(11, selector & 0xFFFC)
 
     def _op_sysretq(self, insn: capstone.CsInsn) -> object:
         cpu = self.cpu
         v = cpu.v
         if not v.efer & 1:
-            raise _DeliveryFault(VECTOR_UD, 0)
+            raise DeliveryFault(VECTOR_UD, 0)
         target = cpu.gpr(1)
         if not _canonical(target):
-            raise _DeliveryFault(VECTOR_GP, 0)
+            raise DeliveryFault(VECTOR_GP, 0)
         user_base = (v.star >> 48) & 0xFFFF
         cpu.enter_cpl(3, (user_base + 16) | 3, (user_base + 8) | 3)
         cpu.set_rflags((cpu.gpr(11) & ~(RFLAGS_RF | RFLAGS_VM)) | 2)

@@ -34,8 +34,9 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from spk._engine import Engine
-from spk._fv_cpu import FullStop, FullVcpu
+from spk._fv_cpu import FullVcpu
 from spk._fv_devices import PIT_HZ, PcDevices
+from spk._fv_faults import FullStop
 from spk._fv_mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, GuestPhysical, Mmu, NestedMmu
 from spk._fv_state import (
     CR0_ET,

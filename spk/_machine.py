@@ -1,29 +1,23 @@
-"""The machine: RAM, the vCPU engine, partitions, and the run loop.
+"""The machine: RAM, the vCPU engine, partitions, and their composition.
 
 :class:`Machine` is the SPK's public face to ring 1. It creates and destroys
 partitions from images, runs one partition on the vCPU up to a virtual-time
 bound, and reports what happened. It decides nothing: which partition runs
-in which window, and what a fault leads to, is ring 1's business. It is a
-composition: the trap paths are :class:`spk._pv_traps.PvTraps` (the
-engine's trap sink), guest-memory access is
-:class:`spk._guestmem.GuestMemory`, the frame invariants are
-:mod:`spk._invariants`.
+in which window, and what a fault leads to, is ring 1's business.
 
-Trap paths (all inside the engine's callbacks, none stops the engine unless
-the partition must leave the CPU):
-
-* ``int 0x82`` at CPL 2: a hypercall. Save context, decode and invoke,
-  write rax into the saved context, restore it (one C call each way).
-* ``int 0x80`` or ``syscall`` at CPL 3: bounce into the guest kernel's
-  syscall entry, as an interrupt gate with a stack switch would: the app's
-  GPRs are copied into the CPL 2 template, the iret frame is written on the
-  kernel stack, the template is restored.
-* an exception at CPL 3 (or a refused instruction: ``int 0x82``, port I/O,
-  privileged instructions): bounced to the kernel's trap entry with vector,
-  error code and fault address. Restoring the template also resets the
-  engine's exception-escalation state (see unicorn-notes).
-* an exception at CPL 2: the kernel faulted. The partition is stopped and
-  the fault is reported to ring 1 (health monitor).
+It is a composition, one module per responsibility (docs/architecture.md):
+partition lifecycle is :class:`spk._lifecycle.PvLifecycle`, the run loop and
+world switch :class:`spk._world.PvWorldSwitch`, the trap paths
+:class:`spk._pv_traps.PvTraps` (the engine's trap sink, see that module for
+each trap), guest-memory access :class:`spk._guestmem.GuestMemory`, the
+reports to ring 1 (console lines, faults, health events, management
+requests) :class:`spk._reports.Reports`, the frame invariants
+:mod:`spk._invariants`, snapshots :mod:`spk._snapshot`, migration
+:mod:`spk._migrate`, the debugger :mod:`spk._debug`. The machine keeps
+ring 1's API and what is machine-wide: virtual time (``now``), channels,
+measurements and quotes. The services a hypercall may use on every call
+are its parts' own methods bound as the machine's attributes, so the split
+adds no call on the per-trap path.
 
 Virtual time (``time_mode="exact"``, the default) counts ticks, one per
 byte of guest instruction retired, exactly and deterministically (see
@@ -40,112 +34,57 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import struct
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
 
-from spk import _invariants, _migrate, _snapshot, abi
+from spk import _invariants, _lifecycle, _migrate, _snapshot
 from spk._channels import Channel, ChannelKind, Direction, Port, attach_relay, relay_put, relay_take
 from spk._cpu import bring_up, build_spk_memory
 from spk._debug import DebugError, DebugSession
 from spk._engine import Engine
-from spk._frames import FrameTable, FrameType, GuestFrames, PhysicalMemory, guest_frame
+from spk._frames import FrameTable, PhysicalMemory
 from spk._fv_host import FullPartitions
 from spk._fv_partition import FullPartition
 from spk._guestmem import GuestMemory
-from spk._image import LoadImage, load_image
+from spk._image import LoadImage
+from spk._lifecycle import PvLifecycle
 from spk._measure import AttestationKey, MeasurementEvent
 from spk._migrate import DirtyLog, PartitionExport
-from spk._paging import AddressSpace, KernelHalf, Walker
-from spk._partition import Counters, KernelFault, Module, Partition, State
+from spk._paging import AddressSpace, Walker
+from spk._partition import KernelFault, Partition, State
 from spk._pv_traps import KERNEL_ENTRY_RFLAGS, PvTraps
+from spk._reports import (
+    CONSOLE_LINE_MAX,
+    CONSOLE_LINES_PER_CALL,
+    HealthEvent,
+    ManagementRequest,
+    PartitionInfo,
+    Reports,
+    partition_info,
+    partition_table,
+)
 from spk._snapshot import Snapshot
-from spk._trace import EventSink, MachineEvent
+from spk._trace import EventSink
+from spk._world import PvWorldSwitch, RunOutcome
 from spk.abi import (
     HEALTH_EVENT_CODES,
     HEALTH_VECTOR,
-    KERNEL_DATA_SIZE,
-    KERNEL_DATA_VADDR,
-    KERNEL_STACK_SIZE,
-    KERNEL_STACK_TOP,
-    PAGE_SHIFT,
-    PAGE_SIZE,
     SEL_USER_CODE,
     SEL_USER_DATA,
-    START_INFO_VADDR,
     SYSCALL_VECTOR,
     EntryKind,
-    Event,
     PartOp,
-    PartState,
     Register,
     Status,
 )
 from spk.errors import ImageError, SpkError
 
-_RSP = 4
+# The console's limits a guest sees (docs/abi.md) are the reports' own, named here too.
+__all__ = [
+    "CONSOLE_LINES_PER_CALL", "CONSOLE_LINE_MAX", "HealthEvent", "Machine", "ManagementRequest", "PartitionInfo",
+    "RunOutcome",
+]  # fmt: skip
+
 _TOKENS = itertools.count(1)
-CONSOLE_LINE_MAX = 512
-CONSOLE_LINES_PER_CALL = 64
-#: Page-table frames of a fresh boot space: PML4, the shared kernel PDPT, and
-#: the PD/PT pairs below KERNEL_BASE (image and data, start info, stack).
-_BOOT_TABLES = 8
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """Why :meth:`Machine.run` returned."""
-
-    pid: int
-    reason: str  #: window_end, yield, blocked, exit, fault, not_runnable
-    executed: int  #: virtual time this call took (ticks: instruction bytes retired, or its whole budget)
-    end_time: int  #: virtual time when it returned
-
-    def __init__(self, pid: int, reason: str, executed: int, end_time: int) -> None:
-        # One per window: filling the instance's dict directly is about twice as
-        # fast as the generated frozen __init__ (one object.__setattr__ per field).
-        self.__dict__.update(pid=pid, reason=reason, executed=executed, end_time=end_time)
-
-
-@dataclass(frozen=True)
-class HealthEvent:
-    """Something the health monitor (ring 1) must decide about."""
-
-    pid: int
-    event: str  #: a KernelFault kind, or guest_error
-    detail: str
-
-
-@dataclass(frozen=True)
-class ManagementRequest:
-    """A system partition asked ring 1 to act on a partition (PART_CONTROL)."""
-
-    requester: int
-    target: int
-    op: PartOp
-
-
-_STATE_CODES = {
-    State.READY: PartState.READY, State.BLOCKED: PartState.BLOCKED, State.EXITED: PartState.EXITED,
-    State.FAULTED: PartState.FAULTED, State.STOPPED: PartState.STOPPED, State.PAUSED: PartState.PAUSED,
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class PartitionInfo:
-    """A read-only view of one partition for ring 1."""
-
-    pid: int
-    name: str
-    state: str
-    quota_frames: int
-    frames_in_use: int
-    exit_code: int | None
-    fault: KernelFault | None
-    counters: Counters
-    restarts: int = 0
-    virtualization: str = "para"  #: "para" or "full"
-    mmu: str = ""  #: a full partition's memory virtualization: "nested" or "shadow"
 
 
 class Machine:
@@ -157,9 +96,40 @@ class Machine:
     quotes are not supported.
     """
 
-    #: the debugger's session (:meth:`debug_attach`), and where an interrupted run resumes
+    #: the debugger's session (:meth:`debug_attach`)
     _debug: DebugSession | None = None
-    _debug_resume: tuple[int, int] | None = None  # (pid, end of the engine run a debug stop cut)
+
+    # The world switch's services the hypercall handlers and the guest-memory
+    # paths call on every hypercall: bound to it as attributes in __init__
+    # (no call through the machine). See :class:`spk._world.PvWorldSwitch`.
+    #: stop the vCPU after the current instruction (yield, block, exit, flush)
+    request_stop: Callable[[str], None]
+    #: virtual time now, inside a run as between runs
+    time_now: Callable[[], int]
+    #: arm or cancel the running partition's one-shot timer
+    set_timer: Callable[[Partition, int], None]
+    #: page tables or CR3 changed: cached translations must go
+    cr3_changed: Callable[[], None]
+    #: load an app's registers at CPL 3 (the IRET hypercall)
+    enter_app: Callable[[Partition, Sequence[int], int, int, int], None]
+    #: report an event to ring 1's listener (a listener's error stops the run and is raised by :meth:`run`)
+    _emit: Callable[..., None]
+
+    # What ring 1 must decide about (spk._reports.Reports, bound in __init__):
+    #: cut a partition's console output into lines, one event each (CONSOLE_WRITE)
+    console: Callable[[Partition, bytes], None]
+    #: stop a partition's kernel for good: (partition, kind, vector, rip, address, detail)
+    kernel_fault: Callable[[Partition, str, int, int, int, str], None]
+    #: a host-side exception on a partition's behalf becomes its ``internal_error`` fault
+    _internal_error: Callable[[Partition, Exception], None]
+    #: queue an event for ring 1's health monitor: (partition, event, detail)
+    health_event: Callable[[Partition, str, str], None]
+    #: the health events so far, oldest first; the queue is empty after
+    take_health_events: Callable[[], list[HealthEvent]]
+    #: queue a PART_CONTROL request of a system partition: (requester, target, op)
+    management_request: Callable[[Partition, int, PartOp], None]
+    #: the management requests so far, oldest first; the queue is empty after
+    take_requests: Callable[[], list[ManagementRequest]]
 
     def __init__(
         self,
@@ -175,7 +145,6 @@ class Machine:
         self.token = next(_TOKENS)
         self.frames = FrameTable(self.ram)
         self._spk = build_spk_memory(self.frames)
-        self._current: Partition | None = None
         #: the paravirtual trap paths, the engine's trap sink (bound below, once the engine is up)
         self.traps = PvTraps(self, trace_hypercalls=trace_hypercalls)
         self.engine = Engine(self.ram.address, ram_bytes, self.traps, time_mode=time_mode)
@@ -183,46 +152,55 @@ class Machine:
         self.time_mode = time_mode
         self._templates = bring_up(self.engine, self._spk, self.frames)
         # The app system call bounce (int 0x80 or syscall at CPL 3 into the
-        # kernel's syscall entry) runs natively when armed (see _load): the
-        # same steps as PvTraps._enter_kernel, which handles every other case.
+        # kernel's syscall entry) runs natively when armed (see
+        # kernel_entry_changed): the same steps as PvTraps._enter_kernel,
+        # which handles every other case.
         self.engine.configure_bounce(
             SYSCALL_VECTOR, self._templates.cpl2, SEL_USER_CODE, SEL_USER_DATA, KERNEL_ENTRY_RFLAGS
         )
         self.walker = Walker(self.ram, self.engine.page_walker())
+        #: every partition on this machine by id (this dict object for the machine's life)
         self.partitions: dict[int, Partition] = {}
+        #: ids reserved for partitions not started (name by id; this dict object for the machine's life)
+        self.declared: dict[int, str] = {}
+        self.channels: dict[int, Channel] = {}
+        #: virtual time (ticks) between runs; inside a run, :meth:`time_now`
         self.now = 0
-        self._next_pid = 1
-        self._on_event = on_event or (lambda _e: None)
-        self._listener_error: Exception | None = None
+        self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
         #: guest-memory access (copy in/out, translated-code invalidation)
         self.mem = GuestMemory(self, self.walker, self.ram, self.engine)
-        self._attestation = AttestationKey(attestation_key) if attestation_key is not None else None
-        self.channels: dict[int, Channel] = {}
-        self.declared: dict[int, str] = {}
-        self._health: list[HealthEvent] = []
-        self._requests: list[ManagementRequest] = []
-        self._loaded_cr3 = -1
-        self._run_start = 0
-        self._stop_reason: str | None = None
-        # Traps read and write the live registers in place: no engine call.
-        self._regs = self.engine.live_registers()
-        self._live = self._regs.words
-        self._rip_slot, self._cr3_slot = self._regs.rip_slot, self._regs.cr3_slot
-        self._cs_word, self._cs_shift = self._regs.cs_word, self._regs.cs_shift
-        # RFLAGS is the one register read on a bounce: the engine keeps the
-        # arithmetic flags lazily, so it must compute them (one C call).
-        self._read_rflags = self.engine.reader("rflags")
-        self._write_rflags = self.engine.writer("rflags")
-        self.traps.bind()
+        #: the run loop and world switch of paravirtual partitions
+        listener = on_event or _ignore
+        self.world = world = PvWorldSwitch(self, self.engine, self._templates, self.traps, self.mem, listener)
+        self.request_stop, self.time_now, self.set_timer = world.request_stop, world.time_now, world.set_timer
+        self.cr3_changed, self.enter_app, self._emit = world.cr3_changed, world.enter_app, world.emit
+        #: what ring 1 must decide about, and console lines
+        self.reports = reports = Reports(world.emit, world.request_stop)
+        self.console, self.kernel_fault, self._internal_error = (
+            reports.console, reports.kernel_fault, reports.internal_error
+        )
+        self.health_event, self.take_health_events = reports.health_event, reports.take_health_events
+        self.management_request, self.take_requests = reports.management_request, reports.take_requests
+        #: partition creation, destruction and restart
+        self.lifecycle = PvLifecycle(
+            frames=self.frames, ram=self.ram, engine=self.engine, walker=self.walker, spk=self._spk,
+            templates=self._templates, world=world, partitions=self.partitions, declared=self.declared,
+            emit=world.emit,
+        )  # fmt: skip
+        self.traps.bind(
+            world=world, engine=self.engine, walker=self.walker, ram=self.ram, templates=self._templates,
+            regs=world.regs, read_rflags=world.read_rflags, write_rflags=world.write_rflags,
+            mem_read=self.mem.read, kernel_fault=reports.kernel_fault, internal_error=reports.internal_error,
+            emit=world.emit,
+        )  # fmt: skip
         #: the full-virtualization partitions (their own engines; see spk._fv_host)
         self.full = FullPartitions(
             self.ram, self.frames, time_mode=time_mode, emit=self._emit_full, console=self._console_full,
-            now=self.time_now,
+            now=self._clock,
         )
-        self._full_running: FullPartition | None = None
 
     # ------------------------------------------------------------------
-    # Partitions
+    # Partitions (mechanisms: spk._lifecycle)
     # ------------------------------------------------------------------
     def create_partition(
         self,
@@ -263,39 +241,12 @@ class Machine:
         modules), OutOfMemory (quota larger than free RAM, or too small for
         the images).
         """
-        encoded = name.encode()
-        if not encoded or len(encoded) >= abi.SI_NAME_LEN:
-            raise ImageError(f"partition name {name!r} must be 1..{abi.SI_NAME_LEN - 1} bytes")
-        try:
-            image = load_image(kernel_image)
-        except ImageError as exc:
-            raise ImageError(f"{name}: {exc}", exc.rule) from None
-        if len(modules) > abi.SI_MAX_MODULES:
-            raise ImageError(f"{name}: {len(modules)} modules (max {abi.SI_MAX_MODULES})")
-        needed = self.frames_to_boot(image, [len(b) for _, b in modules])
-        if quota_frames < needed:
-            raise ImageError(f"{name}: quota of {quota_frames} frames < {needed} needed to boot")
-        if pid is None:
-            pid = self._next_pid
-            self._next_pid += 1
-        elif self.declared.get(pid) != name:
-            raise ImageError(f"{name}: partition {pid} is not declared under that name")
-        self.frames.grant(pid, quota_frames, frame_hint, exact=exact_placement)
-        try:
-            partition = self._build(pid, name, image, modules, quota_frames)
-        except SpkError:
-            self.frames.reclaim(pid)
-            raise
-        self.declared.pop(pid, None)
-        partition.may_manage = may_manage
-        self.partitions[pid] = partition
-        if config_digest is not None:
-            partition.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
-        kernel_digest = hashlib.sha256(image.measured).digest()
-        partition.measurements.extend(Register.KERNEL, kernel_digest, "kernel_image", kernel_name)
-        self._emit(partition, "created", {"quota": quota_frames, "modules": [m for m, _ in modules]})
-        return pid
+        return self.lifecycle.create(
+            name, kernel_image, modules, quota_frames, frame_hint=frame_hint, exact_placement=exact_placement,
+            kernel_name=kernel_name, config_digest=config_digest, pid=pid, may_manage=may_manage,
+        )  # fmt: skip
 
+    # -- full virtualization (mechanisms: spk._fv_host) ------------------------------
     def create_full_partition(
         self,
         name: str,
@@ -320,14 +271,8 @@ class Machine:
         kernel and boot tables do not fit), OutOfMemory (no contiguous run
         of free frames).
         """
-        encoded = name.encode()
-        if not encoded or len(encoded) >= abi.SI_NAME_LEN:
-            raise ImageError(f"partition name {name!r} must be 1..{abi.SI_NAME_LEN - 1} bytes")
-        if pid is None:
-            pid = self._next_pid
-            self._next_pid += 1
-        elif self.declared.get(pid) != name:
-            raise ImageError(f"{name}: partition {pid} is not declared under that name")
+        _lifecycle.check_name(name)
+        pid = self.lifecycle.claim_id(name, pid)
         try:
             part = self.full.create(
                 pid, name, kernel_elf, quota_frames, mmu, frame_hint=frame_hint, exact=exact_placement,
@@ -378,32 +323,45 @@ class Machine:
         return p
 
     def _emit_full(self, p: FullPartition, event: str, args: dict[str, object]) -> None:
-        self._emit(p, event, args)  # type: ignore[arg-type]
+        self._emit(p, event, args)
 
     def _console_full(self, p: FullPartition, data: bytes) -> None:
         self.console(p, data)  # type: ignore[arg-type]
+
+    def _clock(self) -> int:
+        """Virtual time now, whichever vCPU runs (a full partition's own engine, or the shared one)."""
+        other = self.world.other_vcpu
+        return other[0]() if other is not None else self.world.time_now()
 
     def _run_full(self, p: FullPartition, until: int) -> RunOutcome:
         start = self.now
         if p.state not in (State.READY, State.BLOCKED) or until <= self.now:
             return RunOutcome(p.pid, "not_runnable", 0, self.now)
-        self._full_running = p
+        world, machines, pid = self.world, self.full.machines, p.pid
+        world.other_vcpu = (lambda: machines[pid].now(), lambda: machines[pid].vcpu.request_stop(("halt",)))
         try:
             reason, end = self.full.run(p, self.now, until)
         finally:
-            self._full_running = None
+            world.other_vcpu = None
         self.now = max(self.now, end)
         if reason == "fault" and p.fault is not None:
             f = p.fault
-            self._emit(p, "kernel_fault", {"kind": f.kind, "vector": f.vector, "rip": f.rip,  # type: ignore[arg-type]
+            self._emit(p, "kernel_fault", {"kind": f.kind, "vector": f.vector, "rip": f.rip,
                                            "address": f.address, "detail": f.detail})  # fmt: skip
-            self._health.append(HealthEvent(p.pid, f.kind, f.detail))
+            self.reports.health.append(HealthEvent(p.pid, f.kind, f.detail))
         elif reason == "exit":
-            self._emit(p, "exit", {"code": p.exit_code})  # type: ignore[arg-type]
-        error, self._listener_error = self._listener_error, None
+            self._emit(p, "exit", {"code": p.exit_code})
+        error, world.listener_error = world.listener_error, None
         if error is not None:
             raise error
         return RunOutcome(p.pid, reason, self.now - start, self.now)
+
+    def _refuse_full(self, what: str, pid: int | None = None) -> None:
+        """Errors: SpkError(NOT_SUPPORTED) when a full partition is involved in ``what``."""
+        involved = [p for p in self.partitions.values() if isinstance(p, FullPartition) and pid in (None, p.pid)]
+        if involved:
+            raise SpkError(Status.NOT_SUPPORTED, f"{what} of full-virtualization partitions are not supported "
+                           f"({involved[0].name}: its vCPU and devices live in its own engine)")  # fmt: skip
 
     @staticmethod
     def frames_to_boot(kernel: int | bytes | LoadImage, module_sizes: Sequence[int]) -> int:
@@ -415,67 +373,11 @@ class Machine:
         the SPK builds for them. Ring 1 uses it to refuse a quota that cannot
         boot before anything is created.
         """
-        image_pages = _pages(kernel) if isinstance(kernel, int) else load_image(kernel).pages
-        pages = image_pages + KERNEL_DATA_SIZE // PAGE_SIZE + KERNEL_STACK_SIZE // PAGE_SIZE + 1
-        pages += sum(_pages(size) for size in module_sizes)
-        return pages + _BOOT_TABLES
-
-    def _build(
-        self, pid: int, name: str, image: LoadImage, modules: Sequence[tuple[str, bytes]], quota: int,
-        guest_frames: GuestFrames | None = None,
-    ) -> Partition:
-        kernel = KernelHalf(pid, self.frames)
-        space = AddressSpace(pid, self.frames, kernel, self._spk.spk_pdpt, self.cr3_changed)
-        for segment in image.segments:
-            for va, page in segment.pages():
-                self._load_pages(space, va, page, write=segment.writable)
-        self._load_pages(space, KERNEL_DATA_VADDR, bytes(KERNEL_DATA_SIZE), write=True)
-        stack_base = KERNEL_STACK_TOP - KERNEL_STACK_SIZE
-        self._load_pages(space, stack_base, bytes(KERNEL_STACK_SIZE), write=True)
-        loaded: list[Module] = []
-        for mod_name, blob in modules:
-            count = _pages(len(blob))
-            first = self.frames.pool_take(pid, FrameType.DATA, contiguous=count)
-            self.ram.write(first << PAGE_SHIFT, blob)
-            loaded.append(Module(mod_name, guest_frame(guest_frames, first), count, len(blob)))
-        info = self._start_info(pid, name, quota, loaded)
-        self._load_pages(space, START_INFO_VADDR, info, write=False)
-        context = self.engine.new_context()
-        context.copy_from(self._templates.cpl2)
-        context.load_gprs([0] * 16)
-        context.set_gpr(_RSP, KERNEL_STACK_TOP)
-        context.set_gpr(7, START_INFO_VADDR)  # rdi
-        context.rip = image.entry
-        context.cr3 = space.cr3
-        self.engine.flush_code()
-        return Partition(
-            pid=pid, name=name, quota=quota, kernel=kernel, spaces={0: space},
-            context=context, modules=loaded, image=image, guest_frames=guest_frames,
-        )  # fmt: skip
-
-    def _start_info(self, pid: int, name: str, quota: int, modules: list[Module]) -> bytes:
-        info = bytearray(PAGE_SIZE)
-        struct.pack_into(
-            "<6Q", info, 0, abi.START_INFO_MAGIC, abi.ABI_VERSION, pid, len(modules),
-            quota, self.frames.pool_free_count(pid) - 1,
-        )  # fmt: skip
-        info[abi.SI_NAME : abi.SI_NAME + len(name.encode())] = name.encode()
-        for i, mod in enumerate(modules):
-            base = abi.SI_MODULES + i * abi.SI_MODULE_SIZE
-            struct.pack_into("<3Q", info, base, mod.first_mfn, mod.pages, mod.size)
-            encoded = mod.name.encode()[: abi.SI_NAME_LEN - 1]
-            info[base + abi.SIM_NAME : base + abi.SIM_NAME + len(encoded)] = encoded
-        return bytes(info)
-
-    def _load_pages(self, space: AddressSpace, va: int, data: bytes, *, write: bool) -> None:
-        for offset in range(0, len(data), PAGE_SIZE):
-            mfn = self.frames.pool_take(space.owner, FrameType.DATA)
-            self.ram.write(mfn << PAGE_SHIFT, data[offset : offset + PAGE_SIZE])
-            space.map(va + offset, mfn, write, False)
+        return _lifecycle.frames_to_boot(kernel, module_sizes)
 
     def new_space(self, p: Partition) -> AddressSpace:
         """A fresh address space of ``p`` (used by ASPACE_CREATE)."""
-        return AddressSpace(p.pid, self.frames, p.kernel, self._spk.spk_pdpt, self.cr3_changed)
+        return self.lifecycle.new_space(p)
 
     def destroy_partition(self, pid: int, *, event: str = "destroyed") -> int:
         """Tear a partition down and return its frames to free RAM; returns how many.
@@ -491,24 +393,7 @@ class Machine:
             self._emit_full(p, event, {})
             self.declared[pid] = p.name
             return frames
-        for port in p.ports.values():  # its queues must not fill up and block the senders
-            if port in port.channel.destinations:
-                port.channel.destinations.remove(port)
-        for space in p.spaces.values():
-            for va, _leaf in list(space.leaves()):
-                space.unmap(va)
-        p.spaces.clear()
-        p.context.free()
-        del self.partitions[pid]
-        if self._current is p:
-            self.engine.arm_bounce(0, 0)
-            self._current = None
-        self._loaded_cr3 = -1
-        self.engine.flush_tlb()
-        self.engine.flush_code()
-        self._emit(p, event, {})
-        self.declared[pid] = p.name  # it may be started again
-        return self.frames.reclaim(pid)
+        return self.lifecycle.destroy(pid, event)
 
     # ------------------------------------------------------------------
     # Snapshots
@@ -516,7 +401,16 @@ class Machine:
     @property
     def running(self) -> bool:
         """True while :meth:`run` has a partition on the vCPU (inside its traps)."""
-        return self._current is not None
+        return self.world.current is not None
+
+    @property
+    def _current(self) -> Partition | None:
+        """The partition on the vCPU (the world switch's; for tests that patch the trap paths).
+
+        None during CPU bring-up too, before the world switch exists.
+        """
+        world: PvWorldSwitch | None = self.__dict__.get("world")
+        return world.current if world is not None else None
 
     def snapshot(self) -> Snapshot:
         """The whole machine state, to :meth:`restore` later (see :mod:`spk._snapshot`).
@@ -544,25 +438,15 @@ class Machine:
 
     def drop_caches(self) -> None:
         """Forget every engine cache (translated code, TLB, loaded CR3) and pending trap state."""
-        self._loaded_cr3 = -1
-        self.mem.code_dirty = False
-        self.traps.pending = None
-        self._stop_reason = None
-        self.engine.flush_tlb()
-        self.engine.flush_code()
+        self.world.drop_caches()
 
     def declare_partition(self, name: str) -> int:
         """Reserve a partition id for a partition that is not started yet."""
-        pid = self._next_pid
-        self._next_pid += 1
-        self.declared[pid] = name
-        return pid
+        return self.lifecycle.declare(name)
 
     def partition_table(self) -> list[tuple[int, int, str]]:
         """(id, PartState, name) of every running or declared partition, by id."""
-        rows = [(pid, int(_STATE_CODES[p.state]), p.name) for pid, p in self.partitions.items()]
-        rows += [(pid, int(PartState.DECLARED), name) for pid, name in self.declared.items()]
-        return sorted(rows)
+        return partition_table(self.partitions, self.declared)
 
     def knows_partition(self, pid: int) -> bool:
         return pid in self.partitions or pid in self.declared
@@ -604,51 +488,9 @@ class Machine:
                 )
             self._emit_full(full, "restarted", {"warm": warm, "restarts": full.restarts})
             return
-        image = load_image(kernel_image)
-        old = self.partitions[pid]
-        data = self._read_kernel_data(old) if warm else None
-        for space in old.spaces.values():
-            for va, _leaf in list(space.leaves()):
-                space.unmap(va)
-        self.frames.reset_pool(pid)
-        self.engine.flush_tlb()
-        self.engine.flush_code()
-        self._loaded_cr3 = -1
-        new = self._build(pid, old.name, image, modules, old.quota, old.guest_frames)
-        old.context.free()  # only now: had the build failed, the old state would still be whole
-        new.ports, new.may_manage = old.ports, old.may_manage
-        new.counters, new.restarts = old.counters, old.restarts + 1
-        for port in new.ports.values():
-            port.queue.clear()
-        if warm and data is not None:
-            new.measurements = old.measurements
-            for va, content in data:
-                page = self.walker.translate(new.spaces[0].cr3, va)
-                if page is not None:
-                    self.ram.write(page.paddr, content)
-        else:
-            if config_digest is not None:
-                new.measurements.extend(Register.CONFIG, config_digest, "config", "system description")
-            new.measurements.extend(
-                Register.KERNEL, hashlib.sha256(image.measured).digest(), "kernel_image", kernel_name
-            )
-        self.partitions[pid] = new
-        self._emit(new, "restarted", {"warm": warm, "restarts": new.restarts})
-
-    def _read_kernel_data(self, p: Partition) -> list[tuple[int, bytes]]:
-        """The kernel's mutable pages, by address: its data area and, for a
-        segmented image, its writable, non-executable segments (kept by a
-        warm restart; a flat image is code and data in one, and is not)."""
-        pages = [KERNEL_DATA_VADDR + offset for offset in range(0, KERNEL_DATA_SIZE, PAGE_SIZE)]
-        if p.image is not None:
-            for seg in p.image.segments:
-                if seg.writable and not seg.executable:
-                    pages += range(seg.first_page, seg.end_page, PAGE_SIZE)
-        out = []
-        for va in pages:
-            tr = self.walker.translate(p.spaces[0].cr3, va)
-            out.append((va, self.ram.read(tr.paddr, PAGE_SIZE) if tr is not None else bytes(PAGE_SIZE)))
-        return out
+        self.lifecycle.reset(
+            pid, kernel_image, modules, warm=warm, kernel_name=kernel_name, config_digest=config_digest
+        )
 
     # -- channels ------------------------------------------------------------
     def create_channel(self, kind: str, message_size: int, *, depth: int = 1, refresh: int = 0) -> int:
@@ -662,19 +504,7 @@ class Machine:
         p = self.partitions[pid]
         p.ports[name] = Port(pid, name, Direction(direction), self.channels[cid])
 
-    # -- what ring 1 must decide about -----------------------------------------
-    def health_event(self, p: Partition, event: str, detail: str) -> None:
-        """Queue an event for ring 1's health monitor (which traces it)."""
-        self._health.append(HealthEvent(p.pid, event, detail))
-
-    def take_health_events(self) -> list[HealthEvent]:
-        events, self._health = self._health, []
-        return events
-
-    def management_request(self, requester: Partition, target: int, op: PartOp) -> None:
-        self._requests.append(ManagementRequest(requester.pid, target, op))
-        self._emit(requester, "management_request", {"target": target, "op": op.name.lower()})
-
+    # -- what ring 1 decides -------------------------------------------------
     def propagate(self, pid: int, event: str) -> None:
         """Deliver a health event to the partition's guest kernel (ring 1's choice).
 
@@ -686,10 +516,6 @@ class Machine:
         pending = self.partitions[pid].pending_traps
         if trap not in pending:  # one of each kind waits at most: the guest learns it happened
             pending.append(trap)
-
-    def take_requests(self) -> list[ManagementRequest]:
-        requests, self._requests = self._requests, []
-        return requests
 
     def stop_partition(self, pid: int) -> None:
         """Take a partition off the CPU for good (ring 1's halt)."""
@@ -721,6 +547,7 @@ class Machine:
         return self.partitions[pid].fault
 
     def info(self, pid: int) -> PartitionInfo:
+        """A read-only view of partition ``pid`` (its frames in use counted from the frame table)."""
         p = self.partitions[pid]
         if isinstance(p, FullPartition):
             return PartitionInfo(
@@ -728,14 +555,10 @@ class Machine:
                 exit_code=p.exit_code, fault=p.fault, counters=p.counters, restarts=p.restarts,
                 virtualization="full", mmu=p.mmu_mode,
             )  # fmt: skip
-        return PartitionInfo(
-            pid=p.pid, name=p.name, state=p.state.value, quota_frames=p.quota,
-            frames_in_use=p.quota - self.frames.pool_free_count(pid),
-            exit_code=p.exit_code, fault=p.fault, counters=p.counters, restarts=p.restarts,
-        )  # fmt: skip
+        return partition_info(p, self.frames.pool_free_count(pid))
 
     # ------------------------------------------------------------------
-    # Running
+    # Running (mechanisms: spk._world)
     # ------------------------------------------------------------------
     def advance(self, until: int) -> None:
         """Let virtual time pass with the CPU idle (unused window time)."""
@@ -749,87 +572,13 @@ class Machine:
         partition state and bound give the same instructions and result.
         With a debugger attached it also returns ``debug_stop`` (see
         :mod:`spk._debug`); the next call goes on with the same window.
+        Errors: KeyError for an unknown ``pid``; a listener's exception,
+        raised once the partition is saved and off the vCPU.
         """
         p = self.partitions[pid]
         if isinstance(p, FullPartition):
             return self._run_full(p, until)
-        start = self.now
-        if p.state not in (State.READY, State.BLOCKED) or until <= self.now:
-            return RunOutcome(pid, "not_runnable", 0, self.now)
-        resume_end = None
-        if self._debug_resume is not None and self._debug_resume[0] == pid:
-            resume_end, self._debug_resume = self._debug_resume[1], None
-        self._load(p)
-        if resume_end is None:
-            p.counters.windows += 1
-        reason = "window_end"
-        while True:
-            if p.state is State.BLOCKED:
-                if p.timer_deadline and p.timer_deadline <= until:
-                    self.now = max(self.now, p.timer_deadline)
-                    p.timer_deadline = 0
-                    p.state = State.READY
-                    self.engine.write("rax", int(Event.TIMER))
-                else:
-                    reason = "blocked"
-                    break
-            if p.timer_deadline and p.timer_deadline <= self.now:
-                p.timer_deadline = 0
-                p.timer_pending = True
-            if p.timer_pending and resume_end is None:
-                self.traps.deliver_timer(p)
-            if p.pending_traps and resume_end is None:
-                self.traps.deliver_pending_trap(p)
-            if p.state is State.FAULTED:  # a delivery found no entry or no kernel stack
-                reason = "fault"
-                break
-            budget = until - self.now
-            if budget <= 0:
-                break
-            if p.timer_deadline:
-                budget = min(budget, p.timer_deadline - self.now)
-            # A pending upcall or trap waits for CPL 3: the engine stops before
-            # the first instruction the vCPU executes there (exact, no polling).
-            wait_user = bool(p.timer_pending or p.pending_traps) and self._regs.cpl != 3
-            if resume_end is not None:  # the engine run a debug stop cut goes on, nothing in between
-                budget, resume_end = min(resume_end, until) - self.now, None
-            self._stop_reason = None
-            self.traps.pending = None
-            self._run_start = self.now
-            # Stopping the engine leaves an exception "in flight" (measured:
-            # hypercalls do not, stops do): clear it before every run.
-            self._regs.clear_exception_state()
-            if self.mem.code_dirty:  # ring 0 rewrote guest memory: drop translations of it
-                self.engine.flush_code()
-                self.mem.code_dirty = False
-            result = self.engine.run(self._live[self._rip_slot], budget, until_user=wait_user)
-            self.now += result.elapsed
-            p.counters.instructions += result.elapsed
-            if self.traps.pending is not None:
-                self.traps.resolve_pending_trap(p)
-            if result.engine_error and self._stop_reason is None:
-                self._kernel_fault(p, "internal_error", 0, 0, 0, f"engine: {result.engine_error}")
-            stop = self._stop_reason
-            if stop is not None and stop in ("yield", "exit", "fault"):
-                reason = stop
-                break
-            if stop == "debug" and self._debug_resume is not None:
-                reason = "debug_stop"
-                break
-            if self._listener_error is not None:
-                reason = "host_error"
-                break
-        if reason == "window_end" and p.state is State.READY:
-            p.counters.preemptions += 1
-        if p.state not in (State.FAULTED,):
-            self.engine.save(p.context)
-        self.engine.arm_bounce(0, 0)
-        self.sync_counters(p)
-        self._current = None
-        error, self._listener_error = self._listener_error, None
-        if error is not None:
-            raise error
-        return RunOutcome(pid, reason, self.now - start, self.now)
+        return self.world.run(p, until)
 
     # -- debugging (mechanisms: spk._debug) ----------------------------------------
     def debug_attach(self, pid: int) -> DebugSession:
@@ -860,8 +609,7 @@ class Machine:
 
     def debug_may_stop(self, pid: int) -> bool:
         """Inside a code hook: is ``pid`` on the CPU, with no other stop under way?"""
-        p = self._current
-        return p is not None and p.pid == pid and self._stop_reason is None and self.traps.pending is None
+        return self.world.debug_may_stop(pid)
 
     def debug_stop_before(self) -> int:
         """Inside a code hook: stop before this instruction; returns the stop's virtual time.
@@ -869,40 +617,23 @@ class Machine:
         :meth:`run` returns ``debug_stop``; its next call resumes the same
         engine run (same budget end), so the stop changes nothing.
         """
-        self.engine.stop_before()  # the instruction here is not counted: time is settled before it
-        time = self.time_now()
-        pid = self._current.pid if self._current is not None else -1
-        self._debug_resume = (pid, time + self.engine.remaining())
-        self._stop_reason = "debug"
-        return time
-
-    def _load(self, p: Partition) -> None:
-        self.engine.restore(p.context)
-        self._regs.clear_exception_state()
-        # The TLB holds the translations of _loaded_cr3 only while no table
-        # changed (every change sets it to -1): a partition that runs again
-        # keeps them. A full flush costs tens of microseconds (the engine
-        # clears its whole TLB and its jump cache).
-        if p.context.cr3 != self._loaded_cr3:
-            self.engine.flush_tlb()
-            self._loaded_cr3 = p.context.cr3
-        self._current = p
-        self.kernel_entry_changed(p)
+        return self.world.debug_stop_before()
 
     def kernel_entry_changed(self, p: Partition) -> None:
         """``p``'s syscall entry or kernel stack changed: re-arm the native bounce if ``p`` runs.
 
         Every change of ``p.entries`` or ``p.kernel_stack`` while ``p`` is
         the running partition must call this (the SET_ENTRY and
-        SET_KERNEL_STACK hypercalls do); between runs, :meth:`_load` arms it.
+        SET_KERNEL_STACK hypercalls do); the world switch calls it when it
+        loads ``p``. The one place the bounce is armed (here, not in the
+        world switch, so a window costs no added call).
         """
-        if p is self._current:
+        if p is self.world.current:
             self.engine.arm_bounce(p.entries.get(EntryKind.SYSCALL, 0), p.kernel_stack)
 
     def sync_counters(self, p: Partition) -> None:
         """Add the native bounces since the last call to the running ``p``'s syscall counter."""
-        if p is self._current:
-            p.counters.syscalls += self.engine.take_bounces()
+        self.world.sync_counters(p)
 
     # -- services the hypercall handlers use -----------------------------
     def copy_in(self, cr3: int, va: int, length: int) -> bytes:
@@ -944,72 +675,6 @@ class Machine:
     def attestation_public_key(self) -> bytes | None:
         return self._attestation.public if self._attestation else None
 
-    def console(self, p: Partition, data: bytes) -> None:
-        """Split a partition's output into lines, CONSOLE_LINES_PER_CALL at most per call.
-
-        The cap bounds the host's work for one hypercall (4096 newlines would
-        otherwise be 4096 events); the rest of that write is dropped, said so.
-        """
-        buf = p.console_buffer
-        buf.extend(data)
-        emitted = 0
-        while True:
-            if emitted == CONSOLE_LINES_PER_CALL:
-                dropped = buf.count(b"\n")
-                buf.clear()
-                if dropped:
-                    self._emit(p, "console", {"text": f"[spk: {dropped} more lines of this write dropped]"})
-                return
-            emitted += 1
-            cut = buf.find(b"\n")
-            if cut < 0 and len(buf) < CONSOLE_LINE_MAX:
-                return
-            end = cut if cut >= 0 else CONSOLE_LINE_MAX
-            line = buf[:end].decode("utf-8", "replace")
-            del buf[: end + (1 if cut >= 0 else 0)]
-            self._emit(p, "console", {"text": line})
-
-    def request_stop(self, reason: str) -> None:
-        self._stop_reason = reason
-        self.engine.stop()
-
-    def time_now(self) -> int:
-        if self._full_running is not None:
-            return self.full.machines[self._full_running.pid].now()
-        return self._run_start + self.engine.executed()
-
-    def set_timer(self, p: Partition, deadline: int) -> None:
-        p.timer_pending = False
-        p.timer_deadline = deadline
-        if not deadline:
-            return
-        now = self.time_now()
-        if deadline <= now:
-            p.timer_deadline = 0
-            p.timer_pending = True
-            self.engine.set_remaining(min(self.engine.remaining(), 1))
-        else:
-            self.engine.set_remaining(min(self.engine.remaining(), deadline - now))
-
-    def cr3_changed(self) -> None:
-        """Page tables or CR3 changed: cached translations must go."""
-        self.engine.flush_tlb()
-        self._loaded_cr3 = -1
-
-    def enter_app(self, p: Partition, gprs: Sequence[int], rip: int, rflags: int, cr3: int) -> None:
-        """Load an app's registers at CPL 3 (the IRET hypercall's invoke step)."""
-        regs = self._regs
-        regs.load_privilege(self._templates.cpl3)
-        self._live[0:16] = memoryview(struct.pack("<16Q", *gprs)).cast("Q")
-        regs.rip = rip
-        regs.cr3 = cr3
-        self._write_rflags(rflags)
-        if cr3 != self._loaded_cr3:
-            self.engine.flush_tlb()
-            self._loaded_cr3 = cr3
-        if p.timer_pending:
-            self.traps.deliver_timer(p)
-
     # ------------------------------------------------------------------
     # Trap sink: the engine calls spk._pv_traps.PvTraps directly (bound at
     # construction); these delegate for callers that hold the machine.
@@ -1038,40 +703,6 @@ class Machine:
         """A physical access outside RAM (:meth:`PvTraps.on_bad_memory`)."""
         self.traps.on_bad_memory(address)
 
-    def _kernel_fault(self, p: Partition, kind: str, vector: int, rip: int, address: int, detail: str) -> None:
-        p.state = State.FAULTED
-        p.counters.faults += 1
-        p.fault = KernelFault(kind, vector, rip, address, detail)
-        args = {"kind": kind, "vector": vector, "rip": rip, "address": address, "detail": detail}
-        self._emit(p, "kernel_fault", args)
-        self._health.append(HealthEvent(p.pid, kind, detail))
-        self.request_stop("fault")
-
-    def _internal_error(self, p: Partition, exc: Exception) -> None:
-        self._kernel_fault(p, "internal_error", 0, 0, 0, f"{type(exc).__name__}: {exc}")
-
-    def _emit(self, p: Partition, event: str, args: dict[str, object], result: object = None) -> None:
-        """Report an event to ring 1's listener.
-
-        The listener is host code: if it raises (a closed pipe, a full disk),
-        that is not the guest's doing. The vCPU is stopped after the current
-        instruction and :meth:`run` raises the error to its caller, with the
-        partition's state saved intact.
-        """
-        running = self._current is not None or self._full_running is not None
-        time = self.time_now() if running and event != "created" else self.now
-        try:
-            self._on_event(MachineEvent(time, p.name, event, args, result))
-        except Exception as exc:
-            if not running:
-                raise  # not inside a run: the caller gets it straight away
-            if self._listener_error is None:
-                self._listener_error = exc  # re-raised by run(), outside the engine
-            if self._full_running is not None:
-                self.full.machines[self._full_running.pid].vcpu.request_stop(("halt",))
-            else:
-                self.engine.stop()
-
     def check_invariants(self, pids: Collection[int] | None = None) -> None:
         """Recount every mapping from the page tables and check the frame rules (:func:`spk._invariants.check`).
 
@@ -1081,13 +712,6 @@ class Machine:
         """
         _invariants.check(self.frames, self.partitions, pids)
         self.full.check_invariants(pids)
-
-    def _refuse_full(self, what: str, pid: int | None = None) -> None:
-        """Errors: SpkError(NOT_SUPPORTED) when a full partition is involved in ``what``."""
-        involved = [p for p in self.partitions.values() if isinstance(p, FullPartition) and pid in (None, p.pid)]
-        if involved:
-            raise SpkError(Status.NOT_SUPPORTED, f"{what} of full-virtualization partitions are not supported "
-                           f"({involved[0].name}: its vCPU and devices live in its own engine)")  # fmt: skip
 
     # ------------------------------------------------------------------
     # Migration (mechanisms: spk._migrate; the protocol is ring 1's)
@@ -1148,5 +772,5 @@ class Machine:
         return relay_put(self.channels[cid], messages, self.now)
 
 
-def _pages(length: int) -> int:
-    return max(1, -(-length // PAGE_SIZE))
+def _ignore(_event: object) -> None:
+    """The listener of a machine nobody listens to."""

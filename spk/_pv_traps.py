@@ -7,8 +7,13 @@ refused instruction is bounced into its guest kernel's entry as an
 interrupt gate would (the world switch: iret frame on the kernel stack,
 the CPL 2 template restored); a kernel's own exception becomes a kernel
 fault for ring 1. The FSGSBASE instructions a guest kernel uses are
-emulated here. The machine keeps the run loop, partition state and event
-reporting; these paths reach it through the machine they are built for.
+emulated here.
+
+What these paths depend on is named, not reached for: the run state
+(:class:`RunState`, the world switch's: who is on the vCPU, which CR3 the
+TLB holds), the live registers and templates, guest-memory reads, and the
+fault and event reports, all given to :meth:`PvTraps.bind`; the hypercall
+handlers get the machine (their services are its public methods).
 
 These are the hot paths: every live-register slot, engine accessor and
 machine service they use is bound once, in :meth:`PvTraps.bind`, so a trap
@@ -19,7 +24,8 @@ exception becomes the partition's ``internal_error`` fault).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import capstone
 
@@ -28,6 +34,7 @@ from spk._engine import SYSCALL_INSN_LEN
 from spk._frames import guest_frame
 from spk._hypercalls import NO_RESULT, TABLE
 from spk._partition import Partition, State
+from spk._reports import Emit
 from spk.abi import (
     HYPERCALL_VECTOR,
     IRET_FRAME_SIZE,
@@ -44,7 +51,11 @@ from spk.abi import (
 from spk.errors import InternalError, SpkError
 
 if TYPE_CHECKING:
+    from spk._cpu import Templates
+    from spk._engine import Engine, LiveRegisters
+    from spk._frames import PhysicalMemory
     from spk._machine import Machine
+    from spk._paging import Walker
 
 _RCX, _RSP, _R11 = 1, 4, 11
 #: RFLAGS on every entry into a guest kernel: only the reserved bit 1.
@@ -63,17 +74,46 @@ _PRIVILEGED = frozenset({
 })  # fmt: skip
 
 
+class RunState(Protocol):
+    """The run loop's state the trap paths read and write (:class:`spk._world.PvWorldSwitch` has it)."""
+
+    #: the partition on the vCPU; None between runs and during CPU bring-up
+    current: Partition | None
+    #: the CR3 whose translations the engine's TLB holds (-1: none known)
+    loaded_cr3: int
+
+
+class MemRead(Protocol):
+    """Guest bytes through ``cr3`` (supervisor or user view), or None if any is unreadable."""
+
+    def __call__(self, cr3: int, va: int, length: int, *, user: bool) -> bytes | None: ...
+
+
+#: Stop a partition's kernel for good: (partition, kind, vector, rip, address, detail).
+KernelFaultSink = Callable[[Partition, str, int, int, int, str], None]
+
+
+class _NotRunning:
+    """The run state before :meth:`PvTraps.bind`: nothing on the vCPU (CPU bring-up traps then)."""
+
+    current: Partition | None = None
+    loaded_cr3 = -1
+
+
 class PvTraps:
     """The trap sink of one machine's engine: hypercalls, bounces, faults.
 
     Built before the engine (which binds these methods as its callbacks)
-    and bound to the machine's live registers, templates and services by
-    :meth:`bind` once the engine is up; no trap arrives before that.
+    and bound to the run state, live registers, templates and services by
+    :meth:`bind` once the engine is up; before that only CPU bring-up
+    traps (:attr:`bringup_capture`), with nothing on the vCPU.
     """
 
     def __init__(self, machine: Machine, *, trace_hypercalls: bool) -> None:
+        #: what the hypercall handlers are given (their services are its public methods)
         self._m = machine
         self._trace = trace_hypercalls
+        self._world: RunState = _NotRunning()
         #: a refused instruction seen inside a block, resolved after the run returns: (vector, error, address, rip)
         self.pending: tuple[int, int, int, int] | None = None
         #: set by :func:`spk._cpu.bring_up` while it captures the templates (no partition runs then)
@@ -81,26 +121,47 @@ class PvTraps:
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
 
-    def bind(self) -> None:
-        """Bind the machine's engine, registers and services (the machine calls this once, after bring-up)."""
-        m = self._m
-        self._engine = m.engine
-        self._walker = m.walker
-        self._ram = m.ram
-        self._templates = m._templates
-        self._regs = m._regs
-        self._live = m._live
-        self._rip_slot, self._cr3_slot = m._rip_slot, m._cr3_slot
-        self._cs_word, self._cs_shift = m._cs_word, m._cs_shift
-        self._read_rflags = m._read_rflags
-        self._write_rflags = m._write_rflags
-        self._mem_read = m.mem.read
-        self._kernel_fault = m._kernel_fault
-        self._internal_error = m._internal_error
-        self._emit = m._emit
+    def bind(
+        self,
+        *,
+        world: RunState,
+        engine: Engine,
+        walker: Walker,
+        ram: PhysicalMemory,
+        templates: Templates,
+        regs: LiveRegisters,
+        read_rflags: Callable[[], int],
+        write_rflags: Callable[[int], None],
+        mem_read: MemRead,
+        kernel_fault: KernelFaultSink,
+        internal_error: Callable[[Partition, Exception], None],
+        emit: Emit,
+    ) -> None:
+        """Bind everything the trap paths use (the machine calls this once, after bring-up).
+
+        ``world`` is the run state (who is on the vCPU, the loaded CR3);
+        ``regs`` the live registers; ``mem_read`` reads guest memory
+        through a CR3; ``kernel_fault``, ``internal_error`` and ``emit``
+        report to ring 1. The hypercall handlers get the machine itself.
+        """
+        self._world = world
+        self._engine = engine
+        self._walker = walker
+        self._ram = ram
+        self._templates = templates
+        self._regs = regs
+        self._live = regs.words
+        self._rip_slot, self._cr3_slot = regs.rip_slot, regs.cr3_slot
+        self._cs_word, self._cs_shift = regs.cs_word, regs.cs_shift
+        self._read_rflags = read_rflags
+        self._write_rflags = write_rflags
+        self._mem_read = mem_read
+        self._kernel_fault = kernel_fault
+        self._internal_error = internal_error
+        self._emit = emit
 
     def on_interrupt(self, vector: int) -> None:
-        p = self._m._current
+        p = self._world.current
         if p is None:
             capture = self.bringup_capture
             if capture is not None:
@@ -131,7 +192,7 @@ class PvTraps:
     def on_port_io(self, port: int, is_write: bool, rip: int) -> bool:
         # The engine does not fault port I/O; with IOPL 0 every CPL > 0 must:
         # refused, it arrives as #GP at the instruction (on_interrupt).
-        return self._m._current is not None
+        return self._world.current is not None
 
     def on_refused_insn(self, rip: int, vector: int) -> None:
         """Fault an instruction the engine let through: stop after it, raise ``vector`` at ``rip``.
@@ -139,13 +200,13 @@ class PvTraps:
         Handled by :meth:`resolve_pending_trap` once the run has returned
         (these hooks run inside a translated block, where no world switch may).
         """
-        if self._m._current is None:
+        if self._world.current is None:
             return
         self.pending = (vector, 0, 0, rip)
         self._engine.stop()
 
     def on_syscall_insn(self, rip: int, plain: bool) -> None:
-        p = self._m._current
+        p = self._world.current
         if p is None:
             return
         try:
@@ -166,7 +227,7 @@ class PvTraps:
             self._internal_error(p, exc)
 
     def on_invalid_insn(self) -> bool:
-        p = self._m._current
+        p = self._world.current
         if p is None:
             return False
         try:
@@ -217,7 +278,7 @@ class PvTraps:
         return True
 
     def on_bad_memory(self, address: int) -> None:
-        p = self._m._current
+        p = self._world.current
         if p is not None:
             self._internal_error(p, InternalError(f"physical access outside RAM at {address:#x}"))
 
@@ -242,9 +303,10 @@ class PvTraps:
         if result is not NO_RESULT:
             w[0] = result & _MASK64  # type: ignore[operator]
             cr3 = w[self._cr3_slot]
-            if cr3 != self._m._loaded_cr3:
+            world = self._world
+            if cr3 != world.loaded_cr3:
                 self._engine.flush_tlb()
-                self._m._loaded_cr3 = cr3
+                world.loaded_cr3 = cr3
 
     def _exception_details(self, vector: int, cpl: int) -> tuple[int, int, int]:
         """(rip of the faulting instruction, error code, fault address)."""

@@ -42,8 +42,9 @@ _MEMCMP.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 #: Frames compared at once before looking page by page (a comparison is one C call).
 _CHUNK_FRAMES = 16
 
-#: The machine attributes that make up its state beyond RAM and the frame table.
-STATE_ATTRIBUTES = ("partitions", "channels", "declared", "_health", "_requests", "now", "_next_pid")
+#: The machine's tables that make up its state beyond RAM and the frame table: restored
+#: in place, as its parts (lifecycle, world switch, trap paths) hold the same objects.
+STATE_TABLES = ("partitions", "channels", "declared")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Snapshot:
 def _shared(machine: Machine) -> dict[str, Any]:
     """The machine's own infrastructure: referred to by name in a snapshot, never copied."""
     return {"machine": machine, "ram": machine.ram, "frames": machine.frames, "engine": machine.engine,
-            "walker": machine.walker}  # fmt: skip
+            "walker": machine.walker, "world": machine.world}  # fmt: skip
 
 
 class _Pickler(pickle.Pickler):
@@ -114,7 +115,9 @@ def take(machine: Machine) -> Snapshot:
     _check_idle(machine, "snapshot")
     frames = tuple((f.owner, f.type, f.map_count, f.writable_count) for f in machine.frames.entries)
     buffer = io.BytesIO()
-    state = {name: getattr(machine, name) for name in STATE_ATTRIBUTES}
+    state: dict[str, Any] = {name: getattr(machine, name) for name in STATE_TABLES}
+    state["now"], state["next_pid"] = machine.now, machine.lifecycle.next_pid
+    state["health"], state["requests"] = machine.reports.health, machine.reports.requests
     _Pickler(buffer, machine).dump((state, machine.frames.entries, machine.frames.index()))
     return Snapshot(machine.token, machine.now, bytes(machine.ram.view), frames, buffer.getvalue())
 
@@ -137,8 +140,12 @@ def restore(machine: Machine, snapshot: Snapshot) -> None:
     machine.ram.view[:] = snapshot.ram
     machine.frames.entries[:] = entries
     machine.frames.set_index(index)
-    for name in STATE_ATTRIBUTES:
-        setattr(machine, name, state[name])
+    for name in STATE_TABLES:
+        table = getattr(machine, name)
+        table.clear()
+        table.update(state[name])
+    machine.now, machine.lifecycle.next_pid = state["now"], state["next_pid"]
+    machine.reports.health, machine.reports.requests = state["health"], state["requests"]
     for partition in old:
         partition.context.free()
     machine.drop_caches()
