@@ -30,16 +30,22 @@ How the shadows follow the guest (Xen's shadow code is the model):
   exactly that instruction (``step``), then diffs the frame against its copy
   of what the shadows were derived from and re-derives the changed entries
   (a changed target unlinks the old shadow subtree, freed when no parent
-  uses it any more).
+  uses it any more). Such a leaf carries SW_PROTECTED (an ignored bit), so
+  the next write to a known table is recognised from the shadow alone,
+  without walking the guest's tables.
 
 A guest entry naming memory outside the quota (the pool included) is not
-present to the shadow: the walk gives the guest a #PF with RSVD set, as the
-nested engine reports such an access, and no shadow leaf ever names it.
+present to the shadow: the guest gets a #PF with RSVD set (what
+:func:`spk._fv_mmu.walk_guest` reports for it), and no shadow leaf ever names it.
 :meth:`ShadowMmu.audit` checks that over the whole pool.
 
 When the pool is exhausted, every shadow is dropped and filling starts again
 (counted as a reset); the current root keeps its page so the real CR3 stays
 valid.
+
+The pool, the tables' links and the reverse map are
+:class:`spk._fv_shadow_tables.ShadowTables`; this module derives shadow
+entries from guest entries and handles the faults.
 
 Errors: :class:`spk._fv_mmu.GuestFault` for a CR3 outside the quota,
 :class:`spk.errors.SpkError` (INVALID_ARGUMENT) for a pool that cannot work,
@@ -68,6 +74,7 @@ from spk._fv_mmu import (
     GuestPhysical,
     walk_guest,
 )
+from spk._fv_shadow_tables import SW_PROTECTED, PoolExhausted, ShadowTable, ShadowTables
 from spk.abi import Status
 from spk.errors import InternalError, SpkError
 
@@ -80,12 +87,9 @@ _STUCK_LIMIT = 3
 
 _U64 = struct.Struct("<Q")
 _PAGE_Q = struct.Struct("<512Q")
-_PW = PTE_P | PTE_W
-#: an ignored bit (AVL) of a shadow leaf: the guest allows writes, ring 0 took them away (a table frame)
-SW_PROTECTED = 1 << 9
 _P_PROTECTED = PTE_P | SW_PROTECTED
+_Path = list[tuple[ShadowTable, int]]  # (table, index) from the root down to a leaf
 _PERMISSIVE = PTE_P | PTE_W | PTE_U | PTE_A
-_ZERO_PAGE = bytes(PAGE)
 _COUNTERS = (
     "cr3_loads",
     "page_faults",
@@ -109,43 +113,6 @@ _COUNTERS = (
 
 def _index(va: int, level: int) -> int:
     return (va >> (3 + 9 * level)) & 511
-
-
-class _Exhausted(Exception):
-    """The pool has no free frame (internal: caught by the operation that allocates)."""
-
-
-class _Table:
-    """One shadow table: a pool frame and what it shadows.
-
-    ``gpa`` is the guest table it shadows (None for a synthesised table, which
-    expands the huge guest entry ``owner`` names). ``copy`` holds the guest
-    entries as last derived (empty for a synthesised table); ``children`` the shadow tables its entries link;
-    ``parents`` the (table, index) slots linking it.
-    """
-
-    __slots__ = ("base", "children", "copy", "gpa", "huge", "level", "live", "off", "owner", "parents")
-
-    def __init__(
-        self,
-        off: int,
-        level: int,
-        gpa: int | None,
-        copy: bytearray,
-        owner: tuple[_Table, int] | None = None,
-        huge: int = 0,
-        base: int = 0,
-    ) -> None:
-        self.off = off
-        self.level = level
-        self.gpa = gpa
-        self.copy = copy
-        self.owner = owner
-        self.huge = huge
-        self.base = base
-        self.children: dict[int, _Table] = {}
-        self.parents: set[tuple[_Table, int]] = set()
-        self.live = True
 
 
 class ShadowMmu:
@@ -177,14 +144,13 @@ class ShadowMmu:
         self.pool = pool
         self.pool_base = pool_base
         self._flush_tlb = flush_tlb
-        self._pool = pool.view
         self._wp = True
         self._nxe = False
         self.cr3 = 0
         self.counts = dict.fromkeys(_COUNTERS, 0)
         self._stuck: tuple[int, int, int] = (-1, -1, 0)
-        self._root: _Table | None = None
-        self._clear()
+        self.store = ShadowTables(mem, pool, pool_base, self.counts)  #: the pool and its tables (read-only here)
+        self._root: ShadowTable | None = None
 
     # -- the virtual CPU's paging bits -------------------------------------------------------
 
@@ -223,20 +189,20 @@ class ShadowMmu:
             raise GuestFault(f"CR3 {guest_cr3:#x} names memory outside the guest's {self.mem.size:#x} bytes")
         self.counts["cr3_loads"] += 1
         self.cr3 = guest_cr3
-        root = self._roots.pop(gpa, None)
+        root = self.store.roots.pop(gpa, None)
         if root is None:
             try:
-                root = self._new_table(4, gpa)
-            except _Exhausted:
+                root = self.store.new_table(4, gpa)
+            except PoolExhausted:
                 self.counts["resets"] += 1
                 self._reset(keep_root=False)
-                root = self._new_table(4, gpa)
-        self._roots[gpa] = root
+                root = self.store.new_table(4, gpa)
+        self.store.roots[gpa] = root
         self._root = root
-        while len(self._roots) > MAX_ROOTS:
-            self._free(self._roots.pop(next(iter(self._roots))))
+        while len(self.store.roots) > MAX_ROOTS:
+            self.store.free(self.store.roots.pop(next(iter(self.store.roots))))
         self._sync_tlb()
-        return self.pool_base + root.off
+        return self.store.address(root)
 
     def page_fault(self, va: int, access: int, step: Callable[[], None]) -> int | None:
         """Fill the shadow for ``va`` (None: retry), or the guest's #PF error code.
@@ -263,7 +229,7 @@ class ShadowMmu:
             return walk.error
         try:
             path, changed = self._fill(root, va)
-        except _Exhausted:
+        except PoolExhausted:
             self.counts["resets"] += 1
             self._reset(keep_root=True)
             self._sync_tlb()
@@ -286,7 +252,7 @@ class ShadowMmu:
             if repeats >= _STUCK_LIMIT:
                 raise InternalError(f"shadow fault at {va:#x} (access {access:#x}) repeats with nothing to fill")
             self._stuck = (va, access, repeats)
-            self._stale = True
+            self.store.stale = True
         self._sync_tlb()
         return None
 
@@ -301,10 +267,10 @@ class ShadowMmu:
             if table.gpa is not None:
                 entry = self.mem.read_u64(table.gpa + 8 * index)
                 _U64.pack_into(table.copy, 8 * index, entry)
-                self._set(table, index, *self._derive(table, index, entry, create=False))
+                self.store.set(table, index, *self._derive(table, index, entry, create=False))
             else:
-                self._set(table, index, *self._derive_synthetic(table, index, create=False))
-        self._stale = True
+                self.store.set(table, index, *self._derive_synthetic(table, index, create=False))
+        self.store.stale = True
         self._sync_tlb()
 
     def flush(self) -> None:
@@ -318,12 +284,12 @@ class ShadowMmu:
         if length <= 0:
             return
         for frame in range(gpa & ~(PAGE - 1), gpa + length, PAGE):
-            if frame in self._by_frame:
+            if frame in self.store.by_frame:
                 self._resync_frame(frame)
         self._sync_tlb()
 
     def describe(self) -> dict[str, object]:
-        synthetic = sum(1 for t in self._live_tables() if t.gpa is None)
+        synthetic = sum(1 for t in self.store.live_tables() if t.gpa is None)
         return {
             "mode": self.mode,
             "regions": [
@@ -331,51 +297,25 @@ class ShadowMmu:
                 {"engine_physical": self.pool_base, "size": self.pool.size, "what": "shadow pool (ring 0)"},
             ],
             "pool_frames": self.pool.size // PAGE,
-            "pool_free": len(self._free_frames),
-            "tables": len(self._tables) + synthetic,
+            "pool_free": len(self.store.free_frames),
+            "tables": len(self.store.tables) + synthetic,
             "synthetic_tables": synthetic,
-            "roots": len(self._roots),
-            "protected_frames": len(self._by_frame),
-            "writable_leaves": sum(len(entries) for entries in self._rmap.values()),
+            "roots": len(self.store.roots),
+            "protected_frames": len(self.store.by_frame),
+            "writable_leaves": sum(len(entries) for entries in self.store.rmap.values()),
             "counts": dict(self.counts),
         }
 
     def audit(self) -> list[str]:
-        """Check the shadows' invariants; each broken one is a line (empty: all hold).
-
-        Every present shadow leaf names a page inside the quota, never a
-        table frame writable; every other present entry names a live shadow
-        table in the pool; the reverse map lists exactly the writable leaves.
-        """
-        problems: list[str] = []
-        live = {self.pool_base + t.off: t for t in self._live_tables()}
-        writable: dict[int, set[int]] = {}
-        for table in live.values():
-            entries = _PAGE_Q.unpack_from(self._pool, table.off)
-            for index, entry in enumerate(entries):
-                if not entry & PTE_P:
-                    continue
-                where = f"shadow table {self.pool_base + table.off:#x}[{index}] = {entry:#x}"
-                target = entry & PTE_ADDR
-                if table.level == 1:
-                    if not self.mem.contains(target, PAGE):
-                        problems.append(f"{where} maps a page outside the quota")
-                    if entry & PTE_W:
-                        writable.setdefault(target, set()).add(table.off + 8 * index)
-                        if target in self._by_frame:
-                            problems.append(f"{where} maps a guest table frame writable")
-                elif live.get(target) is not table.children.get(index, None):
-                    problems.append(f"{where} does not name its linked shadow table")
-        if writable != {frame: entries for frame, entries in self._rmap.items() if entries}:
-            problems.append("the reverse map differs from the writable shadow leaves")
-        return problems
+        """The shadows' invariants (:meth:`spk._fv_shadow_tables.ShadowTables.audit`): empty when all hold."""
+        return self.store.audit()
 
     # -- filling ---------------------------------------------------------------------------------
 
-    def _fill(self, root: _Table, va: int) -> tuple[list[tuple[_Table, int]], bool]:
+    def _fill(self, root: ShadowTable, va: int) -> tuple[_Path, bool]:
         """Derive the shadow path of ``va`` from the guest's entries (the walk just set their A/D)."""
-        table: _Table | None = root
-        path: list[tuple[_Table, int]] = []
+        table: ShadowTable | None = root
+        path: _Path = []
         changed = False
         while table is not None:
             index = _index(va, table.level)
@@ -387,44 +327,44 @@ class ShadowMmu:
                 value, child = self._derive_synthetic(table, index, create=True)
             if not value & PTE_P:
                 raise InternalError(f"shadow fill of {va:#x}: level {table.level} derives nothing")
-            changed |= self._set(table, index, value, child)
+            changed |= self.store.set(table, index, value, child)
             path.append((table, index))
             table = child
         return path, changed
 
-    def _protected_path(self, root: _Table, va: int, access: int) -> tuple[list[tuple[_Table, int]], int] | None:
+    def _protected_path(self, root: ShadowTable, va: int, access: int) -> tuple[_Path, int] | None:
         """The shadow path of ``va`` and its gpa when it maps a protected table frame ``access`` may write.
 
         The shadows follow the guest's tables at every write, so a leaf marked
         SW_PROTECTED under a writable (and, for a user access, user) path is
         exactly such a write: no walk of the guest's tables is needed.
         """
-        path: list[tuple[_Table, int]] = []
+        path: _Path = []
         need = PTE_U if access & ACCESS_USER else 0
-        table: _Table | None = root
+        table: ShadowTable | None = root
         while table is not None:
             index = _index(va, table.level)
             path.append((table, index))
             if table.level == 1:
-                leaf = int(_U64.unpack_from(self._pool, table.off + 8 * index)[0])
+                leaf = self.store.entry(table, index)
                 if leaf & _P_PROTECTED != _P_PROTECTED or leaf & need != need:
                     return None
-                if (leaf & PTE_ADDR) not in self._by_frame:
+                if (leaf & PTE_ADDR) not in self.store.by_frame:
                     return None
                 for upper, slot in path[:-1]:
-                    entry = int(_U64.unpack_from(self._pool, upper.off + 8 * slot)[0])
+                    entry = self.store.entry(upper, slot)
                     if entry & (PTE_W | need) != PTE_W | need:
                         return None
                 return path, (leaf & PTE_ADDR) | (va & (PAGE - 1))
             table = table.children.get(index)
         return None
 
-    def _denied(self, path: list[tuple[_Table, int]], access: int) -> int:
+    def _denied(self, path: _Path, access: int) -> int:
         """Which of ``access`` the filled shadow path still refuses (ACCESS_WRITE, or another bit)."""
         combined = PTE_W | PTE_U
         nx = 0
         for table, index in path:
-            entry = int(_U64.unpack_from(self._pool, table.off + 8 * index)[0])
+            entry = self.store.entry(table, index)
             combined &= entry
             nx |= entry & PTE_NX
         if access & ACCESS_USER and not combined & PTE_U:
@@ -435,7 +375,7 @@ class ShadowMmu:
             return ACCESS_WRITE
         return 0
 
-    def _derive(self, table: _Table, index: int, entry: int, *, create: bool) -> tuple[int, _Table | None]:
+    def _derive(self, table: ShadowTable, index: int, entry: int, *, create: bool) -> tuple[int, ShadowTable | None]:
         """The shadow entry (and linked shadow table) for guest ``entry`` at ``index`` of ``table``.
 
         Not present unless the guest's entry is present, accessed, free of
@@ -460,19 +400,19 @@ class ShadowMmu:
                 child.huge = entry
             elif create:
                 base = entry & PTE_ADDR & ~(span - 1)
-                child = self._new_table(level - 1, None, owner=(table, index), huge=entry, base=base)
+                child = self.store.new_table(level - 1, None, owner=(table, index), huge=entry, base=base)
             else:
                 return 0, None
-            return (self.pool_base + child.off) | flags, child
+            return self.store.address(child) | flags, child
         target = entry & PTE_ADDR
         if not self.mem.contains(target, PAGE):
             return 0, None
-        child = self._tables.get((target, level - 1))
+        child = self.store.tables.get((target, level - 1))
         if child is None:
             if not create:
                 return 0, None
-            child = self._new_table(level - 1, target)
-        return (self.pool_base + child.off) | flags, child
+            child = self.store.new_table(level - 1, target)
+        return self.store.address(child) | flags, child
 
     @staticmethod
     def _keeps(old: int, new: int) -> bool:
@@ -480,7 +420,7 @@ class ShadowMmu:
         diff = old ^ new
         return not diff & ~(PTE_A | PTE_D) and not (diff & PTE_D and not new & PTE_D)
 
-    def _derive_synthetic(self, table: _Table, index: int, *, create: bool) -> tuple[int, _Table | None]:
+    def _derive_synthetic(self, table: ShadowTable, index: int, *, create: bool) -> tuple[int, ShadowTable | None]:
         """An entry of a synthesised table: 4 KiB pieces of the huge guest page its owner maps."""
         assert table.owner is not None
         owner, slot = table.owner
@@ -492,8 +432,8 @@ class ShadowMmu:
         if child is None:
             if not create:
                 return 0, None
-            child = self._new_table(1, None, owner=table.owner, base=table.base + (index << 21))
-        return (self.pool_base + child.off) | _PERMISSIVE, child
+            child = self.store.new_table(1, None, owner=table.owner, base=table.base + (index << 21))
+        return self.store.address(child) | _PERMISSIVE, child
 
     def _leaf(self, frame: int, entry: int, flags: int) -> int:
         """A 4 KiB shadow leaf: writable only once the guest's D is set and never over a table frame."""
@@ -502,59 +442,33 @@ class ShadowMmu:
         value = frame | flags | PTE_D
         if not entry & PTE_D:
             value &= ~PTE_W
-        elif value & PTE_W and frame in self._by_frame:
+        elif value & PTE_W and frame in self.store.by_frame:
             value ^= PTE_W | SW_PROTECTED
         return value
 
-    def _set(self, table: _Table, index: int, value: int, child: _Table | None) -> bool:
-        """Write one shadow entry, keeping links and the reverse map; True when it changed."""
-        addr = table.off + 8 * index
-        old = int(_U64.unpack_from(self._pool, addr)[0])
-        if table.level == 1:
-            if old & _PW == _PW:
-                self._rmap_discard(old & PTE_ADDR, addr)
-            if value & _PW == _PW:
-                self._rmap.setdefault(value & PTE_ADDR, set()).add(addr)
-        else:
-            previous = table.children.get(index)
-            if previous is not child:
-                if previous is not None:
-                    del table.children[index]
-                    self._unlink(table, index, previous)
-                if child is not None:
-                    table.children[index] = child
-                    child.parents.add((table, index))
-        if old == value:
-            return False
-        _U64.pack_into(self._pool, addr, value)
-        if old & PTE_P:
-            self._stale = True
-        return True
-
     # -- protected writes and resync -----------------------------------------------------------
 
-    def _stepped_write(self, path: list[tuple[_Table, int]], gpa: int, step: Callable[[], None]) -> None:
+    def _stepped_write(self, path: _Path, gpa: int, step: Callable[[], None]) -> None:
         """Run the faulting store with the path writable for one instruction, then resync its frame.
 
         Adding a permission needs no TLB flush (the engine walks again on a
         permission miss); taking it back afterwards does.
         """
-        flipped: list[tuple[int, int]] = []
+        flipped: list[tuple[ShadowTable, int, int]] = []
         for table, index in path:
-            addr = table.off + 8 * index
-            entry = int(_U64.unpack_from(self._pool, addr)[0])
+            entry = self.store.entry(table, index)
             if not entry & PTE_W:
-                _U64.pack_into(self._pool, addr, entry | PTE_W)
-                flipped.append((addr, entry))
+                self.store.poke(table, index, entry | PTE_W)
+                flipped.append((table, index, entry))
         self.counts["protected_writes"] += 1
         try:
             step()
         finally:
-            for addr, entry in flipped:
-                if int(_U64.unpack_from(self._pool, addr)[0]) == entry | PTE_W:
-                    _U64.pack_into(self._pool, addr, entry)
-            self._stale = True
-            if gpa & PTE_ADDR in self._by_frame:
+            for table, index, entry in flipped:
+                if self.store.entry(table, index) == entry | PTE_W:
+                    self.store.poke(table, index, entry)
+            self.store.stale = True
+            if gpa & PTE_ADDR in self.store.by_frame:
                 self._resync_frame(gpa & PTE_ADDR, gpa & (PAGE - 1))
             self._sync_tlb()
 
@@ -563,18 +477,18 @@ class ShadowMmu:
 
         ``hint``: the offset the guest just wrote, looked at first.
         """
-        for table in list(self._by_frame.get(frame, ())):
+        for table in list(self.store.by_frame.get(frame, ())):
             if not table.live:
                 continue
             if table.level == 4 and table is not self._root:
                 # A root not in use that is written: the guest is likely reusing the frame. Drop it.
                 self.counts["unshadowed_roots"] += 1
-                del self._roots[frame]
-                self._free(table)
+                del self.store.roots[frame]
+                self.store.free(table)
                 continue
             self._resync(table, hint)
 
-    def _resync(self, table: _Table, hint: int | None = None) -> None:
+    def _resync(self, table: ShadowTable, hint: int | None = None) -> None:
         """Diff the guest table with its copy (around ``hint`` first) and re-derive what changed."""
         assert table.gpa is not None
         current = self.mem.view[table.gpa : table.gpa + PAGE]
@@ -604,108 +518,14 @@ class ShadowMmu:
         for index in changed:
             self.counts["resyncs"] += 1
             entry = int(_U64.unpack_from(copy, 8 * index)[0])
-            self._set(table, index, *self._derive(table, index, entry, create=False))
-
-    # -- tables, links and the pool ------------------------------------------------------------
-
-    def _new_table(
-        self, level: int, gpa: int | None, *, owner: tuple[_Table, int] | None = None, huge: int = 0, base: int = 0
-    ) -> _Table:
-        if not self._free_frames:
-            raise _Exhausted
-        off = self._free_frames.pop()
-        self._pool[off : off + PAGE] = _ZERO_PAGE
-        copy = bytearray() if gpa is None else bytearray(self.mem.view[gpa : gpa + PAGE])
-        table = _Table(off, level, gpa, copy, owner, huge, base)
-        self.counts["tables_created"] += 1
-        if gpa is not None:
-            self._tables[(gpa, level)] = table
-            same_frame = self._by_frame.get(gpa)
-            if same_frame is None:
-                self._by_frame[gpa] = [table]
-                self._protect(gpa)
-            else:
-                same_frame.append(table)
-        return table
-
-    def _protect(self, frame: int) -> None:
-        """``frame`` became a guest table: no shadow leaf may map it writable any more."""
-        addrs = self._rmap.pop(frame, None)
-        if not addrs:
-            return
-        self.counts["protections"] += 1
-        for addr in addrs:
-            entry = int(_U64.unpack_from(self._pool, addr)[0])
-            _U64.pack_into(self._pool, addr, (entry & ~PTE_W) | SW_PROTECTED)
-        self._stale = True
-
-    def _unlink(self, parent: _Table, index: int, child: _Table) -> None:
-        child.parents.discard((parent, index))
-        if not child.parents and child.level < 4:
-            self._free(child)
-
-    def _free(self, table: _Table) -> None:
-        """Return an unreferenced table to the pool, unlinking its children (freed in turn if orphaned)."""
-        table.live = False
-        children, table.children = table.children, {}
-        for index, child in children.items():
-            self._unlink(table, index, child)
-        if table.level == 1:
-            entries = _PAGE_Q.unpack_from(self._pool, table.off)
-            for index, entry in enumerate(entries):
-                if entry & _PW == _PW:
-                    self._rmap_discard(entry & PTE_ADDR, table.off + 8 * index)
-        if table.gpa is not None:
-            del self._tables[(table.gpa, table.level)]
-            same_frame = self._by_frame[table.gpa]
-            same_frame.remove(table)
-            if not same_frame:
-                del self._by_frame[table.gpa]  # no longer protected: its read-only leaves heal on the next write
-        self._free_frames.append(table.off)
-        self.counts["tables_freed"] += 1
-        self._stale = True
-
-    def _rmap_discard(self, frame: int, addr: int) -> None:
-        entries = self._rmap.get(frame)
-        if entries is not None:
-            entries.discard(addr)
-            if not entries:
-                del self._rmap[frame]
-
-    def _live_tables(self) -> list[_Table]:
-        seen: dict[int, _Table] = {}
-        pending = list(self._roots.values())
-        while pending:
-            table = pending.pop()
-            if id(table) not in seen:
-                seen[id(table)] = table
-                pending.extend(table.children.values())
-        return list(seen.values())
-
-    def _clear(self) -> None:
-        self._free_frames = list(range(self.pool.size - PAGE, -1, -PAGE))
-        self._tables: dict[tuple[int, int], _Table] = {}
-        self._by_frame: dict[int, list[_Table]] = {}
-        self._rmap: dict[int, set[int]] = {}
-        self._roots: dict[int, _Table] = {}
-        self._stale = True
+            self.store.set(table, index, *self._derive(table, index, entry, create=False))
 
     def _reset(self, *, keep_root: bool) -> None:
         """Drop every shadow; with ``keep_root`` the current root is remade, empty, in its own frame."""
-        current = self._root
-        for table in self._live_tables():
-            table.live = False
-        self._clear()
-        self._root = None
-        if keep_root and current is not None and current.gpa is not None:
-            self._free_frames.remove(current.off)
-            self._free_frames.append(current.off)
-            root = self._new_table(4, current.gpa)
-            self._roots[current.gpa] = root
-            self._root = root
+        self._root = self.store.reset(self._root if keep_root else None)
 
     def _sync_tlb(self) -> None:
-        if self._stale:
-            self._stale = False
+        if self.store.stale:
+            self.store.stale = False
             self._flush_tlb()
             self.counts["tlb_flushes"] += 1

@@ -226,7 +226,7 @@ class Machine:
                 assert fetch.gpa is not None
 
     def table_frames(self) -> set[int]:
-        return set(self.mmu._by_frame)
+        return set(self.mmu.store.by_frame)
 
 
 def counts(machine: Machine) -> dict[str, int]:
@@ -605,7 +605,7 @@ def _run(m: Machine, ops: list[tuple[object, ...]]) -> None:
         else:
             m.mmu.flush()
         m.check()
-    assert m.mmu.describe()["tables"] == len(m.mmu._live_tables())
+    assert m.mmu.describe()["tables"] == len(m.mmu.store.live_tables())
 
 
 @st.composite
