@@ -196,8 +196,19 @@ class Uart16550:
             self.rbr = byte
             self.lsr_rx |= _LSR_DR
 
+    @property
+    def waiting(self) -> int:
+        """Bytes fed but not yet taken into the receiver (the backlog on the line).
+
+        A feeder that wants flow control (a queuing channel keeping its
+        messages until the guest reads them) feeds the next message when
+        this is 0; :meth:`feed` itself accepts any amount at any time.
+        """
+        return len(self.line)
+
     def room(self) -> int:
-        """How many waiting bytes the receiver accepts now (QEMU's serial_can_receive)."""
+        """How many waiting bytes the receiver takes in now (QEMU's serial_can_receive): 1 to 14, not a
+        bound on :meth:`feed`."""
         if self.mcr & _MCR_LOOP:
             return 0  # in loopback the line is disconnected
         if self.fifo_enabled:

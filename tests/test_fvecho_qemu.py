@@ -1,9 +1,12 @@
-"""partitions/fvecho, an unmodified PC kernel serving a serial line, on the outside reference (QEMU).
+"""partitions/fvecho, an unmodified PC kernel serving a serial line, on QEMU and under the SPK.
 
-COM2's receiver gets the input lines (QEMU's pipe backend on a plain file);
+COM2's receiver gets the input lines (QEMU's pipe backend on a plain file,
+or a named pipe fed line by line; under the SPK ring 0's serial input);
 COM3's output must be each line upper-cased and numbered, as the kernel's
 README specifies, computed here from the input by the independent model
-:func:`served`; COM1 carries its log and summary.
+:func:`served`; COM1 carries its log and summary. Under the SPK (a full
+partition, its COM3 a serial cable to a channel) both must be what QEMU
+gave, byte for byte.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from spk import Machine
+from spk._channels import Direction, attach_relay
 from spk_tools.qemu import QemuRun, boot, converse, pc_kernel_elf
+from tests.guests import Recorder
 
 LINES = 10  # partitions/fvecho/kernel.c FVECHO_LINES
+FRAMES = 1040  # the kernel's 4 MiB identity map and ring 0's boot tables
+COM2, COM3 = 0x2F8, 0x3E8
 PIECE = 127  # LINE_MAX - 1: a longer line is served in pieces
 
 
@@ -133,3 +141,56 @@ def test_lines_sent_one_at_a_time_wake_the_idle_kernel_by_irq_3() -> None:
     assert run.serial.endswith(summary(data))
     # QEMU's log of the interrupts the 8259 pair delivered: COM2's receiver (IRQ 3, vector 35) among them
     assert run.trace.count("pic_interrupt irq 3 intno 35") >= len(lines) - 1
+
+
+def spk_run(lines: list[bytes], *, one_at_a_time: bool) -> tuple[bytes, bytes, dict[str, object]]:
+    """fvecho as a full partition: (its console, the messages its COM3 cable sent, its full_state).
+
+    The input goes to COM2 all at once before it boots (ring 0's serial
+    input), or one line at a time through a serial cable from a channel,
+    each once the answer to the one before has come out of COM3 and the
+    kernel is idle again (as :func:`converse` does under QEMU).
+    """
+    recorder = Recorder()
+    m = Machine(32 << 20, on_event=recorder)
+    pid = m.create_full_partition("fvecho", pc_kernel_elf("fvecho"), FRAMES)
+    cid = m.create_channel("queuing", 256, depth=64)
+    m.attach_serial(pid, COM3, cid, "source")
+    answers = attach_relay(m.channels[cid], Direction.DESTINATION).queue
+    pending = list(lines)
+    if one_at_a_time:
+        cin = m.create_channel("queuing", 256, depth=4)
+        m.attach_serial(pid, COM2, cin, "destination")
+        source = attach_relay(m.channels[cin], Direction.SOURCE)
+    else:
+        m.serial_input(pid, COM2, b"".join(pending))
+        pending = []
+    sent = 0
+    while m.now < 2_000_000_000 and m.info(pid).state in ("ready", "blocked"):
+        if pending and m.info(pid).state == "blocked" and len(answers) == sent:
+            m.channels[cin].send(source, pending.pop(0), m.now)
+            sent += 1
+        end = m.now + 2_000_000
+        m.run(pid, end)
+        m.advance(end)
+        m.check_invariants()
+    assert (m.info(pid).state, m.info(pid).exit_code) == ("exited", 0)
+    console = "".join(line + "\n" for line in recorder.lines("fvecho")).encode()
+    return console, b"".join(answers), m.full_state(pid)
+
+
+def test_under_the_spk_it_answers_as_under_qemu(quit_run: QemuRun) -> None:
+    lines = QUIT_INPUT.splitlines(keepends=True)
+    console, answers, state = spk_run(lines, one_at_a_time=False)
+    assert (console, answers) == (quit_run.serial, quit_run.ports[1])
+    cables = state["serial_cables"]
+    assert isinstance(cables, list) and cables[0]["port_base"] == COM3 and cables[0]["dropped"] == 0
+
+
+def test_under_the_spk_lines_one_at_a_time_come_in_by_irq_3_as_under_qemu() -> None:
+    lines = [b"one\n", b"Two, 2\n", b"three four\n", b"quit\n"]
+    console, answers, state = spk_run(lines, one_at_a_time=True)
+    qemu = converse(pc_kernel_elf("fvecho"), lines, timeout=60)
+    assert (console, answers) == (qemu.serial, qemu.ports[1])
+    traps = state["traps"]
+    assert isinstance(traps, dict) and traps["irq"] >= len(lines) - 1 and traps["hlt"] >= len(lines) - 1
