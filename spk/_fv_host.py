@@ -188,7 +188,7 @@ class FullPartitions:
             # The UART's line holds what its receiver has not taken yet; a message leaves the
             # channel's queue only when the line is nearly drained, so a slow reader holds the
             # channel back (the sender sees BUSY) instead of ring 0 buffering without bound.
-            while cable.port.queue and len(cable.link.uart.line) < channel.message_size:
+            while cable.port.queue and cable.link.uart.waiting < channel.message_size:
                 message = channel.peek(cable.port)
                 channel.consume(cable.port)
                 cable.link.feed(message, clock)
