@@ -86,6 +86,13 @@ HOOK_OPERATIONS = {
     "exception_N": "any other exception N: delivered to the guest",
 }
 
+#: Virtual time one exit to ring 0 costs a full partition (a trap, a port access, a cpuid,
+#: an emulated instruction): about a microsecond of its devices' time, as a VM exit costs on
+#: hardware. It keeps a guest's virtual time moving while ring 0 works for it, so a guest in
+#: a trap loop ends its windows (it cannot buy unbounded host time with no virtual time).
+EXIT_TICKS = 1000
+
+
 class Board(Protocol):
     """What the vCPU needs of its partition: time, devices and the end of the run."""
 
@@ -243,6 +250,7 @@ class FullVcpu:
 
     # -- trap sink -----------------------------------------------------------
     def on_interrupt(self, vector: int) -> None:
+        self.engine.retire(EXIT_TICKS)
         try:
             if self.bringup is not None:
                 self.bringup(vector)
@@ -281,6 +289,7 @@ class FullVcpu:
         return True
 
     def on_fv_port(self, port: int, size: int, value: int, is_write: int) -> int:
+        self.engine.retire(EXIT_TICKS)
         try:
             if self.cpl == 3:  # IOPL 0 and no I/O bitmap for the guest's apps
                 self.counts["port_refused"] += 1
@@ -297,6 +306,7 @@ class FullVcpu:
         return 0
 
     def on_cpuid(self) -> None:
+        self.engine.retire(EXIT_TICKS)
         self.counts["cpuid"] += 1
         eax, ebx, ecx, edx = cpuid(self.gpr(0) & 0xFFFF_FFFF, self.gpr(1) & 0xFFFF_FFFF)
         for index, value in ((0, eax), (3, ebx), (1, ecx), (2, edx)):
@@ -304,6 +314,7 @@ class FullVcpu:
 
     def on_syscall_insn(self, rip: int, plain: bool) -> None:
         """``syscall``: the engine's hook, never executed natively; emulated from STAR/LSTAR/SFMASK."""
+        self.engine.retire(EXIT_TICKS)
         try:
             self.counts["syscall"] += 1
             length = 2 if plain else 0
@@ -369,6 +380,7 @@ class FullVcpu:
 
     def on_sensitive(self, address: int) -> None:
         """Emulate the ``pushf`` at ``address``: the flags as the guest sees them (IOPL 0)."""
+        self.engine.retire(EXIT_TICKS)
         try:
             self.regs.clear_exception_state()
             insn = self.instruction(address)
@@ -513,7 +525,8 @@ class FullVcpu:
         """
         w = self.w
         cs_word, ss_word = W_SEG["cs"], W_SEG["ss"]
-        if int(w[W_HFLAGS]) & HF_CPL or int(w[ss_word]) & 0xFFFC or int(w[cs_word + 2]) != self.cs_cache[1]:
+        cs_dpl = (int(w[cs_word + 2]) >> 45) & 3  # the flags word: DPL in bits 13-14 of the high half
+        if int(w[W_HFLAGS]) & HF_CPL or int(w[ss_word]) & 0xFFFC or cs_dpl != 1:
             return False
         w[W_HFLAGS] = (int(w[W_HFLAGS]) & ~HF_CPL) | self.hflags_cpl[1]
         w[ss_word + 1] = 0

@@ -34,7 +34,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from spk._engine import Engine
-from spk._fv_cpu import FullVcpu
+from spk._fv_cpu import EXIT_TICKS, FullVcpu
 from spk._fv_devices import PIT_HZ, PcDevices
 from spk._fv_faults import FullStop
 from spk._fv_mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, GuestPhysical, Mmu, NestedMmu
@@ -67,6 +67,8 @@ NS_PER_SECOND = 1_000_000_000
 #: the guest's view of its boot selectors (its own GDT comes later)
 BOOT_CS, BOOT_SS = 0x08, 0x10
 MMU_MODES = ("nested", "shadow")
+#: the same page fault handled by ring 0 this many times in a row with no progress: a livelock
+HIDDEN_FAULT_LIMIT = 256
 #: pages at the top of guest memory holding ring 0's boot tables (PML4, PDPT, PD, PT)
 BOOT_TABLE_PAGES = 4
 
@@ -179,6 +181,8 @@ class FullMachine:
         self.vcpu.bind(self.engine, self.mmu)
         self._now = 0
         self._run_start = 0
+        self._last_fault: tuple[int, int, int] | None = None
+        self._same_fault = 0
         self.halted = False
         self._bring_up()
         self._boot()
@@ -245,7 +249,7 @@ class FullMachine:
         vcpu.bringup = capture
         engine.full_checks(False)
         try:
-            result = engine.run(0x5000, 1000)
+            result = engine.run(0x5000, 100_000)  # each trap costs EXIT_TICKS
         finally:
             vcpu.bringup = None
             engine.full_checks(True)
@@ -431,7 +435,7 @@ class FullMachine:
                 self._fault(FullStop("internal_error", f"engine: {result.engine_error}"))
                 return "fault", now, 0
             if vcpu.pending_fault is not None and vcpu.stop is None:
-                now += self._page_fault()
+                now += self._page_fault(progress=result.elapsed > EXIT_TICKS)
             if engine.fv_stop == "tripwire" and not vcpu.repair_null_ss():
                 self._fault(FullStop("cpl0_tripwire", f"the vCPU reached real CPL 0 at {vcpu.rip:#x}"))
                 return "fault", now, 0
@@ -452,7 +456,7 @@ class FullMachine:
                 return "fault", now, 0
         return "window_end", now, 0
 
-    def _page_fault(self) -> int:
+    def _page_fault(self, *, progress: bool) -> int:
         """A #PF the engine raised: the MMU's (a shadow fill, a stepped table write) or the guest's."""
         fault = self.vcpu.pending_fault
         assert fault is not None
@@ -464,14 +468,26 @@ class FullMachine:
             stepped += self.engine.step(fault.rip)
 
         error = self.mmu.page_fault(fault.va, fault.access, step)
+        key = (fault.va, fault.access, fault.rip)
         if error is None:
-            return stepped
+            # Handled by ring 0: the instruction is retried. The same fault handled again and
+            # again with nothing retired between is ring 0 going round in circles (an MMU that
+            # cannot satisfy it): end the partition rather than the host.
+            self._same_fault = self._same_fault + 1 if key == self._last_fault and not progress else 0
+            self._last_fault = key
+            if self._same_fault >= HIDDEN_FAULT_LIMIT:
+                self.vcpu.stop = ("fault", FullStop(
+                    "mmu_livelock", f"{self.mmu.mode} MMU handled the fault at {fault.va:#x} (rip {fault.rip:#x}) "
+                    f"{HIDDEN_FAULT_LIMIT} times without progress",
+                ))  # fmt: skip
+            return stepped + EXIT_TICKS
+        self._last_fault, self._same_fault = None, 0
         self.vcpu.v.cr2 = fault.va
         try:
             self.vcpu.deliver(14, error, fault.rip)
         except FullStop as failure:
             self.vcpu.stop = ("fault", failure)
-        return stepped
+        return stepped + EXIT_TICKS
 
     def _fault(self, stop: FullStop) -> None:
         self.part.state = State.FAULTED
