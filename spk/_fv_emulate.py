@@ -195,7 +195,11 @@ class Emulator:
     _op_invd = _op_wbinvd
 
     def _op_invlpg(self, insn: capstone.CsInsn) -> None:
-        self.cpu.mmu.invlpg(self._address(insn, insn.operands[0]))
+        try:
+            address = self._address(insn, insn.operands[0])
+        except DeliveryFault:
+            return  # a non-canonical address: invlpg is a no-op in 64-bit mode (SDM), not a fault
+        self.cpu.mmu.invlpg(address)
 
     def _op_clts(self, insn: capstone.CsInsn) -> None:
         self._set_cr0(self.cpu.v.cr0 & ~CR0_TS)
@@ -280,7 +284,10 @@ class Emulator:
         if dst_name.startswith("dr") or src_name.startswith("dr"):
             self._count_as = "mov_dr"
             if dst_name.startswith("dr"):
-                self.cpu.v.debug[int(dst_name[2:])] = self._reg_read(insn, src.reg)
+                value = self._reg_read(insn, src.reg)
+                if dst_name in ("dr6", "dr7") and value >> 32:
+                    raise DeliveryFault(VECTOR_GP, 0)  # bits 63:32 of DR6/DR7 must be zero
+                self.cpu.v.debug[int(dst_name[2:])] = value
             else:
                 self._reg_write(insn, dst.reg, self.cpu.v.debug[int(src_name[2:])])
             return None
