@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 typedef int (*emu_stop_fn)(void *uc);
@@ -40,6 +41,8 @@ typedef int (*port_fn)(uint32_t port, uint32_t is_write, uint64_t rip);
 typedef void (*intr_fn)(uint32_t intno);
 typedef void (*syscall_fn)(uint64_t rip, uint32_t plain);
 typedef int (*reg_fn)(void *uc, int regid, void *value);
+typedef int (*ctl_fn)(void *uc, int control, ...);
+typedef int (*ctx_fn)(void *uc, void *context);
 typedef int32_t (*scan_fn)(uint64_t address, uint32_t size);
 typedef uint64_t (*fv_port_fn)(uint32_t port, uint32_t size, uint32_t value, uint32_t is_write);
 
@@ -114,6 +117,21 @@ struct spk_clock {
     scan_fn on_scan;
     uint64_t scan_misses;     /* blocks decoded by ring 0 */
     fv_port_fn on_fv_port;    /* port I/O of a full partition: the device models' answer, or 1<<32: #GP */
+    /* Ring 0's copies into guest memory drop the translated code of the pages
+     * written (spk_copy_out), through uc_ctl(UC_CTL_TB_REMOVE_CACHE). */
+    ctl_fn ctl;
+    uint64_t ctl_remove_cache; /* that control word (write, two arguments) */
+    /* The YIELD hypercall answered here when ring 0 armed it (no hypercall
+     * trace): rax = 0 and the run stops, with no ctypes callback. */
+    uint64_t yield_vector;     /* the hypercall vector */
+    uint64_t yield_number;     /* YIELD's number (in rax) */
+    uint64_t yield_armed;
+    uint64_t yield_stop;       /* the run stopped at a native yield */
+    /* A window's entry and exit (spk_window_enter/leave): one call each. */
+    ctx_fn context_save;
+    ctx_fn context_restore;
+    uint64_t ctl_tlb_flush;    /* uc_ctl's UC_CTL_TLB_FLUSH control word (write, no argument) */
+    uint64_t run_start;        /* the counter when the current run began */
 };
 
 static inline uint64_t live_rip(struct spk_clock *c)
@@ -295,6 +313,16 @@ void spk_on_interrupt(void *uc, uint32_t intno, void *user_data)
     if (intno == c->bounce_vector && c->bounce_entry && bounce(c, 0)) {
         return;
     }
+    if (intno == c->yield_vector && c->yield_armed) {
+        uint64_t *env = (uint64_t *)(uintptr_t)c->env;
+        /* ring 0's hc_yield: rax = 0, the run ends here (a guest kernel's call only) */
+        if (env[0] == c->yield_number && ((env[c->cs_offset / 8] >> c->cs_shift) & 3) == 2) {
+            env[0] = 0;
+            c->yield_stop = 1;
+            stop(c);
+            return;
+        }
+    }
     c->on_interrupt(intno);
 }
 
@@ -369,6 +397,87 @@ static int64_t walk(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64
 int64_t spk_walk(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t need)
 {
     return walk(c, cr3, va, need | 1);
+}
+
+/* Ring 0's copies (spk/_guestmem.py), one C call per copy instead of a page
+ * walk per page and a slice per piece in Python. `need` as for walk (2
+ * writable, 4 user; present always). Both check every page before touching
+ * anything: -1 when a byte is not reachable with those rights (nothing
+ * copied), and the same rules as Walker.spans (no wrap past 2^64, canonical
+ * addresses only, which keeps a range from crossing between the halves). */
+static int64_t check_range(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t len, uint64_t need)
+{
+    uint64_t last = va + len - 1;
+    if (len == 0) {
+        return 0;
+    }
+    if (last < va) {
+        return -1;
+    }
+    for (uint64_t page = va & ~0xFFFull;; page += 0x1000) {
+        int64_t pa = walk(c, cr3, page, need | 1);
+        if (pa < 0 || (uint64_t)pa > c->ram_size - 0x1000) {
+            return -1;
+        }
+        if (page == (last & ~0xFFFull)) {
+            return 0;
+        }
+    }
+}
+
+static void copy_pages(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t len, uint8_t *host, int out)
+{
+    uint8_t *ram = (uint8_t *)(uintptr_t)c->ram;
+    while (len) {
+        uint64_t chunk = 0x1000 - (va & 0xFFF);
+        if (chunk > len) {
+            chunk = len;
+        }
+        uint64_t pa = (uint64_t)walk(c, cr3, va, 1); /* checked reachable */
+        if (out) {
+            memcpy(ram + pa, host, chunk);
+        } else {
+            memcpy(host, ram + pa, chunk);
+        }
+        host += chunk;
+        va += chunk;
+        len -= chunk;
+    }
+}
+
+int64_t spk_copy_in(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t len, uint64_t need, uint8_t *dst)
+{
+    if (check_range(c, cr3, va, len, need) < 0) {
+        return -1;
+    }
+    copy_pages(c, cr3, va, len, dst, 0);
+    return 0;
+}
+
+/* Writable pages only (need has 2). With `drop` (a hypercall inside a run,
+ * the range in the loaded address space), the translated code of every page
+ * written goes at once, page by page (the engine translates only the first
+ * address of a range it is given): 0 when done, 1 when the engine refused a
+ * drop (the caller must drop all code between runs). */
+int64_t spk_copy_out(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t len, uint64_t need,
+                     const uint8_t *src, uint64_t drop)
+{
+    if (check_range(c, cr3, va, len, need | 2) < 0) {
+        return -1;
+    }
+    copy_pages(c, cr3, va, len, (uint8_t *)src, 1);
+    if (drop && len) {
+        uint64_t last = va + len - 1;
+        for (uint64_t page = va & ~0xFFFull;; page += 0x1000) {
+            if (c->ctl(c->uc, (int)c->ctl_remove_cache, page, page + 0x1000) != 0) {
+                return 1;
+            }
+            if (page == (last & ~0xFFFull)) {
+                break;
+            }
+        }
+    }
+    return 0;
 }
 
 /* UC_HOOK_INSN (syscall): (uc, user_data), rip at the instruction.
@@ -517,6 +626,7 @@ typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t t
 #define SPK_RUN_SENSITIVE (1u << 19)
 #define SPK_RUN_IRQ (1u << 20)
 #define SPK_RUN_TRIPWIRE (1u << 21)
+#define SPK_RUN_YIELD (1u << 22)
 
 /* Why these three: ring 0's run loop used to reset and read the clock's
  * fields from Python, a dozen ctypes field accesses (about 0.1 us each) on
@@ -526,6 +636,7 @@ typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t t
 uint64_t spk_run_begin(struct spk_clock *c, uint64_t budget, uint64_t want_user)
 {
     uint64_t start = c->counter;
+    c->run_start = start;
     c->limit = start + budget;
     c->user_stop = 0;
     c->want_user = want_user;
@@ -536,13 +647,14 @@ uint64_t spk_run_begin(struct spk_clock *c, uint64_t budget, uint64_t want_user)
  * engine's status in the low 16 bits, and how the clock ended it above. */
 uint32_t spk_run_step(struct spk_clock *c, emu_start_fn start, uint64_t rip, uint64_t until)
 {
-    c->stopping = c->need_tail = c->at_limit = 0;
+    c->stopping = c->need_tail = c->at_limit = c->yield_stop = 0;
     c->need_sensitive = c->irq_stop = c->tripwire = 0;
     c->block_start = c->block_end = 0;
     uint32_t status = (uint32_t)start(c->uc, rip, until, 0, 0) & 0xffffu;
     return status | (c->at_limit ? SPK_RUN_AT_LIMIT : 0) | (c->need_tail ? SPK_RUN_NEED_TAIL : 0) |
            (c->user_stop ? SPK_RUN_USER_STOP : 0) | (c->need_sensitive ? SPK_RUN_SENSITIVE : 0) |
-           (c->irq_stop ? SPK_RUN_IRQ : 0) | (c->tripwire ? SPK_RUN_TRIPWIRE : 0);
+           (c->irq_stop ? SPK_RUN_IRQ : 0) | (c->tripwire ? SPK_RUN_TRIPWIRE : 0) |
+           (c->yield_stop ? SPK_RUN_YIELD : 0);
 }
 
 /* The run ends: disarm its one-shot flags; returns the counter. */
@@ -550,4 +662,71 @@ uint64_t spk_run_end(struct spk_clock *c)
 {
     c->tail_armed = c->want_user = 0;
     return c->counter;
+}
+
+#define SPK_RUN_ENDED (1ull << 23)
+#define SPK_RUN_EXECUTED_SHIFT 24
+
+/* A whole run in one call, for the common case (a yield, a trap that stops
+ * it, the budget reached at a block boundary): begin, one engine start from
+ * `rip`, and the end unless ring 0's loop must go on (a tail run: ring 0
+ * decodes the block, runs it with spk_run_step and ends with spk_run_end; a
+ * full partition's sensitive block, interrupt window or tripwire).
+ * Returns spk_run_step's bits, SPK_RUN_ENDED when the run ended here, and
+ * the ticks executed above SPK_RUN_EXECUTED_SHIFT (the caller keeps budgets
+ * below 2^39, so they fit). */
+uint64_t spk_run(struct spk_clock *c, emu_start_fn start, uint64_t rip, uint64_t until, uint64_t budget,
+                 uint64_t want_user)
+{
+    uint64_t begin = spk_run_begin(c, budget, want_user);
+    uint64_t bits = spk_run_step(c, start, rip, until);
+    if (bits & (SPK_RUN_NEED_TAIL | SPK_RUN_SENSITIVE | SPK_RUN_IRQ | SPK_RUN_TRIPWIRE)) {
+        return bits; /* ring 0's loop goes on (a tail, a full partition's stops) */
+    }
+    uint64_t executed = spk_run_end(c) - begin;
+    return bits | SPK_RUN_ENDED | (executed << SPK_RUN_EXECUTED_SHIFT);
+}
+
+/* ---- a paravirtualized partition's window, entered and left with one call each -- */
+
+/* The window begins: the partition's saved context loaded (a restore also
+ * forgets fault escalation), the exception "in flight" cleared, the TLB
+ * flushed when `flush` (its CR3 differs from the translations the engine
+ * holds: a restore copies CR3 without flushing), the native bounce armed
+ * with the kernel's entry and stack (0: ring 0 decides), the native yield
+ * armed when `yield_on`. 0, or the engine's status when the restore fails
+ * (nothing armed then). The same steps ring 0's run loop did with five
+ * ctypes calls. */
+uint32_t spk_window_enter(struct spk_clock *c, void *context, uint64_t flush, uint64_t entry, uint64_t stack,
+                          uint64_t yield_on)
+{
+    int status = c->context_restore(c->uc, context);
+    if (status != 0) {
+        return (uint32_t)status;
+    }
+    uint64_t *env = (uint64_t *)(uintptr_t)c->env;
+    env[c->exc_word] |= c->exc_mask;
+    if (flush) {
+        c->ctl(c->uc, (int)c->ctl_tlb_flush);
+    }
+    c->bounce_entry = stack ? entry : 0;
+    c->bounce_stack = stack;
+    c->yield_armed = yield_on;
+    return 0;
+}
+
+/* The window ends: the vCPU saved into `context` when `save` (not after a
+ * fault: the partition's last good state stays), the bounce and the yield
+ * disarmed. Returns the bounces done natively since the last count (and
+ * zeroes it), for the partition's syscall counter. */
+uint64_t spk_window_leave(struct spk_clock *c, void *context, uint64_t save)
+{
+    if (save) {
+        c->context_save(c->uc, context);
+    }
+    c->bounce_entry = c->bounce_stack = 0;
+    c->yield_armed = 0;
+    uint64_t bounces = c->bounce_count;
+    c->bounce_count = 0;
+    return bounces;
 }

@@ -146,6 +146,14 @@ _SCAN_SLOTS = 8192
 
 class _ScanEntry(ctypes.Structure):
     _fields_ = [("address", ctypes.c_uint64), ("size", ctypes.c_uint32), ("offset", ctypes.c_int32)]
+_RUN_YIELD = 1 << 22
+#: spk_run: the run ended in that one call; the ticks it executed sit above bit 24.
+_RUN_ENDED, _RUN_EXECUTED_SHIFT = 1 << 23, 24
+_U64 = ctypes.c_uint64
+#: Budgets below this go through spk_run (its executed ticks fit in the bits above 24).
+_RUN_ONCE_BUDGET = 1 << 39
+#: Longest guest copy done by the native helper in one call (longer ones go page by page in Python).
+NATIVE_COPY_MAX = 1 << 20
 #: Size of the x86 ``syscall`` instruction, re-added by the engine after its hook.
 SYSCALL_INSN_LEN = 2
 
@@ -397,6 +405,11 @@ class _ClockStruct(ctypes.Structure):
         ("need_sensitive", ctypes.c_uint64), ("sens_offset", ctypes.c_uint64),
         ("scan", ctypes.c_void_p), ("on_scan", ctypes.c_void_p), ("scan_misses", ctypes.c_uint64),
         ("on_fv_port", ctypes.c_void_p),
+        ("ctl", ctypes.c_void_p), ("ctl_remove_cache", ctypes.c_uint64),
+        ("yield_vector", ctypes.c_uint64), ("yield_number", ctypes.c_uint64),
+        ("yield_armed", ctypes.c_uint64), ("yield_stop", ctypes.c_uint64),
+        ("context_save", ctypes.c_void_p), ("context_restore", ctypes.c_void_p),
+        ("ctl_tlb_flush", ctypes.c_uint64), ("run_start", ctypes.c_uint64),
     ]  # fmt: skip
 
 
@@ -474,6 +487,11 @@ class Engine:
         except AttributeError as exc:
             raise EngineError("this unicorn library does not export raise_exception_err_ra_x86_64") from exc
         self._clock.raise_exception = ctypes.cast(raiser, ctypes.c_void_p).value
+        self._clock.ctl = ctypes.cast(_RAW_LIB.uc_ctl, ctypes.c_void_p).value
+        self._clock.ctl_remove_cache = _CTL_REMOVE_CACHE
+        self._clock.ctl_tlb_flush = _CTL_TLB_FLUSH
+        self._clock.context_save = ctypes.cast(_RAW_LIB.uc_context_save, ctypes.c_void_p).value
+        self._clock.context_restore = ctypes.cast(_RAW_LIB.uc_context_restore, ctypes.c_void_p).value
         self._clock_ref = ctypes.byref(self._clock)
         # The run loop's entry and exit, one native call each (see _clock.c).
         clock_address = ctypes.addressof(self._clock)
@@ -481,6 +499,11 @@ class Engine:
             ("spk_run_begin", ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]),
             ("spk_run_step", ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]),
             ("spk_run_end", ctypes.c_uint64, [ctypes.c_void_p]),
+            ("spk_run", ctypes.c_uint64, [ctypes.c_void_p] * 2 + [ctypes.c_uint64] * 4),
+            ("spk_window_enter", ctypes.c_uint32, [ctypes.c_void_p] * 2 + [ctypes.c_uint64] * 4),
+            ("spk_window_leave", ctypes.c_uint64, [ctypes.c_void_p] * 2 + [ctypes.c_uint64]),
+            ("spk_copy_in", ctypes.c_int64, [ctypes.c_void_p, *[ctypes.c_uint64] * 4, ctypes.c_char_p]),
+            ("spk_copy_out", ctypes.c_int64, [ctypes.c_void_p, *[_U64] * 4, ctypes.c_char_p, _U64]),
         ):
             function = getattr(native, name)
             function.restype, function.argtypes = restype, argtypes
@@ -488,7 +511,14 @@ class Engine:
         self._run_begin = functools.partial(native.spk_run_begin, clock_address)
         self._run_step = functools.partial(native.spk_run_step, clock_address, emu_start)
         self._run_end = functools.partial(native.spk_run_end, clock_address)
-        self._run_start = 0
+        self._run_once = functools.partial(native.spk_run, clock_address, emu_start)
+        self._copy_in = functools.partial(native.spk_copy_in, clock_address)
+        self._window_enter = functools.partial(native.spk_window_enter, clock_address)
+        self._window_leave = functools.partial(native.spk_window_leave, clock_address)
+        self._windows_ready = False  #: configure_windows done
+        self._copy_out = functools.partial(native.spk_copy_out, clock_address)
+        #: ring 0's answer to a YIELD done natively (configure_windows), called once the run returns
+        self._on_native_yield: Callable[[], None] | None = None
         self._fast_start = 0
         self._fast_deadline = 0
         self._watchdog: int | None = None
@@ -706,6 +736,87 @@ class Engine:
         clock.bounce_entry = entry if stack else 0
         clock.bounce_stack = stack
 
+    def configure_windows(self, vector: int, number: int, on_yield: Callable[[], None] | None) -> None:
+        """Set up :meth:`enter_window` and the native YIELD (``int vector`` at CPL 2, rax = ``number``).
+
+        Ring 0's ``hc_yield`` does nothing but rax = 0 and end the run; done
+        in C (``spk_on_interrupt``) it costs no ctypes callback and no Python
+        dispatch. ``on_yield`` is called once the run returns (it counts the
+        hypercall and records the stop's reason); None never answers it
+        natively (a hypercall trace must see every call). The native yield is
+        armed only inside a window :meth:`enter_window` opened with it, so a
+        partition whose traps go elsewhere never has it. Errors: EngineError
+        before the bring-up located the CS and exception words.
+        """
+        layout = self.layout
+        if layout.cs_word < 0 or layout.exc_word < 0:
+            raise EngineError("windows need the bring-up's CS and exception words")
+        clock = self._clock
+        clock.cs_offset = (layout.cs_word - layout.gpr0) * 8
+        clock.cs_shift = layout.cs_shift
+        clock.exc_word = layout.exc_word - layout.gpr0
+        clock.exc_mask = 0xFFFF_FFFF << layout.exc_shift
+        clock.yield_vector, clock.yield_number = vector, number
+        self._on_native_yield = on_yield
+        self._windows_ready = True
+
+    def enter_window(self, ctx: Context, *, flush_tlb: bool, entry: int, stack: int) -> None:
+        """Begin a window with one native call (``spk_window_enter``).
+
+        Loads ``ctx`` (a restore also forgets fault escalation), clears the
+        exception in flight, flushes the TLB when ``flush_tlb`` (the CR3 the
+        engine holds translations of differs: a restore copies CR3 without
+        flushing), arms the native bounce into ``entry`` on ``stack`` (0 for
+        either: ring 0 decides) and the native yield when configured.
+        Errors: EngineError before :meth:`configure_windows`, or when the
+        engine refuses the restore.
+        """
+        if not self._windows_ready:
+            raise EngineError("enter_window before configure_windows")
+        status = self._window_enter(ctx.handle, 1 if flush_tlb else 0, entry, stack, 1 if self._on_native_yield else 0)
+        if status:
+            raise EngineError(f"context restore failed: {self._error_text(status)}")
+
+    def leave_window(self, ctx: Context, *, save: bool) -> int:
+        """End a window with one native call (``spk_window_leave``): returns the native bounces since the last count.
+
+        Saves the vCPU into ``ctx`` when ``save`` (not after a fault: the
+        last good state stays), disarms the native bounce and yield.
+        """
+        return int(self._window_leave(ctx.handle, 1 if save else 0))
+
+    def copy_in(self, cr3: int, va: int, length: int, need: int) -> bytes | None:
+        """``length`` bytes of guest virtual memory through ``cr3``, or None when any is unreachable.
+
+        ``need``: the rights every level must grant (2 writable, 4 user;
+        present always), the rule of :meth:`page_walker`; no wrap past 2**64,
+        canonical addresses only. One native call (``spk_copy_in``); at most
+        :data:`NATIVE_COPY_MAX` bytes (ValueError beyond).
+        """
+        if length > NATIVE_COPY_MAX:
+            raise ValueError(f"native copies are at most {NATIVE_COPY_MAX} bytes")
+        buffer = ctypes.create_string_buffer(length)
+        if self._copy_in(cr3, va, length, need, buffer) < 0:
+            return None
+        return buffer.raw
+
+    def copy_out(self, cr3: int, va: int, data: bytes, need: int, *, drop_code: bool) -> int:
+        """Write ``data`` to guest virtual memory through ``cr3`` (writable pages only).
+
+        Every page is checked before anything is written: -1 (nothing
+        written) when a byte is not writable with ``need``'s rights. With
+        ``drop_code`` (inside an interrupt hook, ``cr3`` the loaded space:
+        see :meth:`drop_code_pages`), the translated code of each page
+        written goes at once: 0 when done, 1 when the engine refused (the
+        caller must then drop all code between runs). At most
+        :data:`NATIVE_COPY_MAX` bytes (ValueError beyond).
+        """
+        if len(data) > NATIVE_COPY_MAX:
+            raise ValueError(f"native copies are at most {NATIVE_COPY_MAX} bytes")
+        if type(data) is not bytes:
+            data = bytes(data)
+        return int(self._copy_out(cr3, va, len(data), need, data, 1 if drop_code else 0))
+
     def take_bounces(self) -> int:
         """How many native bounces happened since the last call."""
         clock = self._clock
@@ -828,14 +939,26 @@ class Engine:
         if until_user:  # the CS slot is known once the CPU is brought up (spk._cpu)
             clock.cs_offset = (self.layout.cs_word - self.layout.gpr0) * 8
             clock.cs_shift = self.layout.cs_shift
-        self._run_start = start = self._run_begin(budget, 1 if until_user else 0)
+        want_user = 1 if until_user else 0
+        self.fv_stop = None
+        first: int | None = None  # the first engine start's bits, when spk_run did it
+        if budget < _RUN_ONCE_BUDGET:
+            # The common case in one native call: begin, run, end (spk_run).
+            first = self._run_once(rip, _NEVER, budget, want_user)
+            if first & _RUN_ENDED:
+                return self._run_ended(first)
+            start = int(clock.run_start)  # ring 0's loop goes on from that start
+        else:
+            start = self._run_begin(budget, want_user)
         step = self._run_step
         until = tail_end = prefix_end = _NEVER
-        self.fv_stop = None
         exhausted = False
         error: str | None = None
         while True:
-            ended = step(rip, until)
+            if first is None:
+                ended = step(rip, until)
+            else:
+                ended, first = first, None
             if ended & 0xFFFF:
                 error = self._error_text(ended & 0xFFFF)
             if until != _NEVER:
@@ -843,6 +966,10 @@ class Engine:
                 # a block that starts there would be an exit stub: drop it too.
                 self._remove_cache(until, until + 1)
                 until = _NEVER
+            if ended & _RUN_YIELD:  # answered natively (configure_windows): ring 0 learns it now
+                self._stop_requested = True
+                if self._on_native_yield is not None:
+                    self._on_native_yield()
             if error is not None or self._stop_requested or ended & _RUN_USER_STOP:
                 break
             if ended & (_RUN_IRQ | _RUN_TRIPWIRE):
@@ -886,6 +1013,20 @@ class Engine:
         executed = self._run_end() - start
         elapsed = max(executed, int(clock.limit - start)) if exhausted else executed
         return RunResult(executed, exhausted, error, elapsed)
+
+    def _run_ended(self, ended: int) -> RunResult:
+        """The result of a run :meth:`run` did in one native call (spk_run ended it)."""
+        executed = ended >> _RUN_EXECUTED_SHIFT
+        error = self._error_text(ended & 0xFFFF) if ended & 0xFFFF else None
+        if ended & _RUN_YIELD:  # answered natively (configure_windows): ring 0 learns it now
+            self._stop_requested = True
+            if self._on_native_yield is not None:
+                self._on_native_yield()
+        if error is None and not self._stop_requested and not ended & _RUN_USER_STOP and ended & _RUN_AT_LIMIT:
+            # the whole budget passed: up to the limit, which a trap may have moved (set_remaining)
+            clock = self._clock
+            return RunResult(executed, True, None, max(executed, int(clock.limit - clock.run_start)))
+        return RunResult(executed, False, error, executed)
 
     @staticmethod
     def _error_text(status: int) -> str:
@@ -1090,7 +1231,8 @@ class Engine:
             import time
 
             return max(0, time.perf_counter_ns() - self._fast_start)
-        return int(self._clock.counter - self._run_start)
+        clock = self._clock
+        return int(clock.counter - clock.run_start)
 
     def remaining(self) -> int:
         """Ticks left in the current run's budget (inside a hook)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from spk._engine import NATIVE_COPY_MAX
 from spk.abi import Status
 from spk.errors import SpkError
 
@@ -39,6 +40,8 @@ class GuestMemory:
         self._ram_read = ram.read
         self._ram_write = ram.write
         self._engine = engine
+        self._native_in = engine.copy_in
+        self._native_out = engine.copy_out
         #: ring 0 rewrote guest memory outside a run's reach: flush translated code before the next run
         self.code_dirty = False
 
@@ -55,6 +58,8 @@ class GuestMemory:
 
     def read(self, cr3: int, va: int, length: int, *, user: bool) -> bytes | None:
         """Guest bytes through ``cr3`` (supervisor or user view), or None if any is unreadable."""
+        if 0 < length <= NATIVE_COPY_MAX:  # one native call: walk, check, copy (spk_copy_in)
+            return self._native_in(cr3, va, length, 4 if user else 0)
         pieces = self._spans(cr3, va, length, write=False, user=user)
         read = self._ram_read
         return None if pieces is None else b"".join(read(pa, n) for pa, n in pieces)
@@ -89,6 +94,16 @@ class GuestMemory:
         Errors: SpkError(BAD_ADDRESS) when any byte is not writable; nothing
         is written then.
         """
+        if 0 < len(data) <= NATIVE_COPY_MAX:
+            # One native call: every page checked writable, then the copy, then
+            # (inside a run) the drop of each written page's code (spk_copy_out).
+            running = self._machine.running
+            done = self._native_out(cr3, va, data, 0, drop_code=running)
+            if done < 0:
+                raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{len(data)} is not writable")
+            if not (running and done == 0):
+                self.code_changed()  # the engine refused a drop, or no run: all code goes
+            return
         pieces = self._spans(cr3, va, len(data), write=True, user=False)
         if pieces is None:
             raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{len(data)} is not writable")

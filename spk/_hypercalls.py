@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spk._channels import Port
+from spk._channels import ChannelKind, Direction, Port
 from spk._engine import LiveRegisters
 from spk._frames import FrameType, guest_frame, machine_frame
 from spk._partition import Partition, State
@@ -60,6 +60,7 @@ Handler = Callable[["Machine", Partition, LiveRegisters, tuple[int, int, int, in
 
 CONSOLE_MAX = 4096
 MAX_SPACES = 64
+_NOT_FOUND = int(Status.NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -403,7 +404,7 @@ def hc_port_send(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...
     if a[2] > channel.message_size:
         raise _fail(Status.INVALID_ARGUMENT, f"message of {a[2]} bytes > {channel.message_size}")
     message = m.mem.copy_in(ctx.cr3, a[1], a[2])
-    channel.send(port, message, m.time_now())
+    channel.send(port, message, m.time_now() if channel.kind is ChannelKind.SAMPLING else 0)
     return 0
 
 
@@ -416,6 +417,8 @@ def hc_port_send(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...
 def hc_port_receive(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Receive the oldest (queuing) or latest (sampling) message on a destination port."""
     port = _port(p, a[0])
+    if not port.queue and port.direction is Direction.DESTINATION and port.channel.kind is ChannelKind.QUEUING:
+        return -_NOT_FOUND  # polling an empty queue, the common case: the status without an exception
     message = port.channel.peek(port)
     if len(message) > a[2]:
         raise _fail(Status.NO_MEMORY, f"message of {len(message)} bytes > buffer of {a[2]}")

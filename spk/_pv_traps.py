@@ -189,6 +189,11 @@ class PvTraps:
         except Exception as exc:
             self._internal_error(p, exc)
 
+    @property
+    def tracing(self) -> bool:
+        """Hypercalls are traced: every one must come through :meth:`on_interrupt`."""
+        return self._trace
+
     def on_port_io(self, port: int, is_write: bool, rip: int) -> bool:
         # The engine does not fault port I/O; with IOPL 0 every CPL > 0 must:
         # refused, it arrives as #GP at the instruction (on_interrupt).

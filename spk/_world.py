@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from spk._partition import Partition, State
 from spk._trace import EventSink, MachineEvent
-from spk.abi import Event
+from spk.abi import HYPERCALL_VECTOR, EntryKind, Event, Hypercall
 
 if TYPE_CHECKING:
     from spk._cpu import Templates
@@ -100,6 +100,9 @@ class PvWorldSwitch:
         # arithmetic flags lazily, so it must compute them (one C call).
         self.read_rflags = engine.reader("rflags")
         self.write_rflags = engine.writer("rflags")
+        # A window's entry and exit are one native call each, and its YIELD is
+        # answered in C unless hypercalls are traced (the trace must see every call).
+        engine.configure_windows(HYPERCALL_VECTOR, int(Hypercall.YIELD), None if traps.tracing else self.native_yield)
 
     def run(self, p: Partition, until: int) -> RunOutcome:
         """Run ``p`` until virtual time ``until`` at the latest (see :meth:`spk.Machine.run`).
@@ -178,10 +181,8 @@ class PvWorldSwitch:
                 break
         if reason == "window_end" and p.state is State.READY:
             p.counters.preemptions += 1
-        if p.state not in (State.FAULTED,):
-            engine.save(p.context)
-        engine.arm_bounce(0, 0)
-        self.sync_counters(p)
+        # One native call: save (not after a fault), disarm, count the native bounces.
+        p.counters.syscalls += engine.leave_window(p.context, save=p.state is not State.FAULTED)
         self.current = None
         error, self.listener_error = self.listener_error, None
         if error is not None:
@@ -189,18 +190,32 @@ class PvWorldSwitch:
         return RunOutcome(pid, reason, m.now - start, m.now)
 
     def _load(self, p: Partition) -> None:
-        self.engine.restore(p.context)
-        self.regs.clear_exception_state()
         # The TLB holds the translations of loaded_cr3 only while no table
         # changed (every change sets it to -1): a partition that runs again
-        # keeps them. A full flush costs tens of microseconds (the engine
-        # clears its whole TLB and its jump cache).
-        if p.context.cr3 != self.loaded_cr3:
-            self.engine.flush_tlb()
-            self.loaded_cr3 = p.context.cr3
+        # keeps them. One native call (spk_window_enter) restores the context,
+        # clears the exception state, flushes when the CR3 differs, and arms
+        # the native bounce (the same entry and stack as the machine's
+        # kernel_entry_changed, which re-arms it inside a run) and yield.
+        cr3 = p.context.cr3
+        flush = cr3 != self.loaded_cr3
+        entry = p.entries.get(EntryKind.SYSCALL, 0)
+        self.engine.enter_window(p.context, flush_tlb=flush, entry=entry, stack=p.kernel_stack)
+        if flush:
+            self.loaded_cr3 = cr3
         self.current = p
-        # The native bounce is armed in one place, the machine's public method.
-        self._m.kernel_entry_changed(p)
+
+    def native_yield(self) -> None:
+        """The engine answered a YIELD hypercall in C (:meth:`spk._engine.Engine.configure_windows`).
+
+        What the trap path and ``hc_yield`` would have done besides rax = 0
+        and the stop (done natively): count the hypercall, end the window as
+        a yield. Armed only inside this loop's windows and without a
+        hypercall trace.
+        """
+        p = self.current
+        if p is not None:
+            p.counters.hypercalls += 1
+            self.stop_reason = "yield"
 
     def sync_counters(self, p: Partition) -> None:
         """Add the native bounces since the last call to the running ``p``'s syscall counter."""
