@@ -495,10 +495,9 @@ class FullMachine:
         self.part.counters.faults += 1
 
     def close(self) -> None:
+        """Close the engine; the shadow pool (if any) goes with the last view of it (the MMU's)."""
         self.engine.close()
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._pool = None  # closing the mmap now would fail while the shadow MMU's views of it live
 
     def describe(self) -> dict[str, object]:
         """What review, fuzzing and benchmarks read: virtual registers, trap counts, memory map, devices."""
