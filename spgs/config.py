@@ -133,9 +133,18 @@ HealthAction = Literal["ignore", "log", "halt", "cold_restart", "warm_restart", 
 #: Events after which the guest kernel cannot go on by itself.
 FATAL_EVENTS = (
     "memory_violation", "illegal_instruction", "privileged_instruction", "unexpected_trap", "internal_error",
+    "triple_fault", "kernel_panic", "cpl0_tripwire", "machine_check", "unsupported",
 )  # fmt: skip
 #: Events the partition survives.
 NONFATAL_EVENTS = ("overrun", "guest_error")
+#: The events only a paravirtual kernel raises (its traps and its RAISE_ERROR hypercall).
+PARA_EVENTS = ("memory_violation", "illegal_instruction", "privileged_instruction", "unexpected_trap", "guest_error")
+#: The events only a full partition raises (docs/fullvirt.md): a triple fault, a kernel's
+#: own panic (isa-debug-exit status other than 0), anything reaching real CPL 0, an access
+#: beyond its memory (nested MMU), an operation ring 0 does not emulate (leaving long mode).
+FULL_EVENTS = ("triple_fault", "kernel_panic", "cpl0_tripwire", "machine_check", "unsupported")
+#: The serial ports a full partition's channel port may name, and their I/O bases (COM1 is the console).
+SERIAL_PORTS = {"com2": 0x2F8, "com3": 0x3E8, "com4": 0x2E8}
 
 
 #: An environment entry: a name, ``=``, anything.
@@ -160,6 +169,11 @@ class HealthConfig(BaseModel):
     privileged_instruction: HealthAction = "halt"
     unexpected_trap: HealthAction = "halt"
     internal_error: HealthAction = "halt"
+    triple_fault: HealthAction = "halt"
+    kernel_panic: HealthAction = "halt"
+    cpl0_tripwire: HealthAction = "halt"
+    machine_check: HealthAction = "halt"
+    unsupported: HealthAction = "halt"
     overrun: HealthAction = "ignore"
     guest_error: HealthAction = "log"
     restart_limit: int = Field(default=3, ge=0, le=1000, description="restarts before the partition is halted")
@@ -185,6 +199,9 @@ class PortConfig(BaseModel):
 
     name: str
     direction: Literal["source", "destination"]
+    serial: Literal["com2", "com3", "com4"] | None = Field(
+        default=None, description="full partitions only: the UART this channel end is wired to"
+    )
 
     @field_validator("name")
     @classmethod
@@ -212,6 +229,16 @@ class PartitionConfig(BaseModel):
     min_security_version: int = Field(
         default=0, description="secure boot refuses an image signed with a lower security version (rollback)"
     )
+    # -- full virtualization (docs/fullvirt.md) --
+    virtualization: Literal["para", "full"] = Field(
+        default="para", description="para: a kernel of the SPK's ABI at CPL 2; full: an unmodified PC kernel"
+    )
+    mmu: Literal["nested", "shadow"] | None = Field(
+        default=None, description="full partitions only: nested (the default) or shadow page tables"
+    )
+    stdin_file: str | None = Field(
+        default=None, description="full partitions only: a file (config-relative) fed to COM1's receive buffer"
+    )
     # -- a Linux partition (image = "linux", docs/linux.md) --
     rootfs: str | None = Field(default=None, description="root file system: a folder or a .tar (config-relative)")
     files: dict[str, str] = Field(
@@ -220,6 +247,16 @@ class PartitionConfig(BaseModel):
     command: list[str] = Field(default_factory=list, max_length=256, description="executable (absolute) and argv")
     env: list[str] = Field(default_factory=list, max_length=256, description="environment, NAME=value each")
     stdin: str | None = Field(default=None, description="bytes on the first process's fd 0 (UTF-8), then EOF")
+
+    @property
+    def full(self) -> bool:
+        """A full-virtualization partition (an unmodified PC kernel)?"""
+        return self.virtualization == "full"
+
+    @property
+    def effective_mmu(self) -> str:
+        """The memory virtualization of a full partition ("nested" unless set), "" for a paravirtual one."""
+        return (self.mmu or "nested") if self.full else ""
 
     @field_validator("name")
     @classmethod

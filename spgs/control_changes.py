@@ -124,6 +124,9 @@ def check_fragment(fragment: dict[str, Any]) -> PartitionConfig:
         raise ControlError("invalid", f"{field}: {error['msg']} [{error['type']}]", field) from None
     if part.role != "guest":
         raise ControlError("invalid", "role: a partition created through the API is a guest", "role")
+    if part.full:  # its kernel, cables and MMU are the description's business (docs/config.md)
+        raise ControlError("invalid", "virtualization: a partition created through the API is paravirtual; "
+                           "describe a full partition in the configuration", "virtualization")  # fmt: skip
     if part.ports:
         raise ControlError("invalid", "ports: a created partition has no channels (the configuration wires them)",
                            "ports")  # fmt: skip

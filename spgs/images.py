@@ -34,12 +34,17 @@ class ImageNotFound(Exception):
 @dataclass(frozen=True)
 class ImageRef:
     name: str
-    kind: str  #: "kernel" or "app"
+    kind: str  #: "kernel", "pc" (a full partition's PC kernel) or "app"
     origin: str  #: where it came from, for messages
 
 
 #: Source kinds of a bundled guest, by suffix, in the order a name is looked up.
 _BUNDLED_SUFFIXES = (".c", ".asm")
+
+
+def _package(kind: str) -> str:
+    """The bundled package of a kind: kernels of both kinds (SPK ABI, bare PC) in ``partitions``, apps in ``apps``."""
+    return "apps" if kind == "app" else "partitions"
 
 
 def _is_c_folder(resource: Traversable) -> bool:
@@ -49,8 +54,7 @@ def _is_c_folder(resource: Traversable) -> bool:
 
 def bundled(kind: str) -> list[str]:
     """Names of the bundled kernels or apps: the package's own sources and its folders of C sources."""
-    package = "partitions" if kind == "kernel" else "apps"
-    entries = list(resources.files(package).iterdir())
+    entries = list(resources.files(_package(kind)).iterdir())
     names = {p.name.rsplit(".", 1)[0] for p in entries if p.name.endswith(_BUNDLED_SUFFIXES) and p.is_file()}
     names |= {p.name for p in entries if _is_c_folder(p)}
     return sorted(names)
@@ -68,7 +72,7 @@ def bundled_source(kind: str, name: str) -> Traversable | None:
     if not _BUNDLED_NAME.fullmatch(name):
         return None
     for suffix in (*_BUNDLED_SUFFIXES, ""):
-        resource = resources.files("partitions" if kind == "kernel" else "apps")
+        resource = resources.files(_package(kind))
         for part in f"{name}{suffix}".split("/"):
             resource = resource / part
         if resource.is_file() if suffix else _is_c_folder(resource):
@@ -116,8 +120,13 @@ def is_path(name: str) -> bool:
 
 
 def _read(name: str, kind: str, base_dir: Path) -> tuple[str, str | bytes]:
-    """Where ``name`` comes from and what it is: assembly text, or built bytes (flat or ELF)."""
-    package = "partitions" if kind == "kernel" else "apps"
+    """Where ``name`` comes from and what it is: assembly text, or built bytes (flat or ELF).
+
+    Kind ``pc`` is a full partition's kernel: C built as a bare PC kernel
+    (:mod:`spgs.cbuild`), or an ELF file as it is; never assembly (the
+    rules refuse it: ``full_image``).
+    """
+    package = _package(kind)
     if is_path(name):
         path = (base_dir / name).resolve()
         wanted = path.is_dir() if name.endswith("/") else path.is_file()
@@ -143,7 +152,8 @@ def _read(name: str, kind: str, base_dir: Path) -> tuple[str, str | bytes]:
 def build(requests: list[tuple[str, str]], base_dir: Path) -> dict[tuple[str, str], bytes]:
     """Build every (kind, name) asked for; one assembler run for all sources.
 
-    Errors: ImageNotFound, AssemblyError.
+    ``kind`` is "kernel", "app" or "pc" (a full partition's kernel).
+    Errors: ImageNotFound, AssemblyError, BuildError.
     """
     out: dict[tuple[str, str], bytes] = {}
     sources: list[tuple[tuple[str, str], Source]] = []
@@ -151,6 +161,8 @@ def build(requests: list[tuple[str, str]], base_dir: Path) -> dict[tuple[str, st
         origin, content = _read(name, kind, base_dir)
         if isinstance(content, bytes):
             out[(kind, name)] = content
+        elif kind == "pc":  # the rules refuse it first (full_image): a PC kernel is not assembled for the SPK's ABI
+            raise ImageNotFound(f"{origin}: a full partition's kernel is C or an ELF file, not assembly")
         else:
             base = KERNEL_IMAGE_VADDR if kind == "kernel" else APP_IMAGE_VADDR
             sources.append(((kind, name), Source(origin, content, base)))

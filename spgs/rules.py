@@ -18,7 +18,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from spgs.config import FATAL_EVENTS, MAX_TIME, PartitionConfig, Problem, SystemDescription, _LineIndex
+from spgs.config import (
+    FATAL_EVENTS,
+    FULL_EVENTS,
+    MAX_STDIN,
+    MAX_TIME,
+    PARA_EVENTS,
+    PartitionConfig,
+    Problem,
+    SystemDescription,
+    _LineIndex,
+)
 from spgs.images import bundled, bundled_source, is_path
 from spgs.rootfs import rootfs_source_problem
 from spk.abi import PAGE_SIZE
@@ -27,6 +37,14 @@ from spk.abi import PAGE_SIZE
 RING0_RESERVED = 1 << 20
 #: Most windows one major frame may hold, repetitions by period included.
 MAX_WINDOWS = 4096
+#: What a full partition's kernel may assume of its physical memory: the reference
+#: kernel (partitions/pcref) identity-maps and uses the first 4 MiB.
+FULL_MIN_MEMORY = 4 << 20
+#: Ring 0's boot page tables of a full partition, in the top pages of its quota
+#: (a PML4, a PDPT, a page directory and a page table; docs/fullvirt.md).
+FULL_BOOT_TABLE_PAGES = 4
+#: The smallest quota of a full partition (rule full_quota_too_small).
+FULL_MIN_QUOTA = FULL_MIN_MEMORY + FULL_BOOT_TABLE_PAGES * PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -189,7 +207,7 @@ _LINUX_FIELDS = ("rootfs", "files", "env", "stdin")
 def linux_command_required(ctx: Context) -> Iterator[Problem]:
     """A partition of the ``linux`` kernel, or with rootfs, files, env or stdin, names the program to run."""
     for i, p in enumerate(ctx.desc.partition):
-        if p.command:
+        if p.command or p.full:  # a full partition's stdin feeds its COM1 (rule full_para_field refuses the rest)
             continue
         given = [f for f in _LINUX_FIELDS if f in p.model_fields_set]
         if p.image == "linux" or given:
@@ -225,6 +243,166 @@ def linux_file_missing(ctx: Context) -> Iterator[Problem]:
             if not path.is_file() or not os.access(path, os.R_OK):
                 yield ctx.problem(("partition", i, "files", inside), "linux_file_missing",
                                   f"{p.name}: {inside}: host file {host!r} is not a readable regular file")  # fmt: skip
+
+
+# -- full virtualization (docs/fullvirt.md) -------------------------------------------
+#: What a full partition does not have, and why: the fields of the paravirtual and Linux kinds.
+_NOT_FULL = {
+    "apps": "no apps (the SPK's boot modules are a paravirtual kernel's; a PC kernel brings its own)",
+    "rootfs": "no rootfs (a Linux partition's)", "files": "no files (a Linux partition's)",
+    "command": "no command (a Linux partition's)", "env": "no env (a Linux partition's)",
+    "role": "no role = 'system' (the management hypercalls are a paravirtual kernel's)",
+}  # fmt: skip
+#: What only a full partition has (a port's ``serial`` too).
+_ONLY_FULL = ("mmu", "stdin_file")
+
+
+@rule
+def full_field_on_para(ctx: Context) -> Iterator[Problem]:
+    """``mmu``, ``stdin_file`` and a port's ``serial`` belong to full partitions (``virtualization = "full"``)."""
+    for i, p in enumerate(ctx.desc.partition):
+        if p.full:
+            continue
+        for key in _ONLY_FULL:
+            if key in p.model_fields_set:
+                message = f"{p.name}: {key} applies to full partitions only (virtualization = \"full\")"
+                yield ctx.problem(("partition", i, key), "full_field_on_para", message)
+        for j, port in enumerate(p.ports):
+            if port.serial is not None:
+                yield ctx.problem(("partition", i, "ports", j, "serial"), "full_field_on_para",
+                                  f"{p.name}: port {port.name}: serial applies to full partitions only (a paravirtual "
+                                  "kernel opens its ports with PORT_OPEN)")  # fmt: skip
+
+
+@rule
+def full_para_field(ctx: Context) -> Iterator[Problem]:
+    """A full partition has no field of the paravirtual and Linux kinds: apps, rootfs, files, command, env, role."""
+    for i, p in enumerate(ctx.desc.partition):
+        if not p.full:
+            continue
+        for key, why in _NOT_FULL.items():
+            value = getattr(p, key)
+            if key in p.model_fields_set and value not in ([], {}, "guest"):  # an empty list says nothing
+                yield ctx.problem(("partition", i, key), "full_para_field", f"{p.name}: a full partition has {why}")
+
+
+@rule
+def full_image(ctx: Context) -> Iterator[Problem]:
+    """A full partition's kernel is a PC kernel: C (bundled, ``.c``, a folder) or an ELF file; no assembly, no linux."""
+    for i, p in enumerate(ctx.desc.partition):
+        if not p.full:
+            continue
+        source = None if is_path(p.image) else bundled_source("kernel", p.image)
+        if p.image == "linux":
+            why = "the linux kernel is paravirtual (it runs on the SPK's ABI)"
+        elif p.image.endswith(".asm") or (source is not None and source.name.endswith(".asm")):
+            why = f"{p.image!r} is assembly for the SPK's ABI"
+        else:
+            continue
+        yield ctx.problem(("partition", i, "image"), "full_image",
+                          f"{p.name}: {why}; a full partition runs a PC kernel: C built as kind pc "
+                          "(a bundled name such as pcref, a .c file or a folder/) or an .elf/.bin file")  # fmt: skip
+
+
+@rule
+def full_quota_too_small(ctx: Context) -> Iterator[Problem]:
+    """A full partition's quota holds the 4 MiB a PC kernel may use, plus ring 0's boot page tables."""
+    for i, p in enumerate(ctx.desc.partition):
+        if p.full and p.memory < FULL_MIN_QUOTA:
+            yield ctx.problem(
+                ("partition", i, "memory"), "full_quota_too_small",
+                f"{p.name}: quota of {p.memory >> 10} KiB < {FULL_MIN_QUOTA >> 10} KiB: a full partition's kernel "
+                f"may use the first {FULL_MIN_MEMORY >> 20} MiB, and ring 0's {FULL_BOOT_TABLE_PAGES} boot "
+                "page tables sit above it",
+            )  # fmt: skip
+
+
+@rule
+def full_port_serial(ctx: Context) -> Iterator[Problem]:
+    """Each port of a full partition names the UART it is wired to (``serial = "com2"`` to ``"com4"``)."""
+    for i, p in enumerate(ctx.desc.partition):
+        if not p.full:
+            continue
+        for j, port in enumerate(p.ports):
+            if port.serial is None:
+                yield ctx.problem(("partition", i, "ports", j), "full_port_serial",
+                                  f"{p.name}: port {port.name}: a full partition's port is a serial cable; "
+                                  "name its UART: serial = \"com2\", \"com3\" or \"com4\"")  # fmt: skip
+
+
+@rule
+def serial_port_shared(ctx: Context) -> Iterator[Problem]:
+    """A UART is one cable: two ports of a full partition never name the same one."""
+    for i, p in enumerate(ctx.desc.partition):
+        if not p.full:
+            continue
+        first: dict[str, int] = {}
+        for j, port in enumerate(p.ports):
+            if port.serial is None:
+                continue
+            if port.serial in first:
+                k = first[port.serial]
+                yield ctx.problem(
+                    ("partition", i, "ports", j, "serial"), "serial_port_shared",
+                    f"{p.name}: port {port.name}: {port.serial} is already the cable of port {p.ports[k].name} "
+                    f"({ctx.line('partition', i, 'ports', k)}); a UART is wired to one channel end",
+                )  # fmt: skip
+            first.setdefault(port.serial, j)
+
+
+@rule
+def health_event_kind(ctx: Context) -> Iterator[Problem]:
+    """A health table sets only events its partition's kind can raise."""
+    for i, p in enumerate(ctx.desc.partition):
+        foreign = PARA_EVENTS if p.full else FULL_EVENTS
+        kind = "a full" if p.full else "a paravirtual"
+        for event in foreign:
+            if event in p.health.model_fields_set:
+                other = "paravirtual kernels only" if p.full else "full partitions only"
+                yield ctx.problem(("partition", i, "health", event), "health_event_kind",
+                                  f"{p.name}: {kind} partition never raises {event} ({other})")  # fmt: skip
+
+
+@rule
+def full_health_action(ctx: Context) -> Iterator[Problem]:
+    """A full partition is halted or cold-restarted: no kernel data area to keep warm, no trap entry to propagate to."""
+    for i, p in enumerate(ctx.desc.partition):
+        if not p.full:
+            continue
+        for event in p.health.model_fields_set - {"restart_limit"}:
+            action = p.health.action(event)
+            if action in ("warm_restart", "propagate"):
+                why = ("ring 0 knows no data area of a PC kernel to keep" if action == "warm_restart"
+                       else "a PC kernel has no SPK trap entry to deliver it to")  # fmt: skip
+                yield ctx.problem(("partition", i, "health", event), "full_health_action",
+                                  f"{p.name}: {event} = '{action}' does not apply to a full partition: {why} "
+                                  "(use halt or cold_restart)")  # fmt: skip
+
+
+@rule
+def stdin_and_stdin_file(ctx: Context) -> Iterator[Problem]:
+    """A full partition's COM1 input is ``stdin`` or ``stdin_file``, not both."""
+    for i, p in enumerate(ctx.desc.partition):
+        if p.stdin is not None and p.stdin_file is not None:
+            yield ctx.problem(("partition", i, "stdin_file"), "stdin_and_stdin_file",
+                              f"{p.name}: both stdin ({ctx.line('partition', i, 'stdin')}) and stdin_file "
+                              "are given; keep one")  # fmt: skip
+
+
+@rule
+def stdin_file_missing(ctx: Context) -> Iterator[Problem]:
+    """``stdin_file`` is a readable regular file (absolute, or relative to the configuration) of at most 64 KiB."""
+    for i, p in enumerate(ctx.desc.partition):
+        if p.stdin_file is None:
+            continue
+        path = ctx.base_dir / p.stdin_file
+        if not path.is_file() or not os.access(path, os.R_OK):
+            message = f"{p.name}: stdin_file {p.stdin_file!r} is not a readable regular file"
+        elif path.stat().st_size > MAX_STDIN:
+            message = f"{p.name}: stdin_file {p.stdin_file!r} has {path.stat().st_size} bytes, more than {MAX_STDIN}"
+        else:
+            continue
+        yield ctx.problem(("partition", i, "stdin_file"), "stdin_file_missing", message)
 
 
 # -- time ----------------------------------------------------------------------

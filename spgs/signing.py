@@ -12,7 +12,9 @@ image the description names and writes, under ``signed/``:
   files, or an older one, does not boot;
 * ``keys/KEY.pub``, the signer's public key (never the private one);
 * the description itself, rewritten to name those signed images, to trust
-  that key and to boot with ``secure_boot = "enforce"``, and signed;
+  that key and to boot with ``secure_boot = "enforce"``, and signed (a full
+  partition's kernel is signed in its kernel slot like any kernel, and its
+  ``stdin_file`` is inlined as ``stdin``, so the signature covers it);
 * ``golden.json``: the digests measured boot must record for each
   partition (config, kernel image, each app), for ``spk verify-quote``.
 
@@ -110,6 +112,16 @@ def sign_system(
         section["apps"] = [
             place(p.name, minimum, "app", ref, data) for ref, (_label, data) in zip(p.config.apps, apps, strict=True)
         ]
+        if p.config.stdin_file is not None and p.stdin is not None:
+            # A full partition's COM1 input, inlined: the signed description (measured as CONFIG) then covers it.
+            try:
+                section["stdin"] = p.stdin.decode()
+            except UnicodeDecodeError:
+                raise TrustError(
+                    f"partition {p.name}: stdin_file {p.config.stdin_file!r} is not UTF-8: it cannot be inlined "
+                    "into the signed description (give it as stdin, or as UTF-8 text)"
+                ) from None
+            section.pop("stdin_file")
         if p.config.command:  # the packed rootfs, signed for slot PARTITION/app/rootfs; host files are in it now
             section["rootfs"] = place(p.name, minimum, "app", "rootfs", dict(p.apps)["rootfs"])
             section.pop("files", None)

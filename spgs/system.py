@@ -20,13 +20,16 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, Protocol
 
+from spgs.cbuild import BuildError
 from spgs.config import ConfigError, LoadedConfig, PartitionConfig, Problem, SystemDescription
 from spgs.elfimage import symbols_of
+from spgs.fullvirt import COM1, kernel_problem, serial_base, stdin_of
 from spgs.images import build, is_path
 from spgs.rootfs import partition_modules, rootfs_verdict
 from spgs.rules import RING0_RESERVED, effective_windows
 from spgs.trust import Slot, Verdict, sha256, trusted_keys, verify_image
 from spk import (
+    DebugError,
     DebugSession,
     DebugStop,
     ImageError,
@@ -81,6 +84,13 @@ class PartitionPlan:
     config: PartitionConfig
     #: secure-boot verdicts of the partition's images (kernel first); empty when off
     verdicts: list[Verdict] = field(default_factory=list)
+    #: a full partition's COM1 input (``stdin`` or ``stdin_file``), read once when planned
+    stdin: bytes | None = None
+
+    @property
+    def full(self) -> bool:
+        """A full-virtualization partition (an unmodified PC kernel)?"""
+        return self.config.full
 
     @property
     def refusals(self) -> list[Verdict]:
@@ -105,6 +115,18 @@ class SystemReport:
     refused: list[RefusedPartition] = field(default_factory=list)
     usage: dict[str, Usage] = field(default_factory=dict)
     declared: list[str] = field(default_factory=list)
+    #: how each partition is virtualized, by name: "para", "full (nested)" or "full (shadow)"
+    virtualization: dict[str, str] = field(default_factory=dict)
+
+
+def kernel_kind(p: PartitionConfig) -> str:
+    """How a partition's kernel is built: "pc" for a full partition (a bare PC kernel), else "kernel"."""
+    return "pc" if p.full else "kernel"
+
+
+def virtualization_label(p: PartitionConfig) -> str:
+    """``para``, or ``full (nested)`` / ``full (shadow)``: what the summary shows."""
+    return f"full ({p.effective_mmu})" if p.full else "para"
 
 
 def image_label(ref: str) -> str:
@@ -140,6 +162,12 @@ def image_problems(
     for i, p in enumerate(config.description.partition):
         if p.name in skip:
             continue
+        if p.full:  # an unmodified PC kernel: ring 0's full-partition loader's rules, checked here first
+            found = kernel_problem(images[("pc", p.image)], p.memory)
+            if found is not None:
+                problem(i, ("image",) if found[0] == "full_kernel_elf" else ("memory",), found[0],
+                        f"{p.name}: kernel {p.image!r}: {found[1]}")  # fmt: skip
+            continue
         kernel: LoadImage | None = None
         try:
             kernel = load_image(images[("kernel", p.image)])
@@ -163,14 +191,24 @@ def image_problems(
 def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | None = None) -> list[PartitionPlan]:
     """Build every image the description names and check it against secure boot.
 
-    ``secure_boot`` overrides ``[trust].secure_boot``. Errors: ConfigError
+    ``secure_boot`` overrides ``[trust].secure_boot``. A full partition's
+    kernel is built as a bare PC kernel (kind ``pc``). Errors: ConfigError
     (every problem of :func:`image_problems`), ImageNotFound,
-    AssemblyError, BuildError, TrustError (an unreadable trusted key).
+    AssemblyError, BuildError (for a full partition's kernel, naming the
+    partition), TrustError (an unreadable trusted key).
     """
     desc = config.description
-    wanted = [("kernel", p.image) for p in desc.partition]
+    wanted = [("kernel", p.image) for p in desc.partition if not p.full]
     wanted += [("app", a) for p in desc.partition for a in p.apps]
     images = build(wanted, config.path.parent)
+    for p in desc.partition:
+        if p.full:  # one at a time: a build error names the full partition whose kernel it is
+            try:
+                images.update(build([("pc", p.image)], config.path.parent))
+            except BuildError as exc:
+                raise BuildError(f"{exc}\n(partition {p.name} is virtualization = \"full\": its kernel {p.image!r} "
+                                 "is built as a bare PC kernel, kind pc, and brings its own start-up code: "
+                                 "docs/fullvirt.md)") from None  # fmt: skip
     linux, linux_problems = partition_modules(config)
     if linux_problems:
         raise ConfigError(linux_problems)
@@ -185,7 +223,9 @@ def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | 
         verdict = verify_image(
             config.path.parent / ref, trusted, when, slot=slot, min_security_version=p.min_security_version
         )
-        if verdict.ok and verdict.digest != sha256(images[(kind, ref)]):
+        # A full partition's kernel is signed in the kernel slot like any kernel; it was built as kind pc.
+        built = kernel_kind(p) if kind == "kernel" else kind
+        if verdict.ok and verdict.digest != sha256(images[(built, ref)]):
             return Verdict(ref, False, "tampered", "changed between verification and loading")
         return verdict
 
@@ -203,17 +243,25 @@ def plan(config: LoadedConfig, *, secure_boot: str | None = None, today: date | 
         raise ConfigError(problems)
 
     plans = []
-    for p in desc.partition:
+    for i, p in enumerate(desc.partition):
         verdicts = verdicts_of[p.name]
+        try:
+            stdin = stdin_of(p, config.path.parent)
+        except OSError as exc:  # it was there when the rules ran
+            line = config.lines.find(("partition", str(i), "stdin_file"))
+            problem = Problem(str(config.path), line, f"partition.{i}.stdin_file", "stdin_file_missing",
+                              f"{p.name}: stdin_file {p.stdin_file!r}: {exc.strerror or exc}")  # fmt: skip
+            raise ConfigError([problem]) from None
         plans.append(
             PartitionPlan(
                 name=p.name,
                 kernel_label=image_label(p.image),
-                kernel=images[("kernel", p.image)],
+                kernel=images[(kernel_kind(p), p.image)],
                 apps=[(image_label(a), images[("app", a)]) for a in p.apps] + linux.get(p.name, []),
                 quota_frames=p.memory // PAGE_SIZE,
                 config=p,
                 verdicts=verdicts,
+                stdin=stdin if p.full else None,  # a Linux partition's stdin is one of its modules
             )
         )
     return plans
@@ -327,13 +375,18 @@ class System:
     def attach_debugger(self, name: str, debugger: Debugger) -> None:
         """Debug partition ``name``: it stops before its first instruction.
 
-        Errors: ValueError when no partition of that name is running.
+        Errors: ValueError when no partition of that name is running, or
+        ring 0 refuses to debug it (a full-virtualization partition).
         """
         pid = self.pid_of(name)
         if pid is None:
             known = ", ".join(p.name for p in self.plans)
             raise ValueError(f"no running partition {name!r} to debug (partitions: {known})")
-        self._debugger = (name, debugger, self.machine.debug_attach(pid))
+        try:
+            session = self.machine.debug_attach(pid)
+        except DebugError as exc:  # not a bug of the caller's: say why, by the partition's name
+            raise ValueError(f"{name}: {exc}".replace(f"partition {pid} is", "it is")) from None
+        self._debugger = (name, debugger, session)
 
     def _debug_stops(self, pid: int, end: int, outcome: RunOutcome) -> RunOutcome:
         """Serve the debugger while ``pid`` is stopped; returns the run's outcome once it is not.
@@ -381,20 +434,54 @@ class System:
 
     def _start(self, p: PartitionPlan) -> None:
         index = self.plans.index(p)
+        if p.full:
+            self.pids[p.name] = self.machine.create_full_partition(
+                p.name, p.kernel, p.quota_frames, mmu=p.config.effective_mmu, frame_hint=self.hints[index],
+                exact_placement=p.config.address is not None, kernel_name=p.kernel_label,
+                config_digest=self.config.digest, pid=self.pids.get(p.name),
+            )  # fmt: skip
+            self._feed_stdin(p)
+            return
         self.pids[p.name] = self.machine.create_partition(
             p.name, p.kernel, p.apps, p.quota_frames, frame_hint=self.hints[index],
             exact_placement=p.config.address is not None, kernel_name=p.kernel_label,
             config_digest=self.config.digest, pid=self.pids.get(p.name), may_manage=p.config.role == "system",
         )  # fmt: skip
 
+    def _feed_stdin(self, p: PartitionPlan) -> None:
+        """A full partition's ``stdin``, into its COM1's receive buffer (at boot and after a restart)."""
+        if p.stdin:
+            self.machine.serial_input(self.pids[p.name], COM1, p.stdin)
+
     def _attach_ports(self, p: PartitionPlan) -> None:
+        """Wire the partition's channel ends: PV ports by name, a full partition's as serial cables (UARTs)."""
         pid = self.pids[p.name]
+        serial = {port.name: port.serial for port in p.config.ports}
         for ch in self.config.description.channel:
             ends = [(ch.source, "source")] + [(d, "destination") for d in ch.destinations]
             for ref, direction in ends:
                 part, _, port = ref.partition(".")
-                if part == p.name:
+                if part != p.name:
+                    continue
+                line = serial.get(port)
+                if p.full and line is not None:  # the rules make every port of a full partition name one
+                    self.machine.attach_serial(pid, serial_base(line), self.channel_ids[ch.name], direction)
+                else:
                     self.machine.attach_port(pid, port, self.channel_ids[ch.name], direction)
+
+    def _restart(self, pid: int, plan: PartitionPlan, *, warm: bool) -> None:
+        """Restart a partition from its images on its own quota (health monitor, management).
+
+        A full partition is re-created by ring 0 from its kernel ELF (always
+        cold: the rules allow no warm restart) and gets its COM1 input again.
+        Errors: ImageError (the partition is left as it was).
+        """
+        self.machine.reset_partition(
+            pid, plan.kernel, [] if plan.full else plan.apps, warm=warm and not plan.full,
+            kernel_name=plan.kernel_label, config_digest=self.config.digest,
+        )  # fmt: skip
+        if plan.full:
+            self._feed_stdin(plan)
 
     def config_of(self, name: str) -> PartitionConfig:
         """A partition's configuration, by name. Errors: KeyError for a name the description lacks."""
@@ -527,10 +614,7 @@ class System:
         if action == "halt":
             self.machine.stop_partition(pid)
         elif action in ("cold_restart", "warm_restart"):
-            self.machine.reset_partition(
-                pid, plan.kernel, plan.apps, warm=action == "warm_restart", kernel_name=plan.kernel_label,
-                config_digest=self.config.digest,
-            )  # fmt: skip
+            self._restart(pid, plan, warm=action == "warm_restart")
         elif action == "propagate":
             self.machine.propagate(pid, event)
 
@@ -550,7 +634,8 @@ class System:
         ``done`` or ``ignored: why`` (nothing changed); either way it is
         traced as a ``management`` event. ``warm`` makes RESTART keep the
         measurements and the kernel's data area (as the health monitor's
-        warm_restart does). Errors: ImageError from a restart or start with
+        warm_restart does); a full partition restarts cold (its trace event
+        says ``mode: cold``). Errors: ImageError from a restart or start with
         a bad image (the partition is left as it was).
         """
         machine = self.machine
@@ -575,18 +660,14 @@ class System:
         elif op is PartOp.HALT:
             machine.stop_partition(target)
         elif op is PartOp.RESTART:
-            plan = self._plan(name)
-            machine.reset_partition(
-                target, plan.kernel, plan.apps, warm=warm, kernel_name=plan.kernel_label,
-                config_digest=self.config.digest,
-            )  # fmt: skip
+            self._restart(target, self._plan(name), warm=warm)
         elif op is PartOp.DESTROY:
             machine.destroy_partition(target)
         elif op is PartOp.MIGRATE:
             outcome = self.migrator(name) if self.migrator is not None else "ignored: no other host"
         args = {"requester": requester, "op": op.name.lower(), "outcome": outcome}
-        if warm and op is PartOp.RESTART:
-            args["mode"] = "warm"
+        if warm and op is PartOp.RESTART:  # a full partition restarts cold whatever is asked: say so
+            args["mode"] = "cold" if name in self._plan_of and self._plan_of[name].full else "warm"
         self._listener(MachineEvent(machine.now, name, "management", args))
         return outcome
 
@@ -625,8 +706,11 @@ class System:
 
     def report(self, frames: int) -> SystemReport:
         infos = [self.machine.info(pid) for pid in sorted(self.machine.partitions)]
+        # How each partition is virtualized: ring 0's word for a running one, the description's for the rest.
+        kinds = {p.name: virtualization_label(p.config) for p in self.plans}
+        kinds |= {i.name: f"full ({i.mmu})" if i.virtualization == "full" else "para" for i in infos}
         return SystemReport(self.machine.now, frames, infos, list(self.refused), dict(self.usage),
-                            sorted(name for pid, name in self.machine.declared.items()))  # fmt: skip
+                            sorted(name for pid, name in self.machine.declared.items()), kinds)  # fmt: skip
 
 
 def run_bound(description: SystemDescription, *, seed: int | None, max_ticks: int | None) -> int:

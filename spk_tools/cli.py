@@ -182,25 +182,33 @@ def _summary(report: SystemReport, name: str) -> Table:
         f"{name}: virtual time {plural(report.end_time, 'tick')}, {plural(report.major_frames, 'major frame')}"
     )
     table = Table(title=title)
-    columns = ("partition", "state", "ticks", "hypercalls", "syscalls", "faults", "window use", "overruns",
-               "restarts", "frames used")  # fmt: skip
+    # A system with a full partition says how each partition is virtualized (and with which MMU).
+    kinds = report.virtualization if any(v != "para" for v in report.virtualization.values()) else {}
+    columns = ("partition", *(("virtualization",) if kinds else ()), "state", "ticks", "hypercalls", "syscalls",
+               "faults", "window use", "overruns", "restarts", "frames used")  # fmt: skip
     for column in columns:
-        table.add_column(column, justify="left" if column in ("partition", "state") else "right")
-    blank = ["-"] * (len(columns) - 2)
+        table.add_column(column, justify="left" if column in ("partition", "virtualization", "state") else "right")
+    blank = ["-"] * (len(columns) - 2 - bool(kinds))
+
+    def lead(name: str) -> list[str]:
+        return [name, kinds.get(name, "-")] if kinds else [name]
+
     for refused in report.refused:
-        table.add_row(refused.name, Text("refused by secure boot"), *blank)
+        table.add_row(*lead(refused.name), Text("refused by secure boot"), *blank)
     for declared in report.declared:
-        table.add_row(declared, Text("declared, not running"), *blank)
+        table.add_row(*lead(declared), Text("declared, not running"), *blank)
     for info in report.partitions:
         c = info.counters
         state = info.state if info.exit_code is None else f"{info.state} ({info.exit_code})"
         if info.fault is not None and info.state in ("faulted", "stopped"):
             state = f"{info.state}: {info.fault.kind}"
         usage = report.usage.get(info.name)
+        # A full partition's kernel makes no hypercall and takes its apps' system calls itself: not counted.
+        calls = ["-", "-"] if info.virtualization == "full" else [f"{c.hypercalls:,}", f"{c.syscalls:,}"]
         table.add_row(
-            info.name, Text(state), f"{c.instructions:,}", f"{c.hypercalls:,}", f"{c.syscalls:,}", f"{c.faults:,}",
-            f"{usage.use:.0%}" if usage else "-", f"{usage.overruns:,}" if usage else "-", str(info.restarts),
-            f"{info.frames_in_use}/{info.quota_frames}",
+            *lead(info.name), Text(state), f"{c.instructions:,}", *calls, f"{c.faults:,}",
+            f"{usage.use:.0%}" if usage else "-", f"{usage.overruns:,}" if usage else "-",
+            str(info.restarts), f"{info.frames_in_use}/{info.quota_frames}",
         )  # fmt: skip
     return table
 

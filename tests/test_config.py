@@ -88,9 +88,11 @@ def test_defaults_when_only_name_and_image_given(tmp_path: Path) -> None:
     )  # fmt: skip
     assert part.health.model_dump() == {
         "memory_violation": "halt", "illegal_instruction": "halt", "privileged_instruction": "halt",
-        "unexpected_trap": "halt", "internal_error": "halt", "overrun": "ignore", "guest_error": "log",
-        "restart_limit": 3,
+        "unexpected_trap": "halt", "internal_error": "halt", "triple_fault": "halt", "kernel_panic": "halt",
+        "cpl0_tripwire": "halt", "machine_check": "halt", "unsupported": "halt", "overrun": "ignore",
+        "guest_error": "log", "restart_limit": 3,
     }  # fmt: skip
+    assert (part.virtualization, part.mmu, part.stdin_file) == ("para", None, None)
     assert desc.channel == []
     assert desc.trust.model_dump() == {"secure_boot": "off", "keys": [], "reference_date": None}
 

@@ -70,9 +70,10 @@ FIELD_RULES = [
 
 
 def test_every_rule_has_a_negative_test() -> None:
+    import tests.test_fullvirt_config  # the full partition's rules have their negative tests there
     import tests.test_linux_config  # the Linux partition's rules have their negative tests there
 
-    tests = set(globals()) | set(vars(tests.test_linux_config))
+    tests = set(globals()) | set(vars(tests.test_linux_config)) | set(vars(tests.test_fullvirt_config))
     missing = [f.__name__ for f in RULES if f"test_{f.__name__}_rejected" not in tests]
     missing += [name for name in FIELD_RULES if f"test_{name}_rejected" not in tests]
     assert not missing
