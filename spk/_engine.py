@@ -650,6 +650,9 @@ class Engine:
         waiting, clock.irq_wait = clock.irq_wait, 0
         self._stop_requested = False
         start = self._run_begin(length, 0)
+        # A longer block translated at rip by a normal run would be refused by this budget
+        # and nothing would run (found by the shadow helper): translate the step afresh.
+        self._remove_cache(rip, rip + 1)
         ended = self._run_step(rip, until)
         self._remove_cache(until, until + 1)
         if ended & _RUN_SENSITIVE and not self._stop_requested:
@@ -662,9 +665,15 @@ class Engine:
         return [(int(begin), int(end)) for begin, end, _perms in self._uc.mem_regions()]
 
     def retire(self, length: int) -> None:
-        """Count ``length`` bytes of an instruction ring 0 emulated as retired (virtual time)."""
+        """Charge ``length`` ticks ring 0 spent for the guest (an emulated instruction, an exit).
+
+        Charged up to the run's end at most: a run never passes its budget
+        (the window it was given), whatever ring 0 did inside it.
+        """
         if self._exact:
-            self._clock.counter += length
+            clock = self._clock
+            counter = int(clock.counter)
+            clock.counter = min(counter + length, max(counter, int(clock.limit)))
 
     def set_irq_wait(self, waiting: bool) -> None:
         """Full partitions: stop the next run before the first block with IF set (an interrupt waits)."""

@@ -233,6 +233,10 @@ class FullPartitions:
             found = sorted(machine.engine.regions())
             if found != expected:
                 raise InternalError(f"{machine.part.name}: its engine maps {found}, not only its memory {expected}")
+            audit = getattr(machine.mmu, "audit", None)
+            problems = audit() if audit is not None else []  # a shadow MMU: leaves inside the quota, tables read-only
+            if problems:
+                raise InternalError(f"{machine.part.name}: shadow tables: {'; '.join(problems[:3])}")
             first, count = machine.part.first_frame, machine.part.quota
             owned = self.frames.owned(pid)
             if owned != list(range(first, first + count)):

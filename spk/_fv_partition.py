@@ -435,7 +435,8 @@ class FullMachine:
                 self._fault(FullStop("internal_error", f"engine: {result.engine_error}"))
                 return "fault", now, 0
             if vcpu.pending_fault is not None and vcpu.stop is None:
-                now += self._page_fault(progress=result.elapsed > EXIT_TICKS)
+                cost = self._page_fault(progress=result.elapsed > EXIT_TICKS)
+                now = min(now + cost, max(now, until))  # ring 0's work is charged up to the window's end
             if engine.fv_stop == "tripwire" and not vcpu.repair_null_ss():
                 self._fault(FullStop("cpl0_tripwire", f"the vCPU reached real CPL 0 at {vcpu.rip:#x}"))
                 return "fault", now, 0

@@ -410,6 +410,33 @@ def test_a_write_to_a_known_table_takes_the_short_path() -> None:
     m.check()
 
 
+def test_the_short_path_still_honours_the_upper_levels_and_heals_when_a_frame_is_no_table() -> None:
+    m = Machine()
+    root = kernel(m)
+    table = m.new_table()  # a page table the guest also maps as data, dirty, under a read-only PDE
+    m.map(root, USER_VA, table, USER | PTE_A | PTE_D)
+    pde_slot = walk_guest(m.mem, root, USER_VA, 0, wp=True, nxe=False, set_ad=False).entries[2][0]
+    m.mem.write_u64(pde_slot, m.mem.read_u64(pde_slot) & ~PTE_W)
+    m.mem.write_u64(table, 0x30_0000 | USER)
+    second_pde = pde_slot + 8  # the next PDE names `table` as the page table of the next 2 MiB
+    m.mem.write_u64(second_pde, table | USER)
+    m.load_cr3(root)
+    assert m.checked_access(USER_VA + (1 << 21), ACCESS_USER) == 0x30_0000  # `table` is now a table
+    assert m.checked_access(USER_VA, ACCESS_USER) == table
+    for access in (ACCESS_USER | ACCESS_WRITE, ACCESS_WRITE):
+        assert m.checked_access(USER_VA, access, 1) == PF_PRESENT | PF_WRITE | (access & ACCESS_USER)
+    # Once no shadow uses it any more, it is ordinary memory again: the next write heals the leaf.
+    m.checked_access(second_pde, ACCESS_WRITE, 0)
+    assert table not in m.table_frames()
+    m.mem.write_u64(pde_slot, m.mem.read_u64(pde_slot) | PTE_W)
+    m.mmu.guest_written(pde_slot, 8)
+    assert m.checked_access(USER_VA, ACCESS_USER | ACCESS_WRITE, 2) == table
+    faults = counts(m)["page_faults"]
+    assert m.checked_access(USER_VA + 8, ACCESS_USER | ACCESS_WRITE, 3) == table + 8
+    assert counts(m)["page_faults"] == faults
+    m.check()
+
+
 def test_a_fault_that_keeps_coming_with_nothing_to_fill_is_a_bug_reported() -> None:
     m = Machine()
     root = kernel(m)
