@@ -32,15 +32,17 @@ run is reported as not contained, with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spgs.config import load
 from spk import InternalError
 from spk_review.adversarial_attacks import CLASSES, AttackClass, Fact
+from spk_review.adversarial_full import FULL_CLASSES, FullAttack
 from spk_review.adversarial_lab import STAND_IN, AttackerSpec, Lab, Run, Snapshot, nonzero_free_frames
 
-__all__ = ["AttackResult", "class_ids", "run_suite"]
+__all__ = ["AttackResult", "class_ids", "full_class_ids", "run_suite"]
 
 
 @dataclass(frozen=True)
@@ -55,31 +57,49 @@ class AttackResult:
 
 
 def class_ids() -> list[str]:
-    """The stable ids of every attack class, in the order the suite runs them."""
+    """The stable ids of every attack class run against any system, in the order the suite runs them."""
     return [c.attack_class for c in CLASSES]
+
+
+def full_class_ids() -> list[str]:
+    """The ids of the full-partition attack classes, run after the others when the system has a full partition."""
+    return [c.attack_class for c in FULL_CLASSES]
 
 
 def run_suite(config_path: Path, *, seed: int | None = None, only: Collection[str] | None = None) -> list[AttackResult]:
     """Run every attack class (or those in ``only``) against the system at ``config_path``.
 
+    The full-partition classes (:data:`spk_review.adversarial_full.FULL_CLASSES`)
+    run, after the others, when the description has a full partition: their
+    attacker takes that partition's shape, in a lab and baseline of their own.
     ``seed`` overrides ``[system].seed`` (where partitions sit in RAM).
-    Errors: ConfigError, ImageNotFound, AssemblyError (the configuration or
-    an image); ValueError for an unknown class in ``only``; InternalError
-    when the baseline run breaks ring 0's invariants.
+    Errors: ConfigError, ImageNotFound, AssemblyError, BuildError (the
+    configuration or an image); ValueError for an unknown class in
+    ``only``; InternalError when a baseline run breaks ring 0's invariants.
     """
-    chosen = [c for c in CLASSES if only is None or c.attack_class in only]
-    unknown = set(only or ()) - set(class_ids())
+    unknown = set(only or ()) - set(class_ids()) - set(full_class_ids())
     if unknown:
         raise ValueError(f"unknown attack classes: {', '.join(sorted(unknown))}")
-    lab = Lab(config_path, [c.spec for c in chosen], seed=seed)
-    frames = max((c.spec.frames for c in chosen), default=1)
+    chosen = [c for c in CLASSES if only is None or c.attack_class in only]
+    results = []
+    if chosen or only is None:
+        results += _run_group(Lab(config_path, [c.spec for c in chosen], seed=seed), chosen)
+    full = [c for c in FULL_CLASSES if only is None or c.attack_class in only]
+    if full and any(p.full for p in load(config_path).description.partition):
+        results += _run_group(Lab(config_path, [c.spec for c in full], seed=seed, full=True), full)
+    return results
+
+
+def _run_group(lab: Lab, attacks: Sequence[AttackClass | FullAttack]) -> list[AttackResult]:
+    """A baseline run, then each attack against it."""
+    frames = max((c.spec.frames for c in attacks), default=1)
     baseline = lab.run(AttackerSpec(STAND_IN), frames, every_frame=True)
     if baseline.invariant_error is not None:
         raise InternalError(f"the baseline run (no attacker) broke ring 0's invariants {baseline.invariant_error}")
-    return [_attack(lab, baseline, c) for c in chosen]
+    return [_attack(lab, baseline, c) for c in attacks]
 
 
-def _attack(lab: Lab, baseline: Run, attack: AttackClass) -> AttackResult:
+def _attack(lab: Lab, baseline: Run, attack: AttackClass | FullAttack) -> AttackResult:
     """Run one attack and judge it; a host error is a result too (not contained)."""
     try:
         run = lab.run(attack.spec, attack.spec.frames)
@@ -124,7 +144,8 @@ def _invariants(run: Run) -> Fact:
     return (
         True,
         f"ring 0's invariants held after each of {frames} major frames (every mapping owned, "
-        "map counts recounted from the page tables, no page table writable)",
+        "map counts recounted from the page tables, no page table writable, each full partition's engine "
+        "maps its memory and nothing else)",
     )
 
 

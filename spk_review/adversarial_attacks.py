@@ -180,18 +180,28 @@ def frames_of(machine: Machine, owner: int, kind: str) -> list[int]:
     return [mfn for mfn, f in enumerate(machine.frames.entries) if f.owner == owner and f.type.value == kind]
 
 
+def victim_frames(machine: Machine, victim: int) -> list[int]:
+    """A partition's first data and page-table frames; a full partition's first frame (its guest-physical 0).
+
+    A full partition's memory is one run of frames ring 0 granted it whole
+    (type pool in the frame table): its guest's code, data and own page tables.
+    """
+    frames = frames_of(machine, victim, "data")[:1] + frames_of(machine, victim, "page_table")[:1]
+    return frames or machine.frames.owned(victim)[:1]
+
+
 def first_victim_frame(machine: Machine, attacker: int) -> int:
-    """The lowest data frame of the first other partition."""
+    """The lowest data frame of the first other partition (the first frame of a full one)."""
     other = min(pid for pid in machine.partitions if pid != attacker)
-    return frames_of(machine, other, "data")[0]
+    return victim_frames(machine, other)[0]
 
 
 def foreign_targets(machine: Machine, attacker: int) -> list[int]:
-    """Other partitions' first data and page-table frames, free RAM, frames past RAM."""
+    """Other partitions' first data and page-table frames (a full one's first frame), free RAM, frames past RAM."""
     targets: list[int] = []
     for pid in sorted(machine.partitions):
         if pid != attacker and len(targets) < MAX_TARGETS - 4:
-            targets += frames_of(machine, pid, "data")[:1] + frames_of(machine, pid, "page_table")[:1]
+            targets += victim_frames(machine, pid)
     free = [mfn for mfn, f in enumerate(machine.frames.entries) if f.type.value == "free"]
     targets += free[:1] + free[-1:]
     return [*targets, len(machine.frames.entries), 1 << 40]

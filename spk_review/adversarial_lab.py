@@ -13,9 +13,10 @@ unchanged, free RAM must stay zero, and ring 0's invariants must hold after
 every major frame.
 
 Placing the attacker (written down in :attr:`Lab.placement` for the evidence):
-its shape is copied from the configuration's first ``guest`` partition (the
-*template*: memory quota, window length, health table when an attack asks
-for the configured policy); its window is appended to the major frame (the
+its shape is copied from the configuration's first paravirtual ``guest``
+partition, or with ``full=True`` its first full one (the *template*: memory
+quota, window length, health table when an attack asks for the configured
+policy; a full attacker runs under the template's ``mmu``); its window is appended to the major frame (the
 frame grows by that window; the configured windows keep their offsets); RAM
 grows when the quotas would not fit; secure boot is not applied to it (the
 suite assumes the worst case, a malicious image that is signed). An attack
@@ -56,7 +57,7 @@ from spgs.config import (
     load,
 )
 from spgs.images import build
-from spgs.rules import RING0_RESERVED, explicit, major_frame
+from spgs.rules import FULL_MIN_QUOTA, RING0_RESERVED, explicit, major_frame
 from spgs.system import PartitionPlan, System, image_label, plan
 from spk import InternalError, Machine, MachineEvent
 from spk.abi import KERNEL_DATA_VADDR, PAGE_SIZE
@@ -102,10 +103,18 @@ class AttackerSpec:
     kernel: str
     apps: tuple[str, ...] = ()
     health: str = "halt"
+    #: what a full partition's COM1 receives first
+    stdin: str | None = None
     loop_channel: bool = False
     instrument: bool = False
     frames: int = 3
     params: Callable[[Machine, int, Lab], bytes] | None = None
+    full: bool = False  #: a full partition: ``kernel`` is a bundled PC kernel, ``stdin`` its COM1 input
+
+    @property
+    def kind(self) -> str:
+        """The image kind of its kernel (spgs.images): "pc" for a full partition."""
+        return "pc" if self.full else "kernel"
 
 
 @dataclass(frozen=True)
@@ -170,18 +179,21 @@ class Lab:
     Errors: ConfigError, ImageNotFound, AssemblyError, TrustError.
     """
 
-    def __init__(self, config_path: Path, specs: list[AttackerSpec], *, seed: int | None = None) -> None:
+    def __init__(
+        self, config_path: Path, specs: list[AttackerSpec], *, seed: int | None = None, full: bool = False
+    ) -> None:
         config = load(config_path)
         if seed is not None:
             system = config.description.system.model_copy(update={"seed": seed})
             config = dataclasses.replace(config, description=config.description.model_copy(update={"system": system}))
         self.config = config
         desc = config.description
-        self.template = next((p for p in desc.partition if p.role == "guest" and p.boot), desc.partition[0])
+        guests = [p for p in desc.partition if p.role == "guest" and p.boot and p.full == full]
+        self.template = guests[0] if guests else desc.partition[0]
         self.victims = [p.name for p in desc.partition if p.role == "guest"]
         self.observers = [p.name for p in desc.partition if p.role == "system"]
         self.plans = plan(config)
-        wanted = [("kernel", STAND_IN)] + [("kernel", s.kernel) for s in specs]
+        wanted = [("kernel", STAND_IN)] + [(s.kind, s.kernel) for s in specs]
         wanted += [("app", a) for s in specs for a in s.apps]
         self.images = build(wanted, config_path.parent)
         needed = max(self._frames_needed(s) for s in specs) if specs else 0
@@ -189,7 +201,13 @@ class Lab:
 
     # -- placing the attacker -------------------------------------------------
     def _frames_needed(self, spec: AttackerSpec) -> int:
-        """Frames an attacker needs to boot, plus room for what it allocates (FRAME_SLACK)."""
+        """Frames an attacker needs to boot, plus room for what it allocates (FRAME_SLACK).
+
+        A full partition's quota is at least what ring 1's rules ask of one
+        (its kernel's 4 MiB and ring 0's boot tables).
+        """
+        if spec.full:
+            return FULL_MIN_QUOTA // PAGE_SIZE
         apps = [len(self.images[("app", a)]) for a in spec.apps]
         return Machine.frames_to_boot(len(self.images[("kernel", spec.kernel)]), apps) + FRAME_SLACK
 
@@ -232,6 +250,11 @@ class Lab:
         if spec.loop_channel:
             ports = [PortConfig(name=LOOP_SOURCE, direction="source"),
                      PortConfig(name=LOOP_DESTINATION, direction="destination")]  # fmt: skip
+        if spec.full:  # a full partition: the template's MMU, its COM1 input, no apps, no port
+            return PartitionConfig(
+                name=self.placement.name, image=spec.kernel, virtualization="full", mmu=self.template.mmu,
+                stdin=spec.stdin, memory=self.placement.quota, health=self._health(spec.health), **self._shape,
+            )  # fmt: skip
         return PartitionConfig(
             name=self.placement.name, image=spec.kernel, apps=list(spec.apps), memory=self.placement.quota,
             ports=ports, health=self._health(spec.health), **self._shape,
@@ -264,8 +287,9 @@ class Lab:
     def _plan(self, spec: AttackerSpec, config: PartitionConfig) -> PartitionPlan:
         apps = [(image_label(a), self.images[("app", a)]) for a in spec.apps]
         return PartitionPlan(
-            name=config.name, kernel_label=image_label(spec.kernel), kernel=self.images[("kernel", spec.kernel)],
+            name=config.name, kernel_label=image_label(spec.kernel), kernel=self.images[(spec.kind, spec.kernel)],
             apps=apps, quota_frames=config.memory // PAGE_SIZE, config=config,
+            stdin=spec.stdin.encode() if spec.stdin is not None else None,
         )  # fmt: skip
 
     # -- running ------------------------------------------------------------------

@@ -24,7 +24,15 @@ from spgs.config import LoadedConfig
 from spgs.system import System, SystemReport, load_and_plan, run_bound
 from spgs.trust import load_seed
 from spk import MachineEvent
-from spk_review.model import FAULT_SITES_KEPT, FaultSite, PartitionFacts, PortFacts, SystemFacts
+from spk_review.fullvirt import full_partition_facts, full_pids, serial_cables
+from spk_review.model import (
+    FAULT_SITES_KEPT,
+    FaultSite,
+    FullPartitionFacts,
+    PartitionFacts,
+    PortFacts,
+    SystemFacts,
+)
 
 #: Bytes of an Ed25519 seed (a platform key).
 SEED_BYTES = 32
@@ -92,27 +100,59 @@ def _status(booted: Booted, name: str) -> str:
     return "declared, not running"
 
 
+def serial_ports(booted: Booted) -> dict[str, dict[str, str]]:
+    """Per running full partition, the UART (``COM2``..) ring 0 wired to each of its configured ports.
+
+    Read from ring 0's cables (``Machine.full_state``): a cable is matched to
+    the configured port by its channel and direction.
+    """
+    system, desc = booted.system, booted.config.description
+    machine = system.machine
+    ends = {end: ch.name for ch in desc.channel for end in (ch.source, *ch.destinations)}
+    out: dict[str, dict[str, str]] = {}
+    for plan in system.plans:
+        pid = system.pid_of(plan.name)
+        if pid is None or machine.info(pid).virtualization != "full":
+            continue
+        cables = {(c.channel, c.direction): c.uart for c in serial_cables(
+            machine.full_state(pid), {cid: name for name, cid in system.channel_ids.items()}, {})}  # fmt: skip
+        found = {}
+        for port in plan.config.ports:
+            channel = ends.get(f"{plan.name}.{port.name}")
+            if channel is not None and (channel, port.direction) in cables:
+                found[port.name] = cables[(channel, port.direction)]
+        out[plan.name] = found
+    return out
+
+
 def system_facts(booted: Booted) -> SystemFacts:
     """The description's partitions with what ring 0 and ring 1 report after the run."""
     system, desc = booted.system, booted.config.description
     machine = system.machine
     ends = {end: ch.name for ch in desc.channel for end in (ch.source, *ch.destinations)}
+    serial = serial_ports(booted)
     parts = []
     for plan in system.plans:
         cfg = plan.config
         pid = system.pid_of(plan.name)
-        p = machine.partitions[pid] if pid is not None else None
+        info = machine.info(pid) if pid is not None else None
+        full = info.virtualization == "full" if info is not None else cfg.full
+        p = machine.partitions[pid] if pid is not None and not full else None
         opened = {port.name for port in p.open_ports} if p is not None else set()
+        uarts = serial.get(plan.name, {})
         ports = [
             PortFacts(name=port.name, direction=port.direction, channel=ends.get(f"{plan.name}.{port.name}"),
-                      opened=port.name in opened if p is not None else None)
+                      opened=port.name in opened if p is not None else None, serial=uarts.get(port.name))
             for port in cfg.ports
         ]  # fmt: skip
-        counters = machine.info(pid).counters if pid is not None else None
+        counters = info.counters if info is not None else None
         window_time = sum(d for n, _s, d in system.windows if n == plan.name)
+        mmu = (info.mmu if info is not None else cfg.effective_mmu) if full else None
         parts.append(
             PartitionFacts(
-                name=plan.name, role=cfg.role, boot=cfg.boot, status=_status(booted, plan.name), image=cfg.image,
+                name=plan.name, role=cfg.role, virtualization="full" if full else "para",
+                mmu="shadow" if mmu == "shadow" else ("nested" if full else None), boot=cfg.boot,
+                status=_status(booted, plan.name), image=cfg.image,
                 apps=[label for label, _ in plan.apps], memory=cfg.memory, window_time=window_time,
                 window_share=window_time / system.major_frame if system.major_frame else 0.0,
                 health=cfg.health.model_dump(), health_declared="health" in cfg.model_fields_set, ports=ports,
@@ -130,6 +170,26 @@ def system_facts(booted: Booted) -> SystemFacts:
         seed=desc.system.seed, ran_until=machine.now, major_frame=system.major_frame,
         major_frames=booted.run.major_frames, partitions=parts,
     )  # fmt: skip
+
+
+def channel_names(booted: Booted) -> dict[int, str]:
+    """Ring 0's channel ids, by the description's names."""
+    return {cid: name for name, cid in booted.system.channel_ids.items()}
+
+
+def full_partitions(booted: Booted) -> list[FullPartitionFacts]:
+    """Every running full-virtualization partition: trapped operations, devices, serial cables."""
+    machine = booted.system.machine
+    serial = serial_ports(booted)
+    names = channel_names(booted)
+    out = []
+    for pid in full_pids(machine):
+        name = machine.info(pid).name
+        plan = next((p for p in booted.system.plans if p.name == name), None)
+        directions: dict[str, str] = {port.name: port.direction for port in plan.config.ports} if plan else {}
+        ports = {(uart, directions[port]): port for port, uart in serial.get(name, {}).items()}
+        out.append(full_partition_facts(machine, pid, names, ports))
+    return out
 
 
 def channel_traffic(booted: Booted) -> dict[str, int]:

@@ -19,7 +19,7 @@ docs/review.md lists every rule; a test checks the list against :data:`RULES`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spgs.config import LoadedConfig
 from spgs.trust import signature_path
@@ -29,6 +29,7 @@ from spk_review.model import (
     AttestationFacts,
     Finding,
     FlowFacts,
+    FullPartitionFacts,
     FuzzStats,
     MemoryFacts,
     Severity,
@@ -50,6 +51,7 @@ class Facts:
     attestation: AttestationFacts
     adversarial: AdversarialFacts
     fuzz: FuzzStats | None
+    fullvirt: list[FullPartitionFacts] = field(default_factory=list)
 
     def index(self, partition: str) -> int:
         return next(i for i, p in enumerate(self.config.description.partition) if p.name == partition)
@@ -331,6 +333,21 @@ def multiple_system_partitions(facts: Facts) -> Iterator[Hit]:
 
 
 # -- info ------------------------------------------------------------------------
+@rule("low")
+def serial_cable_dropped(facts: Facts) -> Iterator[Hit]:
+    """A full partition's serial cable dropped messages during the run (a PC's serial line loses them too)."""
+    ports = {p.name: p.ports for p in facts.system.partitions}
+    for full in facts.fullvirt:
+        for cable in full.serial_cables:
+            if cable.dropped:
+                index = next((j for j, q in enumerate(ports.get(full.name, [])) if q.name == cable.port), None)
+                where = ("partition", facts.index(full.name), "ports", index) if index is not None else None
+                yield (f"{full.name}.{cable.port}",
+                       f"{cable.dropped} message(s) the guest wrote to {cable.uart} were dropped: channel "
+                       f"{cable.channel} refused them, or its queues stayed full past the cable's backlog",
+                       where)  # fmt: skip
+
+
 @rule("info")
 def management_observes(facts: Facts) -> Iterator[Hit]:
     """A system partition reads every partition's state and counters (PART_LIST, PART_QUERY) and controls them."""

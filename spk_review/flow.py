@@ -2,7 +2,9 @@
 
 Nodes are the partitions of the description; an edge is a channel from its
 source partition to each destination partition (ring 0 copies messages one
-way, so the edge's direction is the only way data moves), plus one edge per
+way, so the edge's direction is the only way data moves; a full partition's
+end is a serial cable, a UART ring 0 wired to the channel, and the edge is
+the same), plus one edge per
 frame that two partitions could both reach in the booted system (a frame
 mapped by several partitions, or mapped by one and owned by another: the
 writer's data reaches the others). Ring 0 shares no data frame, so on a
@@ -24,7 +26,9 @@ from spk.abi import PAGE_SIZE
 from spk_review.model import FlowEdge, FlowFacts, FlowNode, MemoryFacts
 
 
-def _channel_edges(desc: SystemDescription, sent: dict[str, int]) -> list[FlowEdge]:
+def _channel_edges(
+    desc: SystemDescription, sent: dict[str, int], serial: dict[str, dict[str, str]]
+) -> list[FlowEdge]:
     edges = []
     for ch in desc.channel:
         source, _, source_port = ch.source.partition(".")
@@ -34,6 +38,8 @@ def _channel_edges(desc: SystemDescription, sent: dict[str, int]) -> list[FlowEd
                 FlowEdge(
                     channel=ch.name, kind=ch.kind, source=source, source_port=source_port, destination=destination,
                     destination_port=destination_port, message_size=ch.message_size,
+                    source_serial=serial.get(source, {}).get(source_port),
+                    destination_serial=serial.get(destination, {}).get(destination_port),
                     depth=ch.depth if ch.kind == "queuing" else None,
                     refresh=ch.refresh if ch.kind == "sampling" else None, sent=sent.get(ch.name), on_violation=False,
                 )
@@ -61,7 +67,8 @@ def _frame_edges(memory: MemoryFacts, names: set[str]) -> list[FlowEdge]:
                 edges.append(
                     FlowEdge(
                         channel=f"frame {mfn:#x}", kind="shared_frame", source=writer, source_port="-",
-                        destination=reader, destination_port="-", message_size=region.frames * PAGE_SIZE, depth=None,
+                        destination=reader, destination_port="-", message_size=region.frames * PAGE_SIZE,
+                        source_serial=None, destination_serial=None, depth=None,
                         refresh=None, sent=None, on_violation=False,
                     )
                 )
@@ -92,13 +99,17 @@ def _shortest(start: str, edges: list[FlowEdge]) -> dict[str, list[str]]:
     return paths
 
 
-def flow_graph(desc: SystemDescription, memory: MemoryFacts, sent: dict[str, int]) -> FlowFacts:
+def flow_graph(
+    desc: SystemDescription, memory: MemoryFacts, sent: dict[str, int], serial: dict[str, dict[str, str]] | None = None
+) -> FlowFacts:
     """The graph of the description's channels and the booted system's shared frames, with violations marked.
 
-    ``sent`` counts the messages each channel carried during the run (by channel name).
+    ``sent`` counts the messages each channel carried during the run (by
+    channel name); ``serial`` names, per full partition, the UART ring 0 wired
+    to each of its ports (a serial cable is an edge like a paravirtual port).
     """
     roles = {p.name: p.role for p in desc.partition}
-    edges = _channel_edges(desc, sent) + _frame_edges(memory, set(roles))
+    edges = _channel_edges(desc, sent, serial or {}) + _frame_edges(memory, set(roles))
     forward: dict[str, list[str]] = {}
     backward: dict[str, list[str]] = {}
     for edge in edges:

@@ -44,14 +44,18 @@ def _capabilities(system: System) -> dict[str, tuple[bool, list[tuple[str, str]]
 
     Running partitions are read from ring 0; declared ones from the
     configuration (ring 1 gives them exactly that when it starts them).
-    Refused partitions never run and are left out.
+    Refused partitions never run and are left out, and so are full
+    partitions: an unmodified PC kernel has no hypercall (its ``int`` and
+    ``syscall`` go to its own IDT and LSTAR; its channels are serial cables).
     """
     machine = system.machine
     caps: dict[str, tuple[bool, list[tuple[str, str]]]] = {}
     running = {p.name: p for p in machine.partitions.values()}
+    full = {machine.info(pid).name for pid in machine.partitions if machine.info(pid).virtualization == "full"}
+    full |= {plan.name for plan in system.plans if plan.config.full}
     refused = {r.name for r in system.refused}
     for plan in system.plans:
-        if plan.name in refused:
+        if plan.name in refused or plan.name in full:
             continue
         p = running.get(plan.name)
         if p is not None:

@@ -1,7 +1,10 @@
 """The memory map of a booted system, read from ring 0's own records.
 
 For each running partition: the frames it owns (by type, and where they lie
-in physical RAM) and every mapping of every address space it has. Then the
+in physical RAM) and every mapping of every address space it has; for a
+full-virtualization partition, which has no address space of ring 0's (its
+page tables are its own, inside its quota), the memory map of its own engine
+(:func:`spk_review.fullvirt.full_memory`). Then the
 shared regions: frames a partition maps that another party owns or maps
 too, once each, with every partition that maps them (ring 0's GDT is one
 region mapped by all, not one row per partition). The page tables are
@@ -38,6 +41,7 @@ from spk.abi import (
     SPK_BASE,
     START_INFO_VADDR,
 )
+from spk_review.fullvirt import full_memory
 from spk_review.model import Mapping, MemoryFacts, PartitionMemory, PhysicalRange, SharedMapping, SharedRegion
 
 # x86-64 page-table entry bits (architectural).
@@ -148,27 +152,30 @@ def memory_map(machine: Machine) -> MemoryFacts:
         owners[_owner_name(machine, mfn)] += 1
         if frame.owner in machine.partitions:
             owned.setdefault(frame.owner, []).append(mfn)
-    partitions = []
-    for pid, p in sorted(machine.partitions.items()):
-        info = machine.info(pid)
-        modules = {m.first_mfn + i: m.name for m in p.modules for i in range(m.pages)}
-        mine = owned.get(pid, [])
-        mapped = {leaf.mfn for leaf in leaves[pid]}
-        partitions.append(
-            PartitionMemory(
-                name=p.name, pid=pid, quota_frames=info.quota_frames, frames_in_use=info.frames_in_use,
-                frame_types=dict(sorted(Counter(machine.frames[m].type.value for m in mine).items())),
-                physical=_runs(mine), spaces=len(p.spaces), mappings=_coalesce(leaves[pid], modules),
-                unmapped_data_frames=sum(
-                    1 for m in mine if machine.frames[m].type.value == "data" and m not in mapped
-                ),
-            )
-        )
     try:
         machine.check_invariants()
         invariants = None
     except InternalError as exc:
         invariants = str(exc)
+    partitions = []
+    for pid, p in sorted(machine.partitions.items()):
+        info = machine.info(pid)
+        full = info.virtualization == "full"  # its own engine: no ring-0 address space, no boot modules
+        modules = {} if full else {m.first_mfn + i: m.name for m in p.modules for i in range(m.pages)}
+        mine = owned.get(pid, [])
+        mapped = {leaf.mfn for leaf in leaves[pid]}
+        partitions.append(
+            PartitionMemory(
+                name=p.name, pid=pid, virtualization="full" if full else "para", quota_frames=info.quota_frames,
+                frames_in_use=info.frames_in_use,
+                frame_types=dict(sorted(Counter(machine.frames[m].type.value for m in mine).items())),
+                physical=_runs(mine), spaces=len(p.spaces), mappings=_coalesce(leaves[pid], modules),
+                unmapped_data_frames=sum(
+                    1 for m in mine if machine.frames[m].type.value == "data" and m not in mapped
+                ),
+                full=full_memory(machine, pid, invariants_hold=invariants is None) if full else None,
+            )
+        )
     names = {pid: p.name for pid, p in machine.partitions.items()}
     return MemoryFacts(
         ram_frames=len(machine.frames.entries), owners=dict(sorted(owners.items())), invariants=invariants,

@@ -125,9 +125,32 @@ class SharedRegion(_Model):
     mapped_by: list[SharedMapping] = Field(description="every mapping of the region, by partition")
 
 
+class EngineRegion(_Model):
+    """One region of a full partition's own engine's physical address space (what its vCPU can name at all)."""
+
+    engine_physical: int = Field(ge=0, description="where the region starts in the engine's physical space")
+    size: int = Field(ge=0, description="bytes")
+    what: str = Field(description="guest memory (quota), or ring 0's shadow pool")
+
+
+class FullMemory(_Model):
+    """A full partition's memory as ring 0 virtualizes it (docs/fullvirt.md): its own engine's memory map."""
+
+    mmu: Literal["nested", "shadow"]
+    quota_first_frame: int = Field(ge=0, description="first frame of its quota, one contiguous run of RAM")
+    quota_frames: int = Field(ge=0)
+    regions: list[EngineRegion] = Field(description="every region its engine maps, from the MMU's description")
+    mmu_counts: dict[str, int] = Field(description="what the MMU handled during the run (page faults, CR3 loads..)")
+    mmu_stats: dict[str, int] = Field(description="the MMU's other numbers (a shadow MMU: pool frames, tables..)")
+    proven: str | None = Field(
+        description="what Machine.check_invariants() holding proves about this partition (None: they are broken)"
+    )
+
+
 class PartitionMemory(_Model):
     name: str
     pid: int = Field(ge=1)
+    virtualization: Literal["para", "full"] = Field(description="para: ring 0's address spaces; full: its own engine")
     quota_frames: int = Field(ge=0)
     frames_in_use: int = Field(ge=0)
     frame_types: dict[str, int] = Field(description="frames owned by the partition, by frame-table type")
@@ -135,6 +158,7 @@ class PartitionMemory(_Model):
     spaces: int = Field(ge=0)
     mappings: list[Mapping]
     unmapped_data_frames: int = Field(ge=0, description="data frames mapped in no space (e.g. app images not run)")
+    full: FullMemory | None = Field(description="a full partition's engine memory map (None: paravirtual)")
 
 
 class MemoryFacts(_Model):
@@ -166,12 +190,18 @@ class PortFacts(_Model):
     name: str
     direction: Literal["source", "destination"]
     channel: str | None = Field(description="the channel it is an end of, if any")
-    opened: bool | None = Field(description="opened by the guest during the run (None: not running)")
+    opened: bool | None = Field(
+        description="opened by the guest during the run (None: not running, or a full partition's serial cable, "
+        "which ring 1 wires and the guest never opens)"
+    )
+    serial: str | None = Field(description="a full partition's port: the UART ring 0 wired to the channel (COM2..)")
 
 
 class PartitionFacts(_Model):
     name: str
     role: Literal["guest", "system"]
+    virtualization: Literal["para", "full"]
+    mmu: Literal["nested", "shadow"] | None = Field(description="a full partition's memory virtualization")
     boot: bool
     status: str = Field(description="at the end of the run: ring 0's state, 'refused', or 'declared'")
     image: str
@@ -198,6 +228,58 @@ class PartitionFacts(_Model):
 
 
 # ---------------------------------------------------------------------------
+# Full virtualization
+# ---------------------------------------------------------------------------
+class TrappedOperation(_Model):
+    """One operation a full partition's virtual CPU traps, and how often its guest did it during the run."""
+
+    operation: str = Field(description="ring 0's counter name: an instruction mnemonic, a hook or a delivery")
+    how: str = Field(description="how ring 0 gets hold of it ('not in the static table' for a counter the table lacks)")
+    count: int = Field(ge=0, description="times the guest did it in the review's run (0: trapped, never done)")
+
+
+class DeviceFacts(_Model):
+    """One emulated device of a full partition, and what went through it."""
+
+    device: str
+    ports: list[int] = Field(description="the I/O ports it answers")
+    irq: int | None = Field(description="the interrupt line it raises, if any")
+    activity: dict[str, int | str | list[int] | None] = Field(
+        description="its other facts as ring 0 reports them: role, bytes and messages through a UART, masks.."
+    )
+
+
+class SerialCableFacts(_Model):
+    """A UART of a full partition wired to a channel port: an edge of the information flow like a PV port."""
+
+    uart: str = Field(description="COM1..COM4")
+    port_base: int = Field(ge=0)
+    port: str = Field(description="the channel port (the configured port name)")
+    channel: str
+    direction: Literal["source", "destination"] = Field(
+        description="source: what the guest writes to THR goes out; destination: the channel feeds RBR"
+    )
+    messages: int | None = Field(description="messages the UART gathered and sent (source ends)")
+    dropped: int = Field(ge=0, description="messages dropped because the channel refused them")
+
+
+class FullPartitionFacts(_Model):
+    """A full-virtualization partition: its trapped operations and its devices after the review's run."""
+
+    name: str
+    pid: int = Field(ge=1)
+    mmu: Literal["nested", "shadow"]
+    state: str
+    trapped: list[TrappedOperation] = Field(
+        description="the static list of what this virtual CPU traps, with the run's counts; then any other "
+        "counter ring 0 reported"
+    )
+    devices: list[DeviceFacts]
+    serial_cables: list[SerialCableFacts]
+    virtual_registers: dict[str, int] = Field(description="the guest's control registers and MSRs at the end")
+
+
+# ---------------------------------------------------------------------------
 # Information flow
 # ---------------------------------------------------------------------------
 class FlowNode(_Model):
@@ -216,6 +298,8 @@ class FlowEdge(_Model):
     destination: str
     destination_port: str
     message_size: int = Field(ge=0, description="bytes (a page for a shared frame)")
+    source_serial: str | None = Field(description="the UART of a full partition's source end (a serial cable)")
+    destination_serial: str | None = Field(description="the UART of a full partition's destination end")
     depth: int | None = Field(description="queuing: messages per destination")
     refresh: int | None = Field(description="sampling: validity period (instructions)")
     sent: int | None = Field(description="messages sent on the channel during the review's run (None: a frame)")
@@ -345,6 +429,7 @@ class Report(_Model):
     system: SystemFacts
     tcb: TcbFacts
     memory: MemoryFacts
+    fullvirt: list[FullPartitionFacts] = Field(description="every running full-virtualization partition")
     flow: FlowFacts
     findings: list[Finding]
     attestation: AttestationFacts

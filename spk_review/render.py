@@ -2,7 +2,7 @@
 
 Every value shown comes from the :class:`review.model.Report` (the same
 facts as report.json), escaped; sections carry stable ids (``findings``,
-``tcb``, ``hypercalls``, ``partitions``, ``memory``, ``flow``,
+``tcb``, ``hypercalls``, ``partitions``, ``memory``, ``fullvirt``, ``flow``,
 ``attestation``, ``adversarial``, ``fuzz``) that docs/review.md names and
 the tests look for.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from spk_review.model import SEVERITIES, Report
+from spk_review.model import SEVERITIES, FullMemory, Report
 from spk_review.svg import render_svg
 
 SECTIONS = (
@@ -21,6 +21,7 @@ SECTIONS = (
     ("hypercalls", "Hypercalls"),
     ("partitions", "Partitions"),
     ("memory", "Memory map"),
+    ("fullvirt", "Full virtualization"),
     ("flow", "Information flow"),
     ("attestation", "Measurements and attestation"),
     ("adversarial", "Adversarial suite"),
@@ -148,15 +149,17 @@ def _partitions(r: Report) -> str:
     for p in r.system.partitions:
         ports = ", ".join(
             f"{_e(q.name)} {'→' if q.direction == 'source' else '←'} {_e(q.channel) if q.channel else '(no channel)'}"
+            + (f" ({_e(q.serial)})" if q.serial else "")
             for q in p.ports
         ) or "-"  # fmt: skip
         actions = ", ".join(f"{_e(a)} ×{n}" for a, n in p.health_actions.items()) or "-"
-        rows.append((f"<strong>{_e(p.name)}</strong>", _e(p.role), _e(p.status), _e(p.image),
+        kind = f"full ({_e(p.mmu)})" if p.virtualization == "full" else "para"
+        rows.append((f"<strong>{_e(p.name)}</strong>", _e(p.role), kind, _e(p.status), _e(p.image),
                      _e(", ".join(p.apps)) or "-", f"{p.memory >> 10:,} KiB", f"{p.window_share:.0%}",
                      _yes(p.health_declared), ports, f"{p.instructions:,}", f"{p.faults:,}", f"{p.overruns:,}",
                      f"{p.restarts}", actions))  # fmt: skip
-    headers = ("partition", "role", "state", "kernel", "apps", "quota", "time", "health table", "ports",
-               "instructions", "faults", "overruns", "restarts", "health actions")  # fmt: skip
+    headers = ("partition", "role", "virtualization", "state", "kernel", "apps", "quota", "time", "health table",
+               "ports", "instructions", "faults", "overruns", "restarts", "health actions")  # fmt: skip
     sites = [(f"<strong>{_e(p.name)}</strong>", _e(f.source if f.module is None else f"app {f.module}"),
               str(f.vector), f"<code>{f.rip:#x}</code>", f"<code>{_e(f.where)}</code>" if f.where else "(no symbols)")
              for p in r.system.partitions for f in p.fault_sites]  # fmt: skip
@@ -164,7 +167,7 @@ def _partitions(r: Report) -> str:
     if sites:
         faults = ("<p>Where the faults happened, named from each image's symbols and line table:</p>"
                   + _table(("partition", "in", "vector", "rip", "code"), sites, numeric=(2,)))  # fmt: skip
-    return _table(headers, rows, numeric=(5, 6, 9, 10, 11, 12)) + faults
+    return _table(headers, rows, numeric=(6, 7, 10, 11, 12, 13)) + faults
 
 
 def _memory(r: Report) -> str:
@@ -176,6 +179,9 @@ def _memory(r: Report) -> str:
     for p in m.partitions:
         phys = ", ".join(f"<code>{q.first_mfn:#x}</code>+{q.frames}" for q in p.physical)
         types = ", ".join(f"{_e(k)} {v}" for k, v in p.frame_types.items())
+        if p.full is not None:
+            out.append(_full_memory(p.name, p.pid, p.full, f"{types}; physical frames {phys}"))
+            continue
         maps = [(", ".join(str(s) for s in mp.spaces), f"<code>{mp.va:#x}</code>", str(mp.pages),
                  f"<code>{mp.mfn:#x}</code>", ("rw" if mp.writable else "r-") + (" user" if mp.user else " kernel"),
                  _e(mp.region)) for mp in p.mappings]  # fmt: skip
@@ -196,6 +202,68 @@ def _memory(r: Report) -> str:
     return "".join(out)
 
 
+def _full_memory(name: str, pid: int, f: FullMemory, frames: str) -> str:
+    """A full partition's memory: its engine's regions, its quota run, what the invariant check proves."""
+    regions = [(f"<code>{x.engine_physical:#x}</code>", f"<code>{x.engine_physical + x.size:#x}</code>",
+                f"{x.size >> 10:,} KiB", _e(x.what)) for x in f.regions]  # fmt: skip
+    counts = ", ".join(f"{_e(k)} {v:,}" for k, v in {**f.mmu_counts, **f.mmu_stats}.items()) or "-"
+    broken = '<p><span class="badge high">not proven</span> ring 0\'s invariants are broken (above).</p>'
+    proven = f"<p>{_e(f.proven)}.</p>" if f.proven is not None else broken
+    return (
+        f"<h3>{_e(name)} (pid {pid}, full virtualization, <code>mmu = \"{_e(f.mmu)}\"</code>)</h3>"
+        f"<p>Its own engine; no address space of ring 0's (its page tables are its own, inside its quota). "
+        f"Quota: frames <code>{f.quota_first_frame:#x}</code>+{f.quota_frames:,} of RAM ({frames}). "
+        f"MMU: {counts}.</p>"
+        + _table(("engine-physical start", "end", "size", "what"), regions, numeric=(2,)) + proven
+    )
+
+
+def _fullvirt(r: Report) -> str:
+    if not r.fullvirt:
+        return "<p>No full-virtualization partition runs in this system.</p>"
+    out = []
+    for f in r.fullvirt:
+        done = [t for t in f.trapped if t.count]
+        trapped = [(f"<code>{_e(t.operation)}</code>", f"{t.count:,}" if t.count else '<span class="muted">0</span>',
+                    _e(t.how)) for t in f.trapped]  # fmt: skip
+        devices = [(_e(d.device), _port_list(d.ports), "-" if d.irq is None else str(d.irq),
+                    ", ".join(f"{_e(k)} {_e(_value(v))}" for k, v in d.activity.items()) or "-")
+                   for d in f.devices]  # fmt: skip
+        cables = [(_e(c.uart), f"<code>{c.port_base:#x}</code>", _e(c.port), _e(c.channel),
+                   "guest → channel (THR)" if c.direction == "source" else "channel → guest (RBR)",
+                   "-" if c.messages is None else f"{c.messages:,}", str(c.dropped))
+                  for c in f.serial_cables]  # fmt: skip
+        out.append(
+            f"<h3>{_e(f.name)} (pid {f.pid}, <code>mmu = \"{_e(f.mmu)}\"</code>, {_e(f.state)})</h3>"
+            f"<p>Trapped operations: {len(f.trapped)} kinds this virtual CPU traps, {len(done)} done by the guest "
+            f"in this run ({sum(t.count for t in f.trapped):,} traps).</p>"
+            + _table(("operation", "count", "how ring 0 gets it"), trapped, numeric=(1,))
+            + "<p>Emulated devices:</p>"
+            + _table(("device", "ports", "IRQ", "what went through it"), devices)
+            + ("<p>Serial cables (who can reach it; drawn in the information flow):</p>"
+               + _table(("UART", "base", "port", "channel", "direction", "messages", "dropped"), cables, numeric=(5, 6))
+               if cables else "<p>No serial cable: no partition can reach it, and it reaches none.</p>")
+        )  # fmt: skip
+    return "".join(out)
+
+
+def _value(v: object) -> str:
+    if isinstance(v, list):
+        return "(" + ", ".join(f"{x:#x}" for x in v) + ")"
+    return "-" if v is None else str(v)
+
+
+def _port_list(ports: Sequence[int]) -> str:
+    """Ports as runs: 0x3f8-0x3ff, 0x20, 0x21."""
+    runs: list[list[int]] = []
+    for port in ports:
+        if runs and runs[-1][1] + 1 == port:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return ", ".join(f"<code>{a:#x}</code>" if a == b else f"<code>{a:#x}-{b:#x}</code>" for a, b in runs)
+
+
 def _flow(r: Report) -> str:
     f = r.flow
     if f.violations:
@@ -207,14 +275,18 @@ def _flow(r: Report) -> str:
         paths = f'<p><span class="badge high">guest → system</span> paths (red in the graph):</p><ul>{items}</ul>'
     else:
         paths = "<p>No path from a guest partition to a system partition.</p>"
-    rows = [(_e(e.channel), _e(e.kind), f"{_e(e.source)}.{_e(e.source_port)}",
-             f"{_e(e.destination)}.{_e(e.destination_port)}", f"{e.message_size:,} B",
+    rows = [(_e(e.channel), _e(e.kind), f"{_e(e.source)}.{_e(e.source_port)}" + _serial(e.source_serial),
+             f"{_e(e.destination)}.{_e(e.destination_port)}" + _serial(e.destination_serial), f"{e.message_size:,} B",
              "-" if e.depth is None else str(e.depth), "-" if e.refresh is None else f"{e.refresh:,}",
              "-" if e.sent is None else str(e.sent), _yes(not e.on_violation, "no", "YES"))
             for e in f.edges]  # fmt: skip
     table = _table(("channel", "kind", "from", "to", "message", "depth", "refresh", "sent", "guest → system"),
                    rows) if rows else "<p>No channel and no shared frame: partitions exchange nothing.</p>"  # fmt: skip
     return f'<div class="figure">{render_svg(f)}</div>{paths}{table}'
+
+
+def _serial(uart: str | None) -> str:
+    return f" (serial {_e(uart)})" if uart else ""
 
 
 def _attestation(r: Report) -> str:
@@ -283,7 +355,8 @@ def render_html(r: Report) -> str:
     """The whole page."""
     parts = {
         "findings": _findings, "tcb": _tcb, "hypercalls": _hypercalls, "partitions": _partitions,
-        "memory": _memory, "flow": _flow, "attestation": _attestation, "adversarial": _adversarial, "fuzz": _fuzz,
+        "memory": _memory,
+        "fullvirt": _fullvirt, "flow": _flow, "attestation": _attestation, "adversarial": _adversarial, "fuzz": _fuzz,
     }  # fmt: skip
     sections = "".join(f'<section id="{sid}"><h2>{title}</h2>{parts[sid](r)}</section>' for sid, title in SECTIONS)
     return (

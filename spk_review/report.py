@@ -1,7 +1,8 @@
 """Build the review report of one system description, and write it out.
 
 :func:`build_report` boots the system (:mod:`spk_review.facts`), reads the TCB,
-hypercall table, memory map, information flow and attestation off the
+hypercall table, memory map, full-virtualization partitions
+(:mod:`spk_review.fullvirt`), information flow and attestation off the
 booted machine, runs the adversarial suite against the same description,
 takes the fuzz statistics it is given, and judges it all with the findings
 rules. :func:`write_report` writes ``report.json`` (the :class:`Report`)
@@ -22,7 +23,7 @@ from typing import Protocol
 import spgs
 import spk
 from spk_review.attestation import attest
-from spk_review.facts import boot, channel_traffic, system_facts
+from spk_review.facts import boot, channel_traffic, full_partitions, serial_ports, system_facts
 from spk_review.findings import Facts, check_all
 from spk_review.flow import flow_graph
 from spk_review.hypercalls import hypercall_table
@@ -108,15 +109,16 @@ def build_report(
         dependencies=dependencies(packages), hypercalls=hypercall_table(booted.system),
     )  # fmt: skip
     memory = memory_map(machine)
-    flow = flow_graph(booted.config.description, memory, channel_traffic(booted))
+    full = full_partitions(booted)
+    flow = flow_graph(booted.config.description, memory, channel_traffic(booted), serial_ports(booted))
     attestation = attest(booted.system, booted.config, booted.key_origin)
     adversarial = run_adversarial(suite, config_path, seed)
-    facts = Facts(booted.config, system, memory, flow, attestation, adversarial, fuzz)
+    facts = Facts(booted.config, system, memory, flow, attestation, adversarial, fuzz, full)
     findings = check_all(facts)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES}
     return Report(
         verdict=Verdict(passed=counts["high"] == 0, counts=counts), system=system, tcb=tcb, memory=memory,
-        flow=flow, findings=findings, attestation=attestation, adversarial=adversarial, fuzz=fuzz,
+        fullvirt=full, flow=flow, findings=findings, attestation=attestation, adversarial=adversarial, fuzz=fuzz,
         seconds=round(time.monotonic() - start, 3),
     )  # fmt: skip
 

@@ -48,6 +48,9 @@ def summary(report: Report, written: list[Path]) -> Group:
         f"  information flow: {len(flow.edges)} flows, {paths}",
         f"  attestation: {sum(1 for p in quoted if p.verified)} of {len(quoted)} quotes verify "
         f"({report.attestation.key_origin} platform key)",
+        *(f"  full virtualization: {f.name} ({f.mmu}): {sum(1 for t in f.trapped if t.count)} of "
+          f"{len(f.trapped)} trapped operations done, {sum(t.count for t in f.trapped):,} traps; "
+          f"{len(f.devices)} devices, {len(f.serial_cables)} serial cable(s)" for f in report.fullvirt),
         f"  adversarial suite: {attacks}",
         f"  fuzz: {fuzz}",
     ]

@@ -70,7 +70,9 @@ def _label(edge: FlowEdge) -> str:
     if edge.kind == "shared_frame":
         return f"{edge.channel} · shared frame"
     extra = f" ×{edge.depth}" if edge.kind == "queuing" else ""
-    return f"{edge.channel} · {edge.kind} · {edge.message_size} B{extra}"
+    serial = " → ".join(u for u in (edge.source_serial, edge.destination_serial) if u)
+    cable = f" · serial {serial}" if serial else ""  # a full partition's end: a UART wired to the channel
+    return f"{edge.channel} · {edge.kind} · {edge.message_size} B{extra}{cable}"
 
 
 def _node(node: FlowNode, x: float, y: float, width: float) -> str:
