@@ -49,6 +49,10 @@ the SPK and back, with the counters of the SPK telling how many happened.
   ``migration_downtime_ratio``: live migration of a 1 MiB partition under
   write load, in virtual time (:func:`spgs.migration.measure`,
   docs/migration.md).
+* ``pv_<op>_us``, ``full_nested_<op>_us``, ``full_shadow_<op>_us``,
+  ``full_shadow_vs_pv_<op>``, ``full_nested_vs_pv_<op>``: the same guest
+  work paravirtualized and fully virtualized (shadow and nested paging),
+  operation by operation: :mod:`spk_tools.bench_fullvirt`, docs/fullvirt.md.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from spgs.images import build
 from spgs.migration import measure as migration_measure
 from spk import Machine, bare_run
 from spk.abi import APP_IMAGE_VADDR
+from spk_tools.bench_fullvirt import fullvirt_benchmarks
 from spk_tools.bench_linux import linux_benchmarks
 
 
@@ -388,5 +393,7 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     # Unmodified Linux programs beside Qiling (docs/linux.md), and live migration (docs/migration.md).
     results.update(linux_benchmarks(quick=quick))
     results.update(migration_measure(quick=quick))
+    # Paravirtualization against full virtualization, shadow and nested (docs/fullvirt.md).
+    results.update(fullvirt_benchmarks(quick=quick, repeats=1 if quick else 3))
     results["quick"] = quick
     return results

@@ -1,0 +1,1 @@
+../../fvbench/bench_ops.h
