@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from spk._engine import Context, Engine, find_next_eip_slot, find_value_slot, set_bringup_slots
 from spk._frames import FrameTable
-from spk._paging import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
+from spk._x86 import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.abi import (
     GDT_VADDR,
     PAGE_SHIFT,

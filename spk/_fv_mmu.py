@@ -29,8 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from spk._x86 import PAGE, PTE_A, PTE_ADDR, PTE_D, PTE_NX, PTE_P, PTE_PS, PTE_U, PTE_W
 from spk.abi import Status
 from spk.errors import SpkError
+
+__all__ = ["PAGE", "PTE_A", "PTE_ADDR", "PTE_D", "PTE_NX", "PTE_P", "PTE_PS", "PTE_U", "PTE_W"]  # re-exported
 
 ACCESS_WRITE = 2
 ACCESS_USER = 4
@@ -42,15 +45,6 @@ PF_USER = 4
 PF_RSVD = 8
 PF_FETCH = 16
 
-PTE_P = 1 << 0
-PTE_W = 1 << 1
-PTE_U = 1 << 2
-PTE_A = 1 << 5
-PTE_D = 1 << 6
-PTE_PS = 1 << 7
-PTE_NX = 1 << 63
-PTE_ADDR = 0x000F_FFFF_FFFF_F000
-PAGE = 4096
 _U64 = struct.Struct("<Q")
 
 

@@ -69,8 +69,9 @@ from spk._engine import GUEST_REGISTERS
 from spk._frames import FrameType, GuestFrames, guest_frame
 from spk._image import LoadImage, Segment
 from spk._measure import LOG_MAX, MeasurementEvent, Measurements, canonical
-from spk._paging import KERNEL_SLOT, PTE_ADDR, PTE_P, PTE_W, SPK_SLOT, AddressSpace, KernelHalf
+from spk._paging import KERNEL_SLOT, SPK_SLOT, AddressSpace, KernelHalf
 from spk._partition import Counters, KernelFault, Module, Partition, State
+from spk._x86 import PTE_ADDR, PTE_P, PTE_W
 from spk.abi import (
     PAGE_SHIFT,
     PAGE_SIZE,

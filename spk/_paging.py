@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from itertools import compress
 
 from spk._frames import FrameTable, FrameType, PhysicalMemory
+from spk._x86 import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.abi import (
     KERNEL_BASE,
     KERNEL_END,
@@ -38,12 +39,6 @@ from spk.abi import (
 )
 from spk.errors import InternalError, SpkError
 
-PTE_P = 1 << 0
-PTE_W = 1 << 1
-PTE_U = 1 << 2
-PTE_A = 1 << 5
-PTE_D = 1 << 6
-PTE_ADDR = 0x000F_FFFF_FFFF_F000
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 _SIGN_EXTENSION = 0xFFFF_0000_0000_0000
 _INDICES = range(512)
