@@ -24,6 +24,8 @@ from tests.guests import Recorder
 LINES = 10  # partitions/fvecho/kernel.c FVECHO_LINES
 FRAMES = 1040  # the kernel's 4 MiB identity map and ring 0's boot tables
 COM2, COM3 = 0x2F8, 0x3E8
+MMUS = ["nested", "shadow"]
+CONVERSATION = [b"one\n", b"Two, 2\n", b"three four\n", b"quit\n"]
 PIECE = 127  # LINE_MAX - 1: a longer line is served in pieces
 
 
@@ -66,6 +68,11 @@ QUIT_INPUT = (
 @pytest.fixture(scope="module")
 def quit_run() -> QemuRun:
     return boot(pc_kernel_elf("fvecho"), timeout=60, ports=3, inputs={1: QUIT_INPUT})
+
+
+@pytest.fixture(scope="module")
+def conversation() -> QemuRun:
+    return converse(pc_kernel_elf("fvecho"), CONVERSATION, timeout=60, trace=("pic_interrupt",))
 
 
 def test_each_line_comes_back_upper_cased_and_numbered_on_com3(quit_run: QemuRun) -> None:
@@ -125,17 +132,17 @@ def test_no_pc_kernel_repeats_a_helper_of_the_pc_library() -> None:
     library = [*(root / "spk_sdk" / "pc").glob("*.c"), root / "spk_sdk" / "pc" / "pc.h"]
     provided = {name for path in library for name in definition.findall(path.read_text())}
     assert {"outb", "rdmsr", "pc_uart_init", "pc_gdt_init", "pc_pic_init", "pc_pit_init", "pc_map"} <= provided
-    kernels = [p for p in (root / "partitions").glob("*/*.c") if '#include "pc.h"' in p.read_text()]
+    folders = {p.parent for p in (root / "partitions").glob("*/*.[ch]") if '#include "pc.h"' in p.read_text()}
+    kernels = [source for folder in folders for source in folder.glob("*.c")]
     assert {p.parent.name for p in kernels} >= {"pcref", "fvecho"}
     for source in kernels:
         again = provided & set(definition.findall(source.read_text()))
         assert not again, f"{source.parent.name}/{source.name} defines {sorted(again)}: use spk_sdk/pc"
 
 
-def test_lines_sent_one_at_a_time_wake_the_idle_kernel_by_irq_3() -> None:
+def test_lines_sent_one_at_a_time_wake_the_idle_kernel_by_irq_3(conversation: QemuRun) -> None:
     """A conversation, as over a cable: each line reaches a kernel halted in its idle loop; IRQ 3 wakes it."""
-    lines = [b"one\n", b"Two, 2\n", b"three four\n", b"quit\n"]
-    run = converse(pc_kernel_elf("fvecho"), lines, timeout=60, trace=("pic_interrupt",))
+    lines, run = CONVERSATION, conversation
     data = b"".join(lines)
     assert run.status == 0 and run.ports[1] == b"".join(served(data)[1])
     assert run.serial.endswith(summary(data))
@@ -143,7 +150,7 @@ def test_lines_sent_one_at_a_time_wake_the_idle_kernel_by_irq_3() -> None:
     assert run.trace.count("pic_interrupt irq 3 intno 35") >= len(lines) - 1
 
 
-def spk_run(lines: list[bytes], *, one_at_a_time: bool) -> tuple[bytes, bytes, dict[str, object]]:
+def spk_run(lines: list[bytes], mmu: str, *, one_at_a_time: bool) -> tuple[bytes, bytes, dict[str, object]]:
     """fvecho as a full partition: (its console, the messages its COM3 cable sent, its full_state).
 
     The input goes to COM2 all at once before it boots (ring 0's serial
@@ -153,7 +160,7 @@ def spk_run(lines: list[bytes], *, one_at_a_time: bool) -> tuple[bytes, bytes, d
     """
     recorder = Recorder()
     m = Machine(32 << 20, on_event=recorder)
-    pid = m.create_full_partition("fvecho", pc_kernel_elf("fvecho"), FRAMES)
+    pid = m.create_full_partition("fvecho", pc_kernel_elf("fvecho"), FRAMES, mmu=mmu)
     cid = m.create_channel("queuing", 256, depth=64)
     m.attach_serial(pid, COM3, cid, "source")
     answers = attach_relay(m.channels[cid], Direction.DESTINATION).queue
@@ -179,18 +186,20 @@ def spk_run(lines: list[bytes], *, one_at_a_time: bool) -> tuple[bytes, bytes, d
     return console, b"".join(answers), m.full_state(pid)
 
 
-def test_under_the_spk_it_answers_as_under_qemu(quit_run: QemuRun) -> None:
+@pytest.mark.parametrize("mmu", MMUS)
+def test_under_the_spk_it_answers_as_under_qemu(quit_run: QemuRun, mmu: str) -> None:
     lines = QUIT_INPUT.splitlines(keepends=True)
-    console, answers, state = spk_run(lines, one_at_a_time=False)
+    console, answers, state = spk_run(lines, mmu, one_at_a_time=False)
     assert (console, answers) == (quit_run.serial, quit_run.ports[1])
     cables = state["serial_cables"]
     assert isinstance(cables, list) and cables[0]["port_base"] == COM3 and cables[0]["dropped"] == 0
 
 
-def test_under_the_spk_lines_one_at_a_time_come_in_by_irq_3_as_under_qemu() -> None:
-    lines = [b"one\n", b"Two, 2\n", b"three four\n", b"quit\n"]
-    console, answers, state = spk_run(lines, one_at_a_time=True)
-    qemu = converse(pc_kernel_elf("fvecho"), lines, timeout=60)
+@pytest.mark.parametrize("mmu", MMUS)
+def test_under_the_spk_lines_one_at_a_time_come_in_by_irq_3_as_under_qemu(conversation: QemuRun, mmu: str) -> None:
+    lines = CONVERSATION
+    console, answers, state = spk_run(lines, mmu, one_at_a_time=True)
+    qemu = conversation
     assert (console, answers) == (qemu.serial, qemu.ports[1])
     traps = state["traps"]
     assert isinstance(traps, dict) and traps["irq"] >= len(lines) - 1 and traps["hlt"] >= len(lines) - 1
