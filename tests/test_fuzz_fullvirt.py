@@ -1,0 +1,161 @@
+"""The fullvirt campaign (fuzz/campaigns/fullvirt.py): fvfuzz as a full partition beside paravirtual ones.
+
+A bounded seeded profile runs clean under both MMUs the SPK has; each oracle
+of the campaign reports what it guards, shown by breaking the thing it
+guards (a victim's byte, the memory map ring 0 reports, the tripwire, the
+seed the second run gets, the guest's log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import fuzz.campaigns.fullvirt as fullvirt
+import spk._fv_cpu as fv_cpu
+from fuzz.campaigns.fullvirt import BEYOND, FATAL, GATE, UNSAFE, FullVirtWorld, GuestRun, explained
+from fuzz.replay import world_of
+from fuzz.runner import run
+from fuzz.world import Violation
+from spk import Machine
+
+#: Examples in `make test` (up to fuzz.runner.STEPS steps each; a boot runs the guest to its end in a few steps).
+PROFILE = 3
+#: A seed whose guest calls through its call gate from ring 0 at its sixth operation (bit 60 set).
+GATE_SEED = GATE | 6
+
+
+@pytest.fixture
+def world() -> Iterator[FullVirtWorld]:
+    made = world_of("fullvirt")
+    assert isinstance(made, FullVirtWorld)
+    made.reset()
+    yield made
+
+
+def only(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Check just the oracles a test is about (each test shows one oracle reporting what it guards)."""
+    monkeypatch.setattr(FullVirtWorld, "invariants", lambda self: [getattr(self, name) for name in names])
+
+
+def test_the_campaign_runs_clean_on_the_spk() -> None:
+    summary = run(["fullvirt"], seed=0, examples=PROFILE)
+    stats = summary.campaigns["fullvirt"]
+    assert summary.findings == [], summary.findings
+    assert stats.examples == PROFILE
+    assert stats.invariant_checks >= stats.executions >= stats.examples
+
+
+@pytest.mark.parametrize("mode", ["nested"])
+def test_a_guest_runs_to_its_end_and_twice_the_same(world: FullVirtWorld, mode: str) -> None:
+    world.perform(("boot", 0x42, mode))
+    assert world.perform(("run", 40)) == "exited"
+    run_ = world.runs[-1]
+    assert run_.end == "exit" and run_.console.startswith(b"fvfuzz: seed 0000000000000042 (8 bytes)")
+    assert world.perform(("determinism",)) == "same"
+    assert world.checks > run_.windows  # every window was checked
+
+
+def guest(seed: int, log: str, partial: str = "") -> GuestRun:
+    return GuestRun(1, seed, "nested", bytearray(log.encode()), partial.encode())
+
+
+@pytest.mark.parametrize(
+    ("seed", "partial", "kind", "ok"),
+    [
+        (GATE, "012 callgate ", "cpl0_tripwire", True),
+        (GATE, "012 sysretq ", "cpl0_tripwire", True),  # to the ring-3 stub that calls through the gate
+        (0, "012 callgate ", "cpl0_tripwire", False),  # the gate is not drawn without bit 60
+        (GATE, "012 movseg ", "cpl0_tripwire", False),
+        (BEYOND, "012 ptmap ", "machine_check", True),
+        (0, "012 ptmap ", "machine_check", False),
+        (BEYOND, "012 wrmsr ", "machine_check", False),
+        (UNSAFE, "012 wrcr4 ! ", "unsupported", True),
+        (UNSAFE, "012 wrcr4 ", "unsupported", False),
+        (FATAL, "end fatal-triple", "triple_fault", True),
+        (0, "012 int ", "triple_fault", False),
+    ],
+)
+def test_only_the_guest_s_last_operation_explains_its_end(seed: int, partial: str, kind: str, ok: bool) -> None:
+    assert explained(guest(seed, "fvfuzz: seed ...\n011 in 80/1: 0 -> ok ff\n", partial), kind) is ok
+
+
+def test_the_kernel_s_report_after_its_fatal_ending_is_explained() -> None:
+    log = (
+        "011 in 80/1: 0 -> ok ff\nend fatal-ring0-jump\n"
+        "fvfuzz: exception 14 (error 0x10, cr2 0x5000000) outside an operation: stopping\n"
+    )
+    assert explained(guest(FATAL, log), "kernel_panic")
+    assert not explained(guest(0, log), "kernel_panic")
+
+
+def test_a_victim_byte_changed_is_a_finding(world: FullVirtWorld) -> None:
+    world.perform(("boot", 1, "nested"))
+    victim = world.victims[0]
+    mfn = world.machine.frames.owned(victim)[3]
+    world.machine.ram.view[mfn * 4096 + 100] ^= 0xFF
+    with pytest.raises(Violation) as info:
+        world.check()
+    assert info.value.invariant == "pv_memory"
+
+
+def test_a_memory_map_naming_another_partition_s_frames_is_a_finding(
+    world: FullVirtWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.perform(("boot", 1, "nested"))
+    victim_frame = world.machine.frames.owned(world.victims[1])[0]
+    original = Machine.full_state
+
+    def leaky(self: Machine, pid: int) -> dict[str, Any]:
+        state = dict(original(self, pid))
+        state["memory"] = [dict(region, host_frame=victim_frame) for region in state["memory"]]  # type: ignore[attr-defined]
+        return state
+
+    monkeypatch.setattr(Machine, "full_state", leaky)
+    with pytest.raises(Violation) as info:
+        world.check()
+    assert info.value.invariant == "fv_confinement"
+
+
+def test_code_run_through_the_call_gate_is_a_finding(world: FullVirtWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ring 0 with its tripwire disarmed: the engine is put back at CPL 1 and the guest's DPL 0 target runs."""
+    only(monkeypatch, "fv_no_cpl0", "fv_explained_end")
+    world.perform(("boot", GATE_SEED, "nested"))
+    assert world.perform(("run", 40)) == "faulted"  # the tripwire, at the call
+    assert world.runs[-1].end == "fault cpl0_tripwire" and world.runs[-1].last_line() == "005 callgate "
+
+    def disarmed(self: fv_cpu.FullVcpu) -> bool:
+        self.w[fv_cpu.W_HFLAGS] = (int(self.w[fv_cpu.W_HFLAGS]) & ~fv_cpu.HF_CPL) | self.hflags_cpl[1]
+        return True
+
+    monkeypatch.setattr(fv_cpu.FullVcpu, "repair_null_ss", disarmed)
+    world.reset()
+    world.perform(("boot", GATE_SEED, "nested"))
+    with pytest.raises(Violation) as info:
+        world.perform(("run", 40))
+    assert info.value.invariant == "fv_no_cpl0" and "005 callgate" in info.value.message
+
+
+def test_a_second_run_that_differs_is_a_finding(world: FullVirtWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second world reads another seed than the first: the traces differ."""
+    only(monkeypatch, "fv_explained_end")
+    calls = iter(range(2))
+    monkeypatch.setattr(fullvirt, "seed_bytes", lambda seed: fullvirt.struct.pack("<Q", seed + next(calls)))
+    world.perform(("boot", 5, "nested"))
+    world.perform(("run", 2))
+    with pytest.raises(Violation) as info:
+        world.perform(("determinism",))
+    assert info.value.invariant == "determinism" and "console differs" in info.value.message
+
+
+def test_a_guest_that_stops_writing_is_a_finding(world: FullVirtWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No seed on its line: the guest polls COM1 for seconds of virtual time, silent (a livelock looks the same)."""
+    only(monkeypatch, "fv_progress")
+    monkeypatch.setattr(fullvirt, "STALL_WINDOWS", 3)
+    monkeypatch.setattr(Machine, "serial_input", lambda self, pid, base, data: None)
+    world.perform(("boot", 5, "nested"))
+    with pytest.raises(Violation) as info:
+        world.perform(("run", 10))
+    assert info.value.invariant == "fv_progress"
