@@ -113,7 +113,10 @@ class FullPartitions:
         machine = self.machines.pop(part.pid, None)
         if machine is not None:
             machine.close()
-        self.cables.pop(part.pid, None)
+        for cable in self.cables.pop(part.pid, []):
+            # a destination nobody reads any more must not fill up and hold its senders back
+            if cable.port in cable.port.channel.destinations:
+                cable.port.channel.destinations.remove(cable.port)
         return self.frames.reclaim(part.pid)
 
     def reset(self, part: FullPartition, kernel_elf: bytes | None = None) -> None:
@@ -130,19 +133,24 @@ class FullPartitions:
         self._start(part)
         self.cables[part.pid] = []
         for cable in old_cables:
-            self.attach_serial(part, cable.base, cable.port)
+            self._wire(part, cable.base, cable.port)
 
     # -- serial cables -----------------------------------------------------------
-    def attach_serial(self, part: FullPartition, base: int, port: Port) -> None:
-        """Wire the UART at ``base`` (COM2..COM4; COM1 as well) to ``port`` of a channel.
+    def attach_serial(self, part: FullPartition, base: int, channel: Channel, direction: Direction) -> None:
+        """Wire the UART at ``base`` (COM2..COM4; COM1 as well) to a new port of ``channel``.
 
-        Errors: SpkError(INVALID_ARGUMENT) for a port that is not a COM port or a UART wired twice.
+        Errors: SpkError(INVALID_ARGUMENT) for a port that is not a COM port or a UART wired
+        twice; nothing is attached then.
         """
         if base not in COM_PORTS:
             raise SpkError(Status.INVALID_ARGUMENT, f"{part.name}: no COM port at {base:#x}")
-        cables = self.cables.setdefault(part.pid, [])
-        if any(c.base == base for c in cables):
+        if any(c.base == base for c in self.cables.get(part.pid, [])):
             raise SpkError(Status.INVALID_ARGUMENT, f"{part.name}: the UART at {base:#x} is wired already")
+        # the port is made only now: a port joins its channel's destinations when it is made
+        self._wire(part, base, Port(part.pid, f"com@{base:#x}", direction, channel))
+
+    def _wire(self, part: FullPartition, base: int, port: Port) -> None:
+        cables = self.cables.setdefault(part.pid, [])
         machine = self.machines[part.pid]
         cable: SerialCable
 

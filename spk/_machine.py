@@ -297,8 +297,7 @@ class Machine:
         channel = self.channels.get(cid)
         if channel is None:
             raise SpkError(Status.NOT_FOUND, f"no channel {cid}")
-        port = Port(pid, f"com@{port_base:#x}", Direction(direction), channel)
-        self.full.attach_serial(p, port_base, port)
+        self.full.attach_serial(p, port_base, channel, Direction(direction))
 
     def serial_input(self, pid: int, port_base: int, data: bytes) -> None:
         """Bytes on the receive line of full partition ``pid``'s UART at ``port_base`` (COM1: 0x3F8).

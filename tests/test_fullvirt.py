@@ -194,3 +194,5 @@ def test_serial_cables_carry_channel_messages_through_an_unmodified_kernel() -> 
         m.attach_serial(pid, 0x2F8, into, "destination")  # wired already
     with pytest.raises(SpkError):
         m.attach_serial(pid, 0x1234, into, "destination")  # not a COM port
+    m.destroy_partition(pid)  # its destination end goes with it: the channel's senders are not held back
+    assert m.channels[into].destinations == []
