@@ -14,6 +14,8 @@
  * trip through ring 3. Interrupts (vectors 32-255, hardware or `int n`)
  * return by iretq to where they came from. */
 
+#include "pc_asm.h"
+
 #define KERNEL_CS 0x08
 #define KERNEL_DS 0x10
 
@@ -40,41 +42,13 @@ isr_base:
     .endr
 
 trap_common:
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    PC_PUSH_GPRS
     movq %rsp, %rdi
     cld
     call fz_trap
     testq %rax, %rax
     jz fz_recover
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    PC_POP_GPRS
     addq $16, %rsp
     iretq
 
@@ -90,16 +64,8 @@ syscall_entry:
     .globl fz_recover
 fz_recover:
     cmpq $0, fz_armed(%rip)
-    je 3f
-    movq fz_recover_rsp(%rip), %rsp
-    movl $KERNEL_DS, %eax
-    movw %ax, %ss
-    movw %ax, %ds
-    movw %ax, %es
-    pushq $2
-    popfq
-    jmpq *fz_recover_rip(%rip)
-3:  leaq boot_stack_top(%rip), %rsp
+    jne fz_recover_clean
+    leaq boot_stack_top(%rip), %rsp
     call fz_unarmed
 4:  hlt
     jmp 4b
@@ -164,7 +130,7 @@ fz_back:
     movq $1, fz_landed(%rip)
     jmp fz_recover_clean
 
-fz_recover_clean: /* like fz_recover, but not an exception */
+fz_recover_clean: /* fz_recover when armed, and a ring-0 return that landed on purpose */
     movq fz_recover_rsp(%rip), %rsp
     movl $KERNEL_DS, %eax
     movw %ax, %ss

@@ -50,26 +50,11 @@ uint64_t rnd(void) {
 
 /* ---- segments ---- */
 
-struct tss {
-    uint32_t reserved0;
-    uint64_t rsp0, rsp1, rsp2;
-    uint64_t reserved1;
-    uint64_t ist[7];
-    uint64_t reserved2;
-    uint16_t reserved3, iomap_base;
-} __attribute__((packed));
-
-struct idt_gate {
-    uint16_t offset_lo, selector;
-    uint8_t ist, type_attr;
-    uint16_t offset_mid;
-    uint32_t offset_hi, zero;
-} __attribute__((packed));
 
 uint64_t gdt[GDT_ENTRIES] __attribute__((aligned(16)));
 static uint64_t ldt[4] __attribute__((aligned(16)));
-static struct tss tss[2] __attribute__((aligned(16)));
-static struct idt_gate idt[256] __attribute__((aligned(4096)));
+static struct pc_tss tss[2] __attribute__((aligned(16)));
+static struct pc_idt_gate idt[256] __attribute__((aligned(4096)));
 struct pc_table_reg good_gdtr, good_idtr;
 static uint8_t kstack[2 * PC_PAGE] __attribute__((aligned(16)));    /* TSS.RSP0: traps from ring 3 */
 static uint8_t ist_stack[2 * PC_PAGE] __attribute__((aligned(16))); /* IST1: every exception */
@@ -113,20 +98,14 @@ static void load_segments(void) {
     ldt[2] = 0x00AF9A000000FFFFULL; /* and a DPL 0 code segment */
     gdt[LDT_SEL / 8] = system_descriptor((uint64_t)ldt, sizeof ldt - 1, 0x82, &gdt[LDT_SEL / 8 + 1]);
     good_gdtr = (struct pc_table_reg){sizeof gdt - 1, (uint64_t)gdt};
-    __asm__ volatile("lgdt %0" : : "m"(good_gdtr));
-    __asm__ volatile("pushq %0; leaq 1f(%%rip), %%rax; pushq %%rax; lretq; 1:" : : "i"(PC_KERNEL_CS) : "rax", "memory");
-    __asm__ volatile("mov %0, %%ds; mov %0, %%es; mov %0, %%ss; mov %1, %%fs; mov %1, %%gs"
-                     :
-                     : "r"((uint16_t)PC_KERNEL_DS), "r"((uint16_t)0));
-    __asm__ volatile("ltr %0" : : "r"((uint16_t)PC_TSS_SEL));
-    __asm__ volatile("lldt %0" : : "r"((uint16_t)0));
+    pc_gdt_load(&good_gdtr);
 }
 
 static void load_idt(void) {
     for (int v = 0; v < 256; v++) {
         uint64_t a = (uint64_t)isr_base + 16 * (uint64_t)v;
         int user = v == 3 || v == 4 || v == 0x80; /* int3, into and int 0x80 reachable from ring 3 */
-        idt[v] = (struct idt_gate){(uint16_t)a, PC_KERNEL_CS, (uint8_t)(v < 32 ? 1 : 0),
+        idt[v] = (struct pc_idt_gate){(uint16_t)a, PC_KERNEL_CS, (uint8_t)(v < 32 ? 1 : 0),
                                    (uint8_t)(user ? 0xEE : 0x8E), (uint16_t)(a >> 16), (uint32_t)(a >> 32), 0};
     }
     good_idtr = (struct pc_table_reg){sizeof idt - 1, (uint64_t)idt};

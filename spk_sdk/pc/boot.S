@@ -15,6 +15,8 @@
  *             entry was taken: the boot stack, then the kernel's
  *             kernel_main (which does not return; if it did, hlt for ever). */
 
+#include "pc_asm.h"
+
 #define MB_MAGIC 0x1BADB002
 #define MB_FLAGS 0x00010000 /* bit 16: the address fields below are valid */
 
@@ -171,42 +173,14 @@ ISR_NOERR 47
 ISR_NOERR 128 /* a software interrupt (int $0x80), installed by pc_idt_set */
 
 pc_trap_common:
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    PC_PUSH_GPRS
     movq %rsp, %rdi
     cld
     call *pc_trap_handler(%rip)
     .globl pc_resume_frame
 pc_resume_frame: /* rax: the frame to resume */
     movq %rax, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    PC_POP_GPRS
     addq $16, %rsp
     iretq
 
@@ -232,41 +206,13 @@ pc_syscall_entry:
     pushq %rcx                        /* rip */
     pushq $0
     pushq $256
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    PC_PUSH_GPRS
     movq %rsp, %rdi
     cld
     call *pc_syscall_handler(%rip)
     cmpq %rsp, %rax
     jne pc_resume_frame
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    PC_POP_GPRS
     addq $16, %rsp
     movq 0(%rsp), %rcx   /* rip */
     movq 16(%rsp), %r11  /* rflags */

@@ -38,7 +38,11 @@ void pc_gdt_init(void) {
     pc_gdt[PC_TSS_SEL / 8 + 1] = base >> 32;
     pc_tss.iomap_base = sizeof pc_tss; /* no I/O bitmap: ring 3 has no port */
     struct pc_table_reg gdtr = {sizeof pc_gdt - 1, (uint64_t)pc_gdt};
-    __asm__ volatile("lgdt %0" : : "m"(gdtr));
+    pc_gdt_load(&gdtr);
+}
+
+void pc_gdt_load(const struct pc_table_reg *gdtr) {
+    __asm__ volatile("lgdt %0" : : "m"(*gdtr));
     /* reload CS with a far return, then the data segments and SS */
     __asm__ volatile("pushq %0; leaq 1f(%%rip), %%rax; pushq %%rax; lretq; 1:" : : "i"(PC_KERNEL_CS) : "rax", "memory");
     __asm__ volatile("mov %0, %%ds; mov %0, %%es; mov %0, %%ss; mov %1, %%fs; mov %1, %%gs"

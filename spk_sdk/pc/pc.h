@@ -188,6 +188,11 @@ extern char pc_syscall_entry[];    /* what pc_syscall_init puts in LSTAR */
  * code, TSS), reloads CS by a far return and DS/ES/SS (kernel data), FS/GS
  * (null), then ltr and lldt 0. */
 void pc_gdt_init(void);
+/* Loads the GDT `gdtr` names and the library's selectors from it (what
+ * pc_gdt_init does with pc_gdt): CS by a far return, DS/ES/SS the kernel
+ * data, FS/GS null, TR PC_TSS_SEL, LDTR 0. For a kernel with a GDT of its
+ * own in pc_gdt's layout (more entries after it are fine). */
+void pc_gdt_load(const struct pc_table_reg *gdtr);
 /* Fills the IDT with the library's stubs for vectors 0-47 (exceptions and
  * the 16 IRQs at 32-47), interrupt gates at DPL 0, and loads it (limit
  * 0xFFF). Every one of them calls `handler` with the frame. */
