@@ -553,7 +553,7 @@ class Engine:
         self._clock.on_interrupt = ctypes.cast(self._intr_cb, ctypes.c_void_p).value
         self._native_hook(unicorn.UC_HOOK_INTR, "spk_on_interrupt")
         if self._exact:
-            self._native_hook(unicorn.UC_HOOK_BLOCK, "spk_on_block")
+            self._native_hook(unicorn.UC_HOOK_BLOCK, "spk_on_block_fv" if self._full else "spk_on_block")
 
         # Port I/O: the engine faults none of it. Ring 0 answers whether to
         # refuse it; the helper then raises #GP at the instruction itself.
