@@ -133,6 +133,11 @@ TIME_MODES = ("exact", "fast")
 #: uc_ctl codes: (type | arg count << 26 | io << 30), as unicorn.h's UC_CTL macro.
 _CTL_TLB_FLUSH = unicorn.UC_CTL_TLB_FLUSH | (unicorn.UC_CTL_IO_WRITE << 30)
 _CTL_TLB_FLUSH_ARG = ctypes.c_int(_CTL_TLB_FLUSH)
+#: The engine's invlpg (target/i386 misc_helper.c): ``helper_invlpg(CPUX86State *env, target_ulong addr)``.
+#: Its SVM intercept check returns at once outside an SVM guest, which an engine here never is.
+_INVLPG = _LIB.helper_invlpg_x86_64
+_INVLPG.argtypes = (ctypes.c_void_p, ctypes.c_uint64)
+_INVLPG.restype = None
 _CTL_REMOVE_CACHE = unicorn.UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (unicorn.UC_CTL_IO_WRITE << 30)
 
 #: RIP value used as ``until``: non-canonical, so no instruction ever sits there.
@@ -1275,6 +1280,19 @@ class Engine:
         so every world switch that changes CR3 must call this.
         """
         _RAW_LIB.uc_ctl(self._handle_ref, _CTL_TLB_FLUSH_ARG)
+
+    def flush_page(self, va: int) -> None:
+        """Drop the cached translations of the page holding ``va``, as the guest's own ``invlpg`` does.
+
+        After one leaf PTE changed (an UNMAP): the engine's own invlpg helper
+        (QEMU's ``helper_invlpg``) removes the page from every MMU index's TLB
+        and victim TLB (all of that index when ``va`` lies in a large page it
+        mapped) and the jump-cache entries of the page and the one before it
+        (a block may span both). A full flush (:meth:`flush_tlb`) costs a
+        clear of every TLB table and their refill; this costs one page.
+        Errors: none (any address is accepted; a non-canonical one matches nothing).
+        """
+        _INVLPG(self._env_address, va & 0xFFFF_FFFF_FFFF_FFFF)
 
     def drop_code(self, start: int, end: int) -> None:
         """Drop translated code of the virtual range ``[start, end)`` (current address space).

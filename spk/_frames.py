@@ -120,6 +120,8 @@ class PhysicalMemory:
         self.frames = size >> PAGE_SHIFT
         self._map = mmap.mmap(-1, size)
         self.view = memoryview(self._map)
+        #: RAM as little-endian u64 words: word ``paddr >> 3`` (page-table entries, read and written in place).
+        self.words = self.view.cast("Q")
         import ctypes
 
         self.address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))

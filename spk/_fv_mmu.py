@@ -232,15 +232,19 @@ class NestedMmu:
     Nothing here is on the guest's fast path: page-table writes, CR3 loads of
     a known root and TLB hits run natively. Ring 0 sees only faults, which
     are the guest's own (the error code is recomputed by :func:`walk_guest`
-    since the engine reports none), and ``invlpg``, which flushes the
-    engine's TLB (unicorn offers only a full flush).
+    since the engine reports none), and ``invlpg``, which drops that page
+    from the engine's TLB (``flush_page``: the engine's own invlpg) or,
+    without one, flushes it all.
     """
 
     mode = "nested"
 
-    def __init__(self, mem: GuestPhysical, flush_tlb: Callable[[], None]) -> None:
+    def __init__(
+        self, mem: GuestPhysical, flush_tlb: Callable[[], None], flush_page: Callable[[int], None] | None = None
+    ) -> None:
         self.mem = mem
         self._flush_tlb = flush_tlb
+        self._flush_page = flush_page
         self.wp = True
         self.nxe = False
         self.cr3 = 0
@@ -268,7 +272,10 @@ class NestedMmu:
 
     def invlpg(self, va: int) -> None:
         self.counts["invlpg"] += 1
-        self._flush_tlb()
+        if self._flush_page is None:
+            self._flush_tlb()
+        else:
+            self._flush_page(va)
 
     def flush(self) -> None:
         self._flush_tlb()

@@ -191,7 +191,7 @@ class FullMachine:
     def _make_mmu(self, mode: str, factory: Callable[..., Mmu] | None) -> Mmu:
         flush = self.engine.flush_tlb
         if mode == "nested":
-            return NestedMmu(self.mem, flush)
+            return NestedMmu(self.mem, flush, self.engine.flush_page)
         if mode != "shadow":
             raise ImageError(f"mmu {mode!r}: one of {', '.join(MMU_MODES)}", "mmu")
         from spk._fv_shadow import ShadowMmu
@@ -203,7 +203,7 @@ class FullMachine:
         pool_address = ctypes.addressof(ctypes.c_char.from_buffer(self._pool))
         pool_base = ((self.mem.size + (1 << 21) - 1) >> 21) << 21  # above the guest's memory, 2 MiB aligned
         pool = GuestPhysical(memoryview(self._pool), pool_address)
-        mmu: Mmu = ShadowMmu(self.mem, pool, pool_base, flush)
+        mmu: Mmu = ShadowMmu(self.mem, pool, pool_base, flush, self.engine.flush_page)
         for address, size, host in mmu.engine_regions():
             if address != 0:
                 self.engine.map_region(address, size, host)

@@ -128,7 +128,12 @@ class ShadowMmu:
     mode = "shadow"
 
     def __init__(
-        self, mem: GuestPhysical, pool: GuestPhysical, pool_base: int, flush_tlb: Callable[[], None]
+        self,
+        mem: GuestPhysical,
+        pool: GuestPhysical,
+        pool_base: int,
+        flush_tlb: Callable[[], None],
+        flush_page: Callable[[int], None] | None = None,
     ) -> None:
         if pool.size % PAGE or pool.size < MIN_POOL_FRAMES * PAGE:
             raise SpkError(
@@ -144,6 +149,7 @@ class ShadowMmu:
         self.pool = pool
         self.pool_base = pool_base
         self._flush_tlb = flush_tlb
+        self._flush_page = flush_page
         self._wp = True
         self._nxe = False
         self.cr3 = 0
@@ -257,8 +263,16 @@ class ShadowMmu:
         return None
 
     def invlpg(self, va: int) -> None:
-        """Re-derive the shadow leaf of ``va`` under the current root from the guest's entry."""
+        """Re-derive the shadow leaf of ``va`` under the current root from the guest's entry.
+
+        The engine then forgets that page only (``flush_page``), as the
+        hardware's invlpg does, unless a flush was already owed for other
+        changes: only the one leaf changed here (a leaf's change frees no
+        table). Another virtual address of the same table (an alias) keeps
+        its translation, as on hardware, until the guest invalidates it.
+        """
         self.counts["invlpg"] += 1
+        owed = self.store.stale
         table = self._root
         while table is not None and table.level > 1:
             table = table.children.get(_index(va, table.level))
@@ -270,8 +284,12 @@ class ShadowMmu:
                 self.store.set(table, index, *self._derive(table, index, entry, create=False))
             else:
                 self.store.set(table, index, *self._derive_synthetic(table, index, create=False))
-        self.store.stale = True
-        self._sync_tlb()
+        if owed or self._flush_page is None:
+            self.store.stale = True
+            self._sync_tlb()
+        else:
+            self.store.stale = False
+            self._flush_page(va)
 
     def flush(self) -> None:
         """Drop every shadow (the guest changed paging bits); the current root keeps its frame."""

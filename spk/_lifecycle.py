@@ -183,7 +183,8 @@ class PvLifecycle:
         guest_frames: GuestFrames | None = None,
     ) -> Partition:
         kernel = KernelHalf(pid, self._frames)
-        space = AddressSpace(pid, self._frames, kernel, self._spk_pdpt, self._world.cr3_changed)
+        world = self._world
+        space = AddressSpace(pid, self._frames, kernel, self._spk_pdpt, world.cr3_changed, world.page_unmapped)
         for segment in image.segments:
             for va, page in segment.pages():
                 self._load_pages(space, va, page, write=segment.writable)
@@ -233,7 +234,8 @@ class PvLifecycle:
 
     def new_space(self, p: Partition) -> AddressSpace:
         """A fresh address space of ``p`` (used by ASPACE_CREATE)."""
-        return AddressSpace(p.pid, self._frames, p.kernel, self._spk_pdpt, self._world.cr3_changed)
+        world = self._world
+        return AddressSpace(p.pid, self._frames, p.kernel, self._spk_pdpt, world.cr3_changed, world.page_unmapped)
 
     def destroy(self, pid: int, event: str) -> int:
         """Tear partition ``pid`` down (see :meth:`spk.Machine.destroy_partition`); returns the frames freed."""

@@ -110,6 +110,8 @@ class Machine:
     set_timer: Callable[[Partition, int], None]
     #: page tables or CR3 changed: cached translations must go
     cr3_changed: Callable[[], None]
+    #: one page's leaf went away: the engine drops that page's translations (as invlpg)
+    page_unmapped: Callable[[int], None]
     #: load an app's registers at CPL 3 (the IRET hypercall)
     enter_app: Callable[[Partition, Sequence[int], int, int, int], None]
     #: report an event to ring 1's listener (a listener's error stops the run and is raised by :meth:`run`)
@@ -174,6 +176,7 @@ class Machine:
         self.world = world = PvWorldSwitch(self, self.engine, self._templates, self.traps, self.mem, listener)
         self.request_stop, self.time_now, self.set_timer = world.request_stop, world.time_now, world.set_timer
         self.cr3_changed, self.enter_app, self._emit = world.cr3_changed, world.enter_app, world.emit
+        self.page_unmapped = world.page_unmapped
         #: what ring 1 must decide about, and console lines
         self.reports = reports = Reports(world.emit, world.request_stop)
         self.console, self.kernel_fault, self._internal_error = (

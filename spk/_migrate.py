@@ -585,7 +585,7 @@ def _partition(machine: Machine, r: _Reader, gf: GuestFrames, pid: int) -> Parti
             raise MigrationError("payload state.spaces: each item is [handle, pml4, tables]", "page_table")
         space = AddressSpace.__new__(AddressSpace)
         space.owner, space.frames, space.ram, space.kernel = pid, machine.frames, machine.ram, kernel
-        space._on_change = machine.cr3_changed
+        space._on_change, space._on_unmap = machine.cr3_changed, machine.page_unmapped
         space.pml4 = _frame(gf, item[1], "spaces.pml4", types, pt)
         space.tables = [_frame(gf, t, "spaces.tables", types, pt) for t in item[2]]
         if item[0] in spaces or not space.tables or space.tables[0] != space.pml4:

@@ -53,6 +53,12 @@ def canonical(va: int) -> bool:
     return top == 0 or top == 0x1FFFF
 
 
+#: The shifts of a 4-level walk's indices (PML4, PDPT, PD, PT), and of its three upper levels.
+_SHIFTS = (39, 30, 21, 12)
+_UPPER_SHIFTS = _SHIFTS[:3]
+_DATA = FrameType.DATA
+
+
 def _indices(va: int) -> tuple[int, int, int, int]:
     return ((va >> 39) & 511, (va >> 30) & 511, (va >> 21) & 511, (va >> 12) & 511)
 
@@ -136,8 +142,11 @@ class AddressSpace:
     """One PML4 and the tables below it, owned by one partition.
 
     ``alloc_table`` draws a zeroed PAGE_TABLE frame from the owner's quota;
-    ``on_change`` is called after any change that may leave stale
-    translations in an engine (the machine flushes its TLBs).
+    ``on_change`` is called after a change that may leave stale translations
+    of many pages in an engine (the machine flushes its TLBs), ``on_unmap``
+    with the address of one page whose leaf went away (the machine drops that
+    page only, as ``invlpg``). A new mapping needs neither: the engine caches
+    no translation that was not present.
     """
 
     def __init__(
@@ -147,11 +156,13 @@ class AddressSpace:
         kernel: KernelHalf,
         spk_pdpt: int,
         on_change: Callable[[], None],
+        on_unmap: Callable[[int], None],
     ) -> None:
         self.owner = owner
         self.frames = frames
         self.ram = frames.ram
         self._on_change = on_change
+        self._on_unmap = on_unmap
         self.pml4 = frames.pool_take(owner, FrameType.PAGE_TABLE)
         self.tables = [self.pml4]
         base = self.pml4 << PAGE_SHIFT
@@ -184,24 +195,14 @@ class AddressSpace:
         frame = self.frames[mfn]
         if frame.owner != self.owner:
             raise SpkError(Status.DENIED, f"frame {mfn:#x} is not owned by the caller")
-        if frame.type is FrameType.PAGE_TABLE:
-            # Stricter than Xen (which allows read-only): a guest never sees
-            # a table, so a table can always be freed with its space.
-            raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never mappable")
-        if frame.type is not FrameType.DATA:
+        if frame.type is not _DATA:
+            if frame.type is FrameType.PAGE_TABLE:
+                # Stricter than Xen (which allows read-only): a guest never sees
+                # a table, so a table can always be freed with its space.
+                raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never mappable")
             raise SpkError(Status.DENIED, f"frame {mfn:#x} is {frame.type.value}, not mappable")
         if self.lookup_leaf(va) is not None:
             raise SpkError(Status.BUSY, f"address {va:#x} already mapped")
-
-    def tables_needed(self, va: int) -> int:
-        """How many new intermediate tables mapping ``va`` would allocate."""
-        table = self.pml4 << PAGE_SHIFT
-        for depth, index in enumerate(_indices(va)[:3]):
-            entry = self.ram.read_u64(table + index * 8)
-            if not entry & PTE_P:
-                return 3 - depth
-            table = entry & PTE_ADDR
-        return 0
 
     def map(self, va: int, mfn: int, write: bool, user: bool) -> None:
         """Validate then install one 4 KiB mapping.
@@ -210,43 +211,52 @@ class AddressSpace:
         quota cannot pay for the intermediate tables (nothing is changed).
         """
         self.check_map(va, mfn, write, user)
-        if self.frames.pool_free_count(self.owner) < self.tables_needed(va):
-            raise SpkError(Status.NO_MEMORY, "quota exhausted: no frame left for page tables")
-        self._install(va, mfn, write, user)
-
-    def _install(self, va: int, mfn: int, write: bool, user: bool) -> None:
+        words = self.ram.words
         table = self.pml4 << PAGE_SHIFT
-        for index in _indices(va)[:3]:
-            slot = table + index * 8
-            entry = self.ram.read_u64(slot)
+        for depth, shift in enumerate(_UPPER_SHIFTS):
+            slot = (table >> 3) + ((va >> shift) & 511)
+            entry = words[slot]
             if not entry & PTE_P:
+                # The first missing level: every level below it is missing too.
+                if self.frames.pool_free_count(self.owner) < 3 - depth:
+                    raise SpkError(Status.NO_MEMORY, "quota exhausted: no frame left for page tables")
                 new = self.frames.pool_take(self.owner, FrameType.PAGE_TABLE)
                 # Tables under the shared kernel slot belong to the kernel half.
                 (self.tables if user else self.kernel.tables).append(new)
                 entry = (new << PAGE_SHIFT) | PTE_P | PTE_W | (PTE_U if user else 0)
-                self.ram.write_u64(slot, entry)
+                words[slot] = entry
             table = entry & PTE_ADDR
         leaf = (mfn << PAGE_SHIFT) | PTE_P | PTE_A | (PTE_W | PTE_D if write else 0)
-        leaf |= PTE_U if user else 0
-        self.ram.write_u64(table + _indices(va)[3] * 8, leaf)
-        frame = self.frames[mfn]
+        words[(table >> 3) + ((va >> PAGE_SHIFT) & 511)] = leaf | (PTE_U if user else 0)
+        frame = self.frames.entries[mfn]
         frame.map_count += 1
-        frame.writable_count += 1 if write else 0
+        if write:
+            frame.writable_count += 1
+
+    def _leaf_slot(self, va: int) -> int:
+        """The word index of the present leaf PTE mapping ``va``, or -1 (a level not present)."""
+        words = self.ram.words
+        table = self.pml4 << PAGE_SHIFT
+        slot = -1
+        for shift in _SHIFTS:
+            slot = (table >> 3) + ((va >> shift) & 511)
+            entry = words[slot]
+            if not entry & PTE_P:
+                return -1
+            table = entry & PTE_ADDR
+        return slot
 
     def lookup_leaf(self, va: int) -> int | None:
         """The leaf PTE mapping ``va`` (present), or None."""
-        table = self.pml4 << PAGE_SHIFT
-        for index in _indices(va):
-            entry = self.ram.read_u64(table + index * 8)
-            if not entry & PTE_P:
-                return None
-            last = table + index * 8
-            table = entry & PTE_ADDR
-        return self.ram.read_u64(last)
+        slot = self._leaf_slot(va)
+        return None if slot < 0 else int(self.ram.words[slot])
 
     def unmap(self, va: int) -> int:
         """Remove the mapping at ``va``; returns the frame it mapped.
 
+        The engine forgets the page at once (``on_unmap``: one page's TLB
+        entries, as ``invlpg``), whichever space is loaded: a kernel-half page
+        is mapped in every space of the partition.
         Errors: SpkError(INVALID_ARGUMENT) unaligned or outside both halves;
         SpkError(NOT_FOUND) nothing mapped there.
         """
@@ -254,25 +264,22 @@ class AddressSpace:
             USER_BASE <= va < USER_END or KERNEL_BASE <= va < KERNEL_END
         ):
             raise SpkError(Status.INVALID_ARGUMENT, f"address {va:#x} cannot be unmapped")
-        table = self.pml4 << PAGE_SHIFT
-        slot = 0
-        for index in _indices(va):
-            slot = table + index * 8
-            entry = self.ram.read_u64(slot)
-            if not entry & PTE_P:
-                raise SpkError(Status.NOT_FOUND, f"nothing mapped at {va:#x}")
-            table = entry & PTE_ADDR
-        leaf = self.ram.read_u64(slot)
-        self.ram.write_u64(slot, 0)
+        slot = self._leaf_slot(va)
+        if slot < 0:
+            raise SpkError(Status.NOT_FOUND, f"nothing mapped at {va:#x}")
+        words = self.ram.words
+        leaf = words[slot]
+        words[slot] = 0
         mfn = (leaf & PTE_ADDR) >> PAGE_SHIFT
-        frame = self.frames[mfn]
+        frame = self.frames.entries[mfn]
         frame.map_count -= 1
-        frame.writable_count -= 1 if leaf & PTE_W else 0
+        if leaf & PTE_W:
+            frame.writable_count -= 1
         if va >= KERNEL_BASE:
             self.kernel.generation += 1
         if frame.map_count < 0 or frame.writable_count < 0:
             raise InternalError(f"frame {mfn:#x} map counts went negative")
-        self._on_change()
+        self._on_unmap(va)
         return mfn
 
     def leaves(self, *, user_half_only: bool = False) -> Iterator[tuple[int, int]]:

@@ -269,6 +269,10 @@ class PvWorldSwitch:
         self.engine.flush_tlb()
         self.loaded_cr3 = -1
 
+    def page_unmapped(self, va: int) -> None:
+        """One leaf PTE went away: the engine drops that page's translations (the loaded space may map it)."""
+        self.engine.flush_page(va)
+
     def enter_app(self, p: Partition, gprs: Sequence[int], rip: int, rflags: int, cr3: int) -> None:
         """Load an app's registers at CPL 3 (the IRET hypercall's invoke step)."""
         regs = self.regs

@@ -15,7 +15,7 @@ def make(owner: int = 1, quota: int = 32) -> tuple[FrameTable, AddressSpace]:
     (spk_pdpt,) = frames.reserve_spk(1)
     frames.grant(owner, quota)
     kernel = KernelHalf(owner, frames)
-    return frames, AddressSpace(owner, frames, kernel, spk_pdpt, lambda: None)
+    return frames, AddressSpace(owner, frames, kernel, spk_pdpt, lambda: None, lambda _va: None)
 
 
 def test_grant_more_than_free_fails() -> None:

@@ -196,3 +196,22 @@ def test_serial_cables_carry_channel_messages_through_an_unmodified_kernel() -> 
         m.attach_serial(pid, 0x1234, into, "destination")  # not a COM port
     m.destroy_partition(pid)  # its destination end goes with it: the channel's senders are not held back
     assert m.channels[into].destinations == []
+
+
+@pytest.mark.parametrize("mmu", MMUS)
+def test_the_guest_s_invlpg_drops_one_page_through_the_engine_s_own(mmu: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """invlpg is the engine's invlpg of that page (Engine.flush_page), not a flush of the whole TLB.
+
+    (tests/test_hypercalls.py shows Engine.flush_page dropping a page the engine had cached.)
+    """
+    from spk._engine import Engine
+
+    calls: list[object] = []
+    page, full = Engine.flush_page, Engine.flush_tlb
+    monkeypatch.setattr(Engine, "flush_page", lambda self, va: (calls.append(va), page(self, va))[1])
+    monkeypatch.setattr(Engine, "flush_tlb", lambda self: (calls.append("all"), full(self))[1])
+    m, pid = pcref_machine(mmu, Recorder())
+    m.run(pid, m.now + 2_000_000)  # booted: its tables are live (and shadowed)
+    calls.clear()
+    m.full.machines[pid].mmu.invlpg(0x1000)
+    assert calls == [0x1000]

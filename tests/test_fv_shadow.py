@@ -76,7 +76,8 @@ class Machine:
         self.engine = GuestPhysical(view, 0)  # engine-physical: the quota, then the pool
         self.mem = GuestPhysical(view[:QUOTA], 0x7000_0000)
         self.tlb: dict[int, tuple[int, bool, bool, bool]] = {}
-        self.mmu = ShadowMmu(self.mem, GuestPhysical(view[QUOTA:], 0x9000_0000), QUOTA, self.flush_tlb)
+        pool = GuestPhysical(view[QUOTA:], 0x9000_0000)
+        self.mmu = ShadowMmu(self.mem, pool, QUOTA, self.flush_tlb, self.flush_page)
         self.mmu.wp = wp
         self.mmu.nxe = nxe
         self.tables: list[int] = []
@@ -119,6 +120,10 @@ class Machine:
 
     def flush_tlb(self) -> None:
         self.tlb.clear()
+
+    def flush_page(self, va: int) -> None:
+        """The engine's invlpg: that page's entry only."""
+        self.tlb.pop(va & ~(PAGE - 1), None)
 
     def load_cr3(self, cr3: int) -> None:
         self.real_cr3 = self.mmu.load_cr3(cr3)
@@ -506,7 +511,10 @@ def test_invlpg_rederives_and_flush_drops_everything() -> None:
     m.map(root, USER_VA, 0x30_0000, USER)
     m.load_cr3(root)
     m.checked_access(USER_VA, ACCESS_USER)
+    m.checked_access(0x30_0000, 0)  # the kernel's identity map: another page in the TLB
+    assert {USER_VA, 0x30_0000} <= set(m.tlb)
     m.mmu.invlpg(USER_VA)
+    assert USER_VA not in m.tlb and 0x30_0000 in m.tlb  # that page only, as the hardware's invlpg
     m.mmu.invlpg(0x7000_0000_0000)  # nothing shadowed there
     assert [gpa for va, gpa, *_ in m.shadow_leaves() if va == USER_VA] == [0x30_0000]
     real = m.real_cr3

@@ -123,6 +123,34 @@ def test_map_rules_on_own_frame() -> None:
     m.check_invariants()
 
 
+def test_unmap_drops_the_engine_translation_of_the_page() -> None:
+    """A page read through a mapping, unmapped, then mapped to another frame reads the new frame.
+
+    UNMAP drops only that page from the engine's TLB (as invlpg): had it
+    dropped nothing, the second read would still see the first frame's value.
+    """
+    va = KERNEL_BASE + 0x4000_0000
+    lines = [
+        "mov rbx, KERNEL_DATA_VADDR",
+        "mov rax, HC_FRAME_ALLOC", "int 0x82", "mov r12, rax",
+        "mov rax, HC_FRAME_ALLOC", "int 0x82", "mov r13, rax",
+        "mov rdi, 0", f"mov rsi, {va:#x}", "mov rdx, r12", f"mov r10, {int(MapFlags.WRITE)}",
+        f"mov rax, {int(H.MAP)}", "int 0x82", "mov [rbx], rax",
+        f"mov rcx, {va:#x}", "mov rax, 0x1111", "mov [rcx], rax", "mov rax, [rcx]", "mov [rbx + 8], rax",
+        "mov rdi, 0", f"mov rsi, {va:#x}", f"mov rax, {int(H.UNMAP)}", "int 0x82", "mov [rbx + 16], rax",
+        "mov rdi, 0", f"mov rsi, {va:#x}", "mov rdx, r13", f"mov r10, {int(MapFlags.WRITE)}",
+        f"mov rax, {int(H.MAP)}", "int 0x82", "mov [rbx + 24], rax",
+        f"mov rcx, {va:#x}", "mov rax, [rcx]", "mov [rbx + 32], rax",
+        "mov rdi, 0", "mov rax, HC_EXIT", "int 0x82", "hang: jmp hang",
+    ]  # fmt: skip
+    m = machine()
+    pid = m.create_partition("t", kernel("\n".join(lines) + "\n"), [], 64)
+    m.run(pid, 200_000)
+    assert m.info(pid).state == "exited", m.info(pid)
+    assert results(m, pid, 5) == [0, 0x1111, 0, 0, 0]
+    m.check_invariants()
+
+
 def test_frame_alloc_until_quota_exhausted() -> None:
     calls = [(H.FRAME_ALLOC, ())] * 64
     got, _ = run_program(calls, quota=64)
