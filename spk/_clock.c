@@ -51,6 +51,7 @@ typedef uint64_t (*fv_port_fn)(uint32_t port, uint32_t size, uint32_t value, uin
  * it ring 0 must emulate although it does not trap (pushf, which would show
  * the real IOPL), or -1. Direct-mapped; filled by ring 0's decoder on a miss. */
 #define SPK_SCAN_SLOTS 8192
+#define SPK_RFLAGS_IOPL 0x3000ull
 struct spk_scan_entry {
     uint64_t address;
     uint32_t size;
@@ -167,17 +168,30 @@ static inline struct spk_scan_entry *scan_entry(const struct spk_clock *c, uint6
  * first block at CPL 0 is refused before it executes. A pending interrupt
  * waits for IF (set natively by sti/popf at CPL 1, IOPL 1) outside an
  * interrupt shadow. A block holding a sensitive instruction is refused
- * and ring 0 runs the part before it, then emulates it. */
+ * and ring 0 runs the part before it, then emulates it.
+ *
+ * At CPL 3 the real IOPL is made 0 (the guest's kernel runs with IOPL 1 so
+ * that its cli/sti/popf act natively; a native iretq to ring 3 keeps it).
+ * At CPL 3 the two differ in nothing but what pushf shows: cli, sti, popf's
+ * IF, iretq's IF and port I/O all see CPL > IOPL either way. So a ring-3
+ * block needs no scan: its pushf shows IOPL 0 natively. CPL 3 cannot raise
+ * IOPL, and every way back to CPL 1 goes through ring 0 (which loads IOPL 1)
+ * or a call gate, whose first block at CPL 1 is scanned as any other. */
 static int fv_block(struct spk_clock *c, uint64_t address, uint32_t size)
 {
     uint32_t hflags = *(const uint32_t *)(uintptr_t)(c->env + c->hflags_offset);
+    uint64_t *eflags = (uint64_t *)(uintptr_t)(c->env + c->eflags_offset);
     if ((hflags & 3) == 0) {
         c->tripwire = 1;
         return 1;
     }
-    if (c->irq_wait && (*(const uint64_t *)(uintptr_t)(c->env + c->eflags_offset) & 0x200) && !(hflags & 8)) {
+    if (c->irq_wait && (*eflags & 0x200) && !(hflags & 8)) {
         c->irq_stop = 1;
         return 1;
+    }
+    if ((hflags & 3) == 3) {
+        *eflags &= ~(uint64_t)SPK_RFLAGS_IOPL;
+        return 0;
     }
     struct spk_scan_entry *e = scan_entry(c, address);
     if (e->address != address || e->size != size) {
@@ -248,24 +262,31 @@ void spk_on_block(void *uc, uint64_t address, uint32_t size, void *user_data)
 
 /* UC_HOOK_BLOCK of a full partition's engine: the common case in one test.
  *
- * A block that runs at CPL 1 or 3, with no interrupt waiting for IF, no stop
- * or tail under way, within the budget, and already scanned clean is only
- * counted: the same outcome spk_on_block's fv_block path gives it, without
+ * A block with no interrupt waiting for IF, no stop or tail under way and
+ * within the budget, that runs at CPL 3 with IOPL 0 (nothing to scan) or at
+ * CPL 1 and was already scanned clean, is only counted: the same outcome spk_on_block's fv_block path gives it, without
  * its chain of branches (the compute cost of full virtualization is this
  * hook; docs/fullvirt.md). Everything else goes the general way. */
 void spk_on_block_fv(void *uc, uint64_t address, uint32_t size, void *user_data)
 {
     struct spk_clock *c = user_data;
     uint64_t counter = c->counter;
-    const struct spk_scan_entry *e = scan_entry(c, address);
     uint32_t hflags = *(const uint32_t *)(uintptr_t)(c->env + c->hflags_offset);
-    if (__builtin_expect(!(c->stopping | c->want_user | c->tail_armed | c->irq_wait) && c->fv && (hflags & 3) &&
-                         e->address == address && e->size == size && e->offset < 0 && counter + size <= c->limit,
-                         1)) {
-        c->block_start = address;
-        c->block_end = address + size;
-        c->counter = counter + size;
-        return;
+    if (__builtin_expect(!(c->stopping | c->want_user | c->tail_armed | c->irq_wait) && c->fv &&
+                         counter + size <= c->limit, 1)) {
+        int clean;
+        if ((hflags & 3) == 3) { /* ring 3 at IOPL 0: nothing to scan (fv_block) */
+            clean = !(*(const uint64_t *)(uintptr_t)(c->env + c->eflags_offset) & SPK_RFLAGS_IOPL);
+        } else {
+            const struct spk_scan_entry *e = scan_entry(c, address);
+            clean = (hflags & 3) && e->address == address && e->size == size && e->offset < 0;
+        }
+        if (__builtin_expect(clean, 1)) {
+            c->block_start = address;
+            c->block_end = address + size;
+            c->counter = counter + size;
+            return;
+        }
     }
     spk_on_block(uc, address, size, user_data);
 }

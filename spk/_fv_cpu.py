@@ -10,8 +10,10 @@ exceptions are delivered through the guest's own IDT, as the CPU would
 MMU hides its own faults).
 
 The holes of x86 closed by layout (see :mod:`spk._fv_state`) need nothing
-here; ``pushf`` is found by the engine's block scan (:meth:`on_scan`) and
-emulated (:meth:`on_sensitive`) so that it shows IOPL 0.
+here; ``pushf`` at the guest's ring 0 (real CPL 1, IOPL 1) is found by the
+engine's block scan (:meth:`on_scan`) and emulated (:meth:`on_sensitive`) so
+that it shows IOPL 0; at ring 3 the real IOPL is 0 (the block hook clears it)
+and ``pushf`` runs natively.
 
 Everything a hook cannot finish (a stepped write for the shadow MMU, ``hlt``,
 the guest's exit, a fault) stops the engine and is left in :attr:`stop`
@@ -77,7 +79,7 @@ HOOK_OPERATIONS = {
     "port_out": "the engine's OUT hook at the guest's ring 0; a device model takes it",
     "port_refused": "IN/OUT from the guest's ring 3: #GP delivered (IOPL 0, no I/O bitmap)",
     "syscall": "the engine's SYSCALL hook; emulated from the virtual STAR/LSTAR/SFMASK",
-    "pushf": "found by the native block scan; emulated to show IOPL 0",
+    "pushf": "at the guest's ring 0: found by the native block scan, emulated to show IOPL 0 (ring 3 runs at IOPL 0)",
     "page_fault": "#PF: the MMU's (a shadow fill or a protected table write) or delivered to the guest",
     "irq": "an external interrupt (PIC) delivered through the guest's IDT when its IF allows",
     "int_n": "int n / int3 / into: delivered through the guest's IDT (gate DPL checked)",

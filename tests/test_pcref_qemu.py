@@ -55,7 +55,7 @@ def test_the_transcript_shows_timer_driven_scheduling_and_the_holes(qemu_run: Qe
     slices = [line for line in lines if line.startswith("app ")]
     # round robin on timer ticks, B ended by its page fault in slice 3, A alone after
     assert [line[4] + line.split()[3] for line in slices] == ["A1", "B1", "A2", "B2", "A3", "A4"]
-    assert all(line.endswith("(cs 0x2b ss 0x23)") for line in slices)  # ring 3
+    assert all(line.endswith("(cs 0x2b ss 0x23 iopl 0 if 1)") for line in slices)  # ring 3, as pushf shows it
     assert "cs 0x8, ss 0x10: ring 0" in lines
     assert "sgdt: limit 0x3f, base my gdt" in lines and "sidt: limit 0xfff, base my idt" in lines
     assert "popf: IF after cli 0, after popf(IF=1) 1, after popf(IF=0) 0; IOPL 0" in lines

@@ -8,6 +8,7 @@
  * back with the next slice number. The output does not depend on how fast
  * the host is: the kernel switches only after the running app has printed
  * its line for the slice, and nothing visible follows the line in a slice.
+ * Each line shows CS, SS and what pushf shows at ring 3 (IOPL, IF).
  * App A executes `cli` in its second slice (a #GP the kernel skips); app B
  * reads kernel memory in its third (a #PF the kernel answers by ending B,
  * before B prints that slice's line). */
@@ -35,8 +36,11 @@ void app_main(void) {
         if (name == 'A' && k == 2) __asm__ volatile("cli"); /* privileged at ring 3: #GP */
         if (name == 'B' && k == 3) (void)*(volatile uint8_t *)0x100000; /* kernel page: #PF */
         uint16_t cs, ss;
+        uint64_t flags;
         __asm__ volatile("mov %%cs, %0; mov %%ss, %1" : "=r"(cs), "=r"(ss));
-        int n = snprintf(buf, 128, "app %c: slice %lu of %d (cs %#x ss %#x)\n", name, k, APP_SLICES, cs, ss);
+        __asm__ volatile("pushfq; pop %0" : "=r"(flags)); /* at ring 3: IOPL 0 and IF 1, as a PC shows them */
+        int n = snprintf(buf, 128, "app %c: slice %lu of %d (cs %#x ss %#x iopl %lu if %lu)\n", name, k, APP_SLICES,
+                         cs, ss, (flags >> 12) & 3, (flags >> 9) & 1);
         if (sys_write(buf, (uint64_t)n) != n) sys_exit(2);
         while (info->slice == k) { /* the timer ends the slice */
         }
