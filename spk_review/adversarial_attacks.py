@@ -659,7 +659,11 @@ def _quote_fact(run: Run, made: list[Record]) -> Fact:
 
 
 def _fetch_fact(run: Run) -> Fact:
-    """Ring 0 read each guest range once per hypercall (instrumented ``Machine.copy_in``)."""
+    """Ring 0 read each guest range once per hypercall (instrumented ``machine.mem.copy_in``).
+
+    No read recorded at all is a failure too: the attack's hypercalls pass
+    buffers, so an instrument that sees nothing is blind, not a proof.
+    """
     spaces = {space.cr3 for space in run.machine.partitions[run.pid].spaces.values()}
     per_call: dict[int, list[tuple[int, int]]] = {}
     for fetch in run.fetches:
@@ -669,10 +673,12 @@ def _fetch_fact(run: Run) -> Fact:
     total = sum(len(r) for r in per_call.values())
     if twice:
         return (False, f"ring 0 read a guest range twice within one hypercall: {twice[:3]}")
+    if not total:
+        return (False, "no read of the attacker's memory by ring 0 was recorded: the instrument saw nothing")
     return (
         True,
         f"ring 0 read guest memory {total} times during {len(per_call)} of its hypercalls, "
-        "each range once (instrumented Machine.copy_in)",
+        "each range once (instrumented machine.mem.copy_in)",
     )
 
 

@@ -131,7 +131,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Fetch:
-    """One read of guest memory by ring 0 (instrumented ``Machine.copy_in``)."""
+    """One read of guest memory by ring 0 (instrumented ``machine.mem.copy_in``)."""
 
     time: int
     cr3: int
@@ -445,13 +445,19 @@ def frame_label(machine: Machine, names: dict[int, str], mfn: int) -> str:
 
 
 def instrument(machine: Machine) -> list[Fetch]:
-    """Record every guest read ring 0's hypercalls make through ``Machine.copy_in``."""
+    """Record every guest read ring 0's hypercalls make (``machine.mem.copy_in``, which they all call).
+
+    The hypercall handlers read guest buffers through the machine's guest
+    memory object, not through ``Machine.copy_in`` (which delegates to it):
+    the instrument sits where every read passes.
+    """
     fetches: list[Fetch] = []
-    original = machine.copy_in
+    mem = machine.mem
+    original = mem.copy_in
 
     def copy_in(cr3: int, va: int, length: int) -> bytes:
         fetches.append(Fetch(machine.time_now(), cr3, va, length))
         return original(cr3, va, length)
 
-    machine.copy_in = copy_in  # type: ignore[method-assign]
+    mem.copy_in = copy_in  # type: ignore[method-assign]
     return fetches
