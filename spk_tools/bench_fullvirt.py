@@ -21,8 +21,8 @@ between two console lines the kernel prints:
   stores, then PTE clears each with ``invlpg``; ``MAP`` and ``UNMAP``
   hypercalls): the ``_us`` is per round of 2,000 updates.
 * ``aspace_switch``: one address-space switch (``mov cr3``; ``ASPACE_SWITCH``).
-* ``compute``: one round of ``bench_work`` (``partitions/bench_sort.c``'s
-  work), native at CPL 3 in both.
+* ``compute``: one round of ``bench_work`` (``spk_sdk/include/spk/bench_work.h``,
+  also ``partitions/bench_sort.c``'s work), native at CPL 3 in both.
 
 Timing: the host timestamps each console line as it arrives, in the event
 sink (the only use of the host's clocks, and only here), with two clocks:

@@ -73,43 +73,7 @@ static inline long bench_syscall(long nr, uint64_t a, uint64_t b) {
     return r;
 }
 
-/* The compute work (the workload of partitions/bench_sort.c): fill an array
- * with a xorshift sequence, shell-sort it, fold it into an FNV-1a hash,
- * `rounds` times. No globals, no calls: only registers and its stack; never
- * inlined or specialised (noipa), so both guests run the same machine code
- * (a test compares the bytes). */
-__attribute__((noipa, unused)) static uint64_t bench_work(uint64_t rounds) {
-    enum { N = 128 };
-    uint64_t a[N];
-    uint64_t hash = 0xcbf29ce484222325ull;
-    for (uint64_t r = 0; r < rounds; r++) {
-        uint64_t x = 0x9e3779b97f4a7c15ull ^ (r + 1);
-        for (int i = 0; i < N; i++) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            a[i] = x;
-        }
-        for (int gap = N / 2; gap > 0; gap /= 2) {
-            for (int i = gap; i < N; i++) {
-                uint64_t v = a[i];
-                int j = i;
-                while (j >= gap && a[j - gap] > v) {
-                    a[j] = a[j - gap];
-                    j -= gap;
-                }
-                a[j] = v;
-            }
-        }
-        for (int i = 0; i < N; i++) {
-            for (int b = 0; b < 64; b += 8) {
-                hash ^= (a[i] >> b) & 0xff;
-                hash *= 0x100000001b3ull;
-            }
-        }
-    }
-    return hash;
-}
+#include "spk/bench_work.h" /* the compute work, one source for every benchmark guest */
 
 /* The app: every operation in order. The BENCH_N_PAGE_FAULT pages from
  * BENCH_DEMAND_VA are mapped by nothing yet: each first touch is a page
