@@ -119,6 +119,7 @@ class Uart16550:
     timeout_at: int | None = None  # when the character timeout fires (PIT clocks)
     now: int = 0
     received: int = 0  # bytes that entered the receiver (FIFO or RBR)
+    transmitted: int = 0  # bytes the guest sent (to the console, or over its serial link)
     #: Called where QEMU's model updates its interrupt line (serial_update_irq): PcDevices
     #: drives the PIC input from it then, and only then, as QEMU does.
     on_irq: Callable[[], None] | None = field(default=None, repr=False, compare=False)
@@ -304,6 +305,7 @@ class Uart16550:
                 self._receive(value)  # loopback: what is sent is received
                 self.thr_pending = True
             else:
+                self.transmitted += 1
                 if self.link is not None:
                     self.link.transmitted(value)
                 else:
@@ -731,7 +733,7 @@ class PcDevices:
             out.append({
                 "device": "uart16550", "ports": (base, base + 7), "irq": uart.irq,
                 "role": "console" if base == UART_BASE else ("serial link" if link else "unconnected"),
-                "transmitted": len(uart.output) if link is None else None, "received": uart.received,
+                "transmitted": uart.transmitted, "received": uart.received,
                 "messages_sent": link.sent if link is not None else None,
             })  # fmt: skip
         out.append({"device": "pic8259 pair", "ports": (PIC_MASTER, PIC_MASTER + 1, PIC_SLAVE, PIC_SLAVE + 1),

@@ -51,6 +51,10 @@ def test_pcref_prints_what_it_prints_on_qemu(mmu: str) -> None:
     assert (info.state, info.exit_code, info.virtualization, info.mmu) == ("exited", 0, "full", mmu)
     transcript = "".join(line + "\n" for line in recorder.lines("pcref"))
     assert transcript == GOLDEN.read_text()
+    devices = m.full_state(pid)["devices"]
+    assert isinstance(devices, list)
+    console = next(d for d in devices if d.get("role") == "console")
+    assert console["transmitted"] == len(GOLDEN.read_bytes())  # every byte the kernel sent, drained or not
 
 
 @pytest.mark.parametrize("mmu", MMUS)
@@ -208,8 +212,17 @@ def test_the_guest_s_invlpg_drops_one_page_through_the_engine_s_own(mmu: str, mo
 
     calls: list[object] = []
     page, full = Engine.flush_page, Engine.flush_tlb
-    monkeypatch.setattr(Engine, "flush_page", lambda self, va: (calls.append(va), page(self, va))[1])
-    monkeypatch.setattr(Engine, "flush_tlb", lambda self: (calls.append("all"), full(self))[1])
+
+    def flush_page(self: Engine, va: int) -> None:
+        calls.append(va)
+        page(self, va)
+
+    def flush_tlb(self: Engine) -> None:
+        calls.append("all")
+        full(self)
+
+    monkeypatch.setattr(Engine, "flush_page", flush_page)
+    monkeypatch.setattr(Engine, "flush_tlb", flush_tlb)
     m, pid = pcref_machine(mmu, Recorder())
     m.run(pid, m.now + 2_000_000)  # booted: its tables are live (and shadowed)
     calls.clear()
