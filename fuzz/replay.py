@@ -81,6 +81,8 @@ def load(path: Path) -> Replay:
     actions = data.get("actions")
     if not isinstance(actions, list) or not all(isinstance(a, list) and a and isinstance(a[0], str) for a in actions):
         raise ReplayError(f"{path}: 'actions' must be a list of [name, arguments...]")
+    import fuzz.campaigns  # noqa: F401  (each campaign's world registers when its module loads)
+
     if data.get("world") not in World.KINDS:
         raise ReplayError(f"{path}: unknown world {data.get('world')!r} (known: {', '.join(sorted(World.KINDS))})")
     finding = data.get("finding") or {}

@@ -159,3 +159,21 @@ def test_a_guest_that_stops_writing_is_a_finding(world: FullVirtWorld, monkeypat
     with pytest.raises(Violation) as info:
         world.perform(("run", 10))
     assert info.value.invariant == "fv_progress"
+
+
+def test_spk_replay_knows_the_fullvirt_world_in_a_fresh_process(tmp_path: Any) -> None:
+    """``spk replay`` of a fullvirt finding, as a user runs it: every campaign's world is known.
+
+    (The worlds register when their campaign modules load; a fresh ``spk replay``
+    loaded none but the agent's and refused every other campaign's files.)
+    """
+    import subprocess
+    import sys
+
+    from fuzz.replay import Replay
+
+    path = Replay("fullvirt", "fullvirt", [("run", 8)]).write(tmp_path / "clean.json")
+    result = subprocess.run([sys.executable, "-m", "spk_tools", "replay", str(path)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "clean: 1 step, every invariant held" in result.stdout
