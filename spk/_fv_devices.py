@@ -738,7 +738,10 @@ class PcDevices:
             })  # fmt: skip
         out.append({"device": "pic8259 pair", "ports": (PIC_MASTER, PIC_MASTER + 1, PIC_SLAVE, PIC_SLAVE + 1),
                     "irq": None, "imr": (self.pic.master.imr, self.pic.slave.imr)})  # fmt: skip
+        periodic = self.pit.mode in (2, 3) and self.pit.start is not None
         out.append({"device": "pit8253", "ports": (PIT_BASE, PIT_BASE + 3), "irq": 0, "mode": self.pit.mode,
-                    "reload": self.pit.reload})  # fmt: skip
+                    "reload": self.pit.reload,
+                    # IRQ 0's period in virtual time (ticks, rounded up), when the counter runs periodically
+                    "period_ticks": -(-self.pit.reload * 1_000_000_000 // PIT_HZ) if periodic else None})  # fmt: skip
         out.append({"device": "isa-debug-exit", "ports": (DEBUG_EXIT_PORT,), "irq": None, "status": self.exit.status})
         return out

@@ -510,4 +510,5 @@ class FullMachine:
                 {"guest_physical": 0, "size": self.mem.size, "host_frame": self.part.first_frame, "what": "quota"},
             ],
             "scanned_blocks": self.engine.scan_misses,
+            "exit_ticks": EXIT_TICKS,  # the virtual time every exit to ring 0 costs the guest
         }

@@ -177,3 +177,17 @@ def test_spk_replay_knows_the_fullvirt_world_in_a_fresh_process(tmp_path: Any) -
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "clean: 1 step, every invariant held" in result.stdout
+
+
+def test_a_storm_faster_than_its_handler_is_the_documented_limit_and_nothing_else() -> None:
+    """fv_progress explains exactly one stall: inside the storm, a periodic PIT faster than four exits."""
+    from fuzz.campaigns.fullvirt import STORM_HANDLER_EXITS, storm_outruns_its_handler
+
+    def state(period: int | None) -> dict[str, Any]:
+        return {"exit_ticks": 1000, "devices": [{"device": "pit8253", "mode": 2, "period_ticks": period}]}
+
+    storm, other = GuestRun(1, 0, "nested", partial=b"030 storm "), GuestRun(1, 0, "nested", partial=b"031 invlpg ")
+    assert storm_outruns_its_handler(storm, state(1677))  # divisor 2: 1,677 ticks
+    assert not storm_outruns_its_handler(storm, state(STORM_HANDLER_EXITS * 1000))
+    assert not storm_outruns_its_handler(storm, state(None))  # one-shot or stopped: it would end
+    assert not storm_outruns_its_handler(other, state(1677))

@@ -140,6 +140,25 @@ def test_devices_deliver_timer_ticks_by_virtual_time_only() -> None:
     assert dev.port_in(0x60, 1, now=0) == 0xFF and dev.unclaimed == 1
 
 
+def test_the_pit_reports_its_period_in_virtual_time() -> None:
+    """describe()'s IRQ 0 period in ticks (1 tick = 1 ns), None unless the counter runs periodically."""
+    dev = PcDevices()
+
+    def pit() -> dict[str, object]:
+        return next(d for d in dev.describe() if d["device"] == "pit8253")
+
+    assert pit()["period_ticks"] is None  # never loaded
+    for port, value in ((0x43, 0x34), (0x40, 2), (0x40, 0)):  # mode 2, divisor 2
+        dev.port_out(port, 1, value, now=0)
+    assert pit()["period_ticks"] == 1677  # 2 / 1,193,182 Hz, rounded up
+    for port, value in ((0x43, 0x34), (0x40, 0x9C), (0x40, 0x2E)):  # divisor 11932: 100 Hz
+        dev.port_out(port, 1, value, now=0)
+    assert pit()["period_ticks"] == 10_000_151  # about 100 Hz
+    for port, value in ((0x43, 0x30), (0x40, 2), (0x40, 0)):  # mode 0: one shot
+        dev.port_out(port, 1, value, now=0)
+    assert pit()["period_ticks"] is None
+
+
 _EVENT = re.compile(
     r"^(serial|pic_ioport)_(read|write) (?:read|write|master (\d)) addr (0x[0-9a-f]+) val (0x[0-9a-f]+)"
 )
