@@ -175,8 +175,10 @@ static inline struct spk_scan_entry *scan_entry(const struct spk_clock *c, uint6
  * At CPL 3 the two differ in nothing but what pushf shows: cli, sti, popf's
  * IF, iretq's IF and port I/O all see CPL > IOPL either way. So a ring-3
  * block needs no scan: its pushf shows IOPL 0 natively. CPL 3 cannot raise
- * IOPL, and every way back to CPL 1 goes through ring 0 (which loads IOPL 1)
- * or a call gate, whose first block at CPL 1 is scanned as any other. */
+ * IOPL, and every way back to the guest's ring 0 goes through ring 0 (which
+ * loads IOPL 1): a call gate to the guest's own ring-0 code would reach real
+ * CPL 0 (the tripwire), and one to a ring 1 or 2 segment runs at the IOPL 0 a
+ * PC gives that ring (its cli faults), its blocks scanned as any other. */
 static int fv_block(struct spk_clock *c, uint64_t address, uint32_t size)
 {
     uint32_t hflags = *(const uint32_t *)(uintptr_t)(c->env + c->hflags_offset);
