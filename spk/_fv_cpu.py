@@ -240,7 +240,17 @@ class FullVcpu:
         return ACCESS_USER if self.cpl == 3 else 0
 
     def instruction(self, rip: int) -> capstone.CsInsn | None:
-        """The instruction at ``rip`` as the vCPU fetches it, decoded; None when it cannot be fetched."""
+        """The instruction at ``rip`` as the vCPU fetches it, decoded; None when it cannot be fetched.
+
+        First through the engine's own fetch path (its TLB, or its walk of the
+        tables it runs on, at the current CPL): the instruction that trapped was
+        fetched that way a moment ago, so its pages are there, with their A bits
+        set by that fetch. Only when that fails (an instruction that ends before
+        an unmapped page) ring 0 walks the guest's tables itself.
+        """
+        code = self.engine.read_code(rip & 0xFFFF_FFFF_FFFF_FFFF, 15)
+        if code is not None:
+            return next(self._disasm.disasm(code, rip, 1), None)
         try:
             code = self.read_virtual(rip, 15, ACCESS_FETCH | self.user_access())
         except DeliveryFault:

@@ -177,11 +177,12 @@ class AddressSpace:
 
     # -- validation + mutation -------------------------------------------------
     def check_map(self, va: int, mfn: int, write: bool, user: bool) -> None:
-        """The decode step of a mapping: every rule, no mutation.
+        """The decode step of a mapping: every rule about the address and the frame, no mutation.
 
+        (Whether the slot is free is known only by walking to it: :meth:`map`
+        checks that on its one walk, before it changes anything.)
         Errors: SpkError(INVALID_ARGUMENT) bad alignment/region/frame number;
-        SpkError(DENIED) foreign frame, writable page table, SPK frame;
-        SpkError(BUSY) slot already mapped.
+        SpkError(DENIED) foreign frame, writable page table, SPK frame.
         """
         if va & (PAGE_SIZE - 1):
             raise SpkError(Status.INVALID_ARGUMENT, f"address {va:#x} not page aligned")
@@ -201,14 +202,15 @@ class AddressSpace:
                 # a table, so a table can always be freed with its space.
                 raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never mappable")
             raise SpkError(Status.DENIED, f"frame {mfn:#x} is {frame.type.value}, not mappable")
-        if self.lookup_leaf(va) is not None:
-            raise SpkError(Status.BUSY, f"address {va:#x} already mapped")
 
     def map(self, va: int, mfn: int, write: bool, user: bool) -> None:
-        """Validate then install one 4 KiB mapping.
+        """Validate then install one 4 KiB mapping, in one walk of the tables.
 
-        Errors: those of :meth:`check_map`, and SpkError(NO_MEMORY) when the
-        quota cannot pay for the intermediate tables (nothing is changed).
+        Nothing changes before every rule held: the slot can be taken only if
+        every level above it exists, and then the walk allocates nothing.
+        Errors: those of :meth:`check_map`; SpkError(BUSY) the slot is already
+        mapped; SpkError(NO_MEMORY) the quota cannot pay for the intermediate
+        tables.
         """
         self.check_map(va, mfn, write, user)
         words = self.ram.words
@@ -217,7 +219,7 @@ class AddressSpace:
             slot = (table >> 3) + ((va >> shift) & 511)
             entry = words[slot]
             if not entry & PTE_P:
-                # The first missing level: every level below it is missing too.
+                # The first missing level: every level below it is missing too (so is the slot).
                 if self.frames.pool_free_count(self.owner) < 3 - depth:
                     raise SpkError(Status.NO_MEMORY, "quota exhausted: no frame left for page tables")
                 new = self.frames.pool_take(self.owner, FrameType.PAGE_TABLE)
@@ -226,8 +228,11 @@ class AddressSpace:
                 entry = (new << PAGE_SHIFT) | PTE_P | PTE_W | (PTE_U if user else 0)
                 words[slot] = entry
             table = entry & PTE_ADDR
+        slot = (table >> 3) + ((va >> PAGE_SHIFT) & 511)
+        if words[slot] & PTE_P:
+            raise SpkError(Status.BUSY, f"address {va:#x} already mapped")
         leaf = (mfn << PAGE_SHIFT) | PTE_P | PTE_A | (PTE_W | PTE_D if write else 0)
-        words[(table >> 3) + ((va >> PAGE_SHIFT) & 511)] = leaf | (PTE_U if user else 0)
+        words[slot] = leaf | (PTE_U if user else 0)
         frame = self.frames.entries[mfn]
         frame.map_count += 1
         if write:
