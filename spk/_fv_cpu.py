@@ -93,6 +93,8 @@ HOOK_OPERATIONS = {
 #: hardware. It keeps a guest's virtual time moving while ring 0 works for it, so a guest in
 #: a trap loop ends its windows (it cannot buy unbounded host time with no virtual time).
 EXIT_TICKS = 1000
+#: Decoded instructions a vCPU keeps (a kernel traps at a few hundred addresses; a cleared cache only costs decodes).
+DECODED_MAX = 4096
 
 
 class Board(Protocol):
@@ -141,6 +143,8 @@ class FullVcpu:
         self.bringup: Callable[[int], None] | None = None
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
+        #: decoded trapped instructions by (address, the bytes fetched there): see _decode
+        self._decoded: dict[tuple[int, bytes], capstone.CsInsn] = {}
         self.emulator = Emulator(self)
 
     def bind(self, engine: Engine, mmu: Mmu) -> None:
@@ -250,7 +254,7 @@ class FullVcpu:
         """
         code = self.engine.read_code(rip & 0xFFFF_FFFF_FFFF_FFFF, 15)
         if code is not None:
-            return next(self._disasm.disasm(code, rip, 1), None)
+            return self._decode(code, rip)
         try:
             code = self.read_virtual(rip, 15, ACCESS_FETCH | self.user_access())
         except DeliveryFault:
@@ -258,7 +262,26 @@ class FullVcpu:
                 code = self.read_virtual(rip, 0x1000 - (rip & 0xFFF), ACCESS_FETCH | self.user_access())
             except DeliveryFault:
                 return None
-        return next(self._disasm.disasm(code, rip, 1), None)
+        return self._decode(code, rip)
+
+    def _decode(self, code: bytes, rip: int) -> capstone.CsInsn | None:
+        """The first instruction of ``code`` at ``rip``, decoded once per (address, bytes).
+
+        The key is the bytes themselves: whatever the guest rewrites or remaps,
+        the same bytes at the same address decode the same (capstone's result
+        depends on nothing else), so the cache can never be stale. Emulation
+        only reads the decoded instruction. Bounded: cleared when full.
+        """
+        key = (rip, code)
+        insn = self._decoded.get(key)
+        if insn is None:
+            insn = next(self._disasm.disasm(code, rip, 1), None)
+            if insn is None:
+                return None
+            if len(self._decoded) >= DECODED_MAX:
+                self._decoded.clear()
+            self._decoded[key] = insn
+        return insn
 
     # -- trap sink -----------------------------------------------------------
     def on_interrupt(self, vector: int) -> None:

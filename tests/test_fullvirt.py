@@ -228,3 +228,17 @@ def test_the_guest_s_invlpg_drops_one_page_through_the_engine_s_own(mmu: str, mo
     calls.clear()
     m.full.machines[pid].mmu.invlpg(0x1000)
     assert calls == [0x1000]
+
+
+def test_trapped_instructions_are_decoded_once_per_address_and_bytes() -> None:
+    """The decode cache is keyed by the bytes fetched: new bytes at the same address decode anew."""
+    m, pid = pcref_machine("nested", Recorder())
+    vcpu = m.full.machines[pid].vcpu
+    hlt, cli = b"\xf4" + bytes(14), b"\xfa" + bytes(14)
+    first = vcpu._decode(hlt, 0x1000)
+    assert first is not None and first.mnemonic == "hlt"
+    assert vcpu._decode(hlt, 0x1000) is first  # the same bytes at the same address: decoded once
+    rewritten = vcpu._decode(cli, 0x1000)  # the guest wrote other code there
+    assert rewritten is not None and rewritten.mnemonic == "cli"
+    moved = vcpu._decode(b"\xeb\x00" + bytes(13), 0x2000)  # a relative jump: its target depends on the address
+    assert moved is not None and moved.op_str == "0x2002"
