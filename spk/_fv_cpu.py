@@ -93,8 +93,9 @@ HOOK_OPERATIONS = {
 #: hardware. It keeps a guest's virtual time moving while ring 0 works for it, so a guest in
 #: a trap loop ends its windows (it cannot buy unbounded host time with no virtual time).
 EXIT_TICKS = 1000
-#: Decoded instructions a vCPU keeps (a kernel traps at a few hundred addresses; a cleared cache only costs decodes).
-DECODED_MAX = 4096
+#: Decoded instructions a vCPU keeps (a kernel traps at a few hundred addresses; each with its details takes
+#: about 3 KB of host memory; a cleared cache only costs decodes).
+DECODED_MAX = 1024
 
 
 class Board(Protocol):
