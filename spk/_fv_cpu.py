@@ -55,6 +55,7 @@ from spk._fv_state import (
     EFER_NXE,
     HF_CPL,
     HF_INHIBIT_IRQ,
+    HF_SEGMENT_MODE,
     REAL_IOPL,
     RFLAGS_IF,
     RFLAGS_IOPL,
@@ -141,6 +142,8 @@ class FullVcpu:
         self.cs_cache = {1: 0, 3: 0}
         self.ss_cache = {1: 0, 3: 0}
         self.hflags_cpl = {1: 0, 3: 0}
+        #: the HF_SEGMENT_MODE bits of a 64-bit code segment (bring-up): every ring change lands in one
+        self.hflags_mode = 0
         self.bringup: Callable[[int], None] | None = None
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._disasm.detail = True
@@ -194,9 +197,16 @@ class FullVcpu:
         self.w[word] = (int(self.w[word]) & ~0xFFFF_FFFF) | (value & 0xFFFF)
 
     def enter_cpl(self, cpl: int, cs: int, ss: int) -> None:
-        """Switch the real CPL (1 or 3) with the CS and SS selectors the guest must see."""
+        """Switch the real CPL (1 or 3) with the CS and SS selectors the guest must see.
+
+        Every caller lands in a 64-bit code segment (a gate's, checked L; a
+        return to the guest's ring 0, checked L; sysretq; the boot), so the
+        engine's segment-mode flags are a 64-bit CS's too, whatever mode the
+        vCPU left (a guest's ring 3 may run in a compatibility-mode segment).
+        """
         w = self.w
-        w[W_HFLAGS] = (int(w[W_HFLAGS]) & ~HF_CPL) | self.hflags_cpl[cpl]
+        hflags = int(w[W_HFLAGS]) & ~(HF_CPL | HF_SEGMENT_MODE)
+        w[W_HFLAGS] = hflags | self.hflags_cpl[cpl] | self.hflags_mode
         cs_word, ss_word = W_SEG["cs"], W_SEG["ss"]
         w[cs_word] = cs & 0xFFFF
         w[cs_word + 1] = 0

@@ -46,6 +46,8 @@ from spk._fv_state import (
     CR4_PAE,
     CR4_TSD,
     EFER_NXE,
+    HF_CS64,
+    HF_SEGMENT_MODE,
     MSR_EFER,
     REAL_IOPL,
     W_CR2,
@@ -256,9 +258,10 @@ class FullMachine:
         if result.engine_error or len(seen) != 2 or [s[0] for s in seen] != [3, 3]:
             raise EngineError(f"full vCPU bring-up failed: {result.engine_error or seen}")
         (_v1, hflags1, cs1, ss1), (_v3, hflags3, cs3, ss3) = seen
-        if hflags1 & 3 != 1 or hflags3 & 3 != 3 or (hflags1 ^ hflags3) & ~3:
-            raise EngineError(f"full vCPU bring-up: hflags {hflags1:#x} / {hflags3:#x} are not CPL 1 / CPL 3")
+        if hflags1 & 3 != 1 or hflags3 & 3 != 3 or (hflags1 ^ hflags3) & ~3 or not hflags1 & HF_CS64:
+            raise EngineError(f"full vCPU bring-up: hflags {hflags1:#x} / {hflags3:#x} are not CPL 1 / CPL 3, 64-bit")
         vcpu.hflags_cpl = {1: 1, 3: 3}
+        vcpu.hflags_mode = hflags1 & HF_SEGMENT_MODE
         vcpu.cs_cache = {1: cs1, 3: cs3}
         vcpu.ss_cache = {1: ss1, 3: ss3}
         mem.view[:] = bytes(mem.size)

@@ -47,6 +47,9 @@ RSP = 4
 
 HF_CPL = 3
 HF_INHIBIT_IRQ = 1 << 3
+#: hflags bits the code and stack segments decide (CS32, SS32, ADDSEG, CS64): what a 64-bit CS loads.
+HF_SEGMENT_MODE = (1 << 4) | (1 << 5) | (1 << 6) | (1 << 15)
+HF_CS64 = 1 << 15
 
 RFLAGS_CF = 1 << 0
 RFLAGS_TF = 1 << 8

@@ -191,3 +191,29 @@ def test_a_storm_faster_than_its_handler_is_the_documented_limit_and_nothing_els
     assert not storm_outruns_its_handler(storm, state(STORM_HANDLER_EXITS * 1000))
     assert not storm_outruns_its_handler(storm, state(None))  # one-shot or stopped: it would end
     assert not storm_outruns_its_handler(other, state(1677))
+
+
+#: A seed whose operation 6 is an lretq to ring 3 through a compatibility-mode code segment (cs 0x1b,
+#: L clear) at a supervisor page: the fetch faults (#PF 0x15, as QEMU shows) and the handler must run in
+#: 64-bit mode. Found by the campaign (fv_progress): ring 0 used to leave the engine's segment-mode
+#: flags of the 32-bit segment, so the 64-bit handler ran in compatibility mode and never recovered.
+COMPAT_RING3_SEED = 0x282A06BA1A2D
+
+
+@pytest.mark.parametrize("mmu", ["nested", "shadow"])
+def test_a_fault_in_a_compatibility_mode_ring_3_lands_in_a_64_bit_handler(mmu: str) -> None:
+    from fuzz.campaigns.fullvirt import COM1 as PORT
+    from fuzz.campaigns.fullvirt import QUOTA_FRAMES, fvfuzz_elf, seed_bytes
+    from tests.guests import Recorder
+
+    recorder = Recorder()
+    m = Machine(64 << 20, on_event=recorder)
+    pid = m.create_full_partition("f", fvfuzz_elf(), QUOTA_FRAMES, mmu=mmu)
+    m.serial_input(pid, PORT, seed_bytes(COMPAT_RING3_SEED))
+    while m.now < 40_000_000 and m.state(pid) in ("ready", "blocked"):  # it ends in about 4 M ticks
+        m.run(pid, m.now + 2_000_000)
+        m.advance(m.now)
+    lines = recorder.lines("f")
+    assert "006 lretq rip 10119e cs 1b rsp 110fc0 ss 23 -> #14/15@10119e" in lines
+    assert (m.info(pid).state, m.info(pid).exit_code) == ("exited", 0), lines[-3:]
+    assert lines[-1].startswith("fvfuzz: end, 32 ops, ")
