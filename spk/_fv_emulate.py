@@ -38,6 +38,7 @@ from spk._fv_state import (
     EFER_NXE,
     EFER_SCE,
     GPR_INDEX,
+    HF_INHIBIT_IRQ,
     MSR_APIC_BASE,
     MSR_CSTAR,
     MSR_EFER,
@@ -55,6 +56,7 @@ from spk._fv_state import (
     STORED_MSRS,
     W_CR2,
     W_GDT,
+    W_HFLAGS,
     W_IDT,
     W_LDT,
     W_SEG,
@@ -94,6 +96,7 @@ class Emulator:
     def __init__(self, cpu: FullVcpu) -> None:
         self.cpu = cpu
         self._count_as = ""  #: the counter name of the instruction being emulated
+        self._ss_loaded = False  #: the instruction being emulated loaded SS (an interrupt shadow follows)
 
     @classmethod
     def operations(cls) -> dict[str, str]:
@@ -158,11 +161,16 @@ class Emulator:
             if handler is None:
                 return False
             self._count_as = insn.mnemonic
+            self._ss_loaded = False
             # a handler returns None (done: rip moves past it), "jump" (it set rip),
             # "done" (it did everything itself) or False (not privileged: a genuine #GP)
             done = handler(insn)
             if done is False:
                 return False
+            # The instruction retired: an interrupt shadow (after sti or mov ss) covered it and ends
+            # here, as on a PC (`sti; hlt` wakes on the next interrupt); a load of SS starts one.
+            hflags = int(cpu.w[W_HFLAGS]) & ~HF_INHIBIT_IRQ
+            cpu.w[W_HFLAGS] = hflags | (HF_INHIBIT_IRQ if self._ss_loaded else 0)
             cpu.counts[self._count_as] += 1
             if done == "done":
                 return True
@@ -353,6 +361,7 @@ class Emulator:
         cpu = self.cpu
         word = W_SEG[seg]
         if not selector & 0xFFF8:  # null: allowed for SS too at the guest's ring 0 in 64-bit mode
+            self._ss_loaded = seg == "ss"
             cpu.w[word] = selector & 0xFFFF
             cpu.w[word + 1] = 0
             cpu.w[word + 2] = int(cpu.w[word + 2]) if seg == "ss" else 0
@@ -367,6 +376,7 @@ class Emulator:
             raise DeliveryFault(12 if seg == "ss" else 11, selector & 0xFFFC)
         cpu.w[word] = selector & 0xFFFF
         if seg == "ss":
+            self._ss_loaded = True
             cpu.w[word + 1] = 0
             cpu.w[word + 2] = cpu.ss_cache[cpu.cpl]  # the real SS stays valid for the real CPL
             return
