@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,26 +90,30 @@ def duplicate_name(ctx: Context) -> Iterator[Problem]:
         ("channel", [c.name for c in ctx.desc.channel]),
     ]
     for kind, names in named:
-        first: dict[str, int] = {}
-        for i, item_name in enumerate(names):
-            if item_name in first:
-                yield ctx.problem(
-                    (kind, i, "name"), "duplicate_name",
-                    f"{item_name!r} already names {kind} {first[item_name]} "
-                    f"({ctx.line(kind, first[item_name], 'name')})",
-                )  # fmt: skip
-            first.setdefault(item_name, i)
+        for i, k in _seen_before(names):
+            yield ctx.problem(
+                (kind, i, "name"), "duplicate_name",
+                f"{names[i]!r} already names {kind} {k} ({ctx.line(kind, k, 'name')})",
+            )  # fmt: skip
     for i, part in enumerate(ctx.desc.partition):
-        ports: dict[str, int] = {}
-        for j, port in enumerate(part.ports):
-            if port.name in ports:
-                k = ports[port.name]
-                yield ctx.problem(
-                    ("partition", i, "ports", j, "name"), "duplicate_name",
-                    f"{part.name}: port {port.name!r} already declared as port {k} "
-                    f"({ctx.line('partition', i, 'ports', k)})",
-                )  # fmt: skip
-            ports.setdefault(port.name, j)
+        for j, k in _seen_before([port.name for port in part.ports]):
+            yield ctx.problem(
+                ("partition", i, "ports", j, "name"), "duplicate_name",
+                f"{part.name}: port {part.ports[j].name!r} already declared as port {k} "
+                f"({ctx.line('partition', i, 'ports', k)})",
+            )  # fmt: skip
+
+
+def _seen_before(keys: Sequence[object]) -> Iterator[tuple[int, int]]:
+    """(index, index of its first occurrence) for every key seen before; None keys are skipped."""
+    first: dict[object, int] = {}
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in first:
+            yield index, first[key]
+        else:
+            first[key] = index
 
 
 # -- memory ------------------------------------------------------------------
@@ -336,18 +340,13 @@ def serial_port_shared(ctx: Context) -> Iterator[Problem]:
     for i, p in enumerate(ctx.desc.partition):
         if not p.full:
             continue
-        first: dict[str, int] = {}
-        for j, port in enumerate(p.ports):
-            if port.serial is None:
-                continue
-            if port.serial in first:
-                k = first[port.serial]
-                yield ctx.problem(
-                    ("partition", i, "ports", j, "serial"), "serial_port_shared",
-                    f"{p.name}: port {port.name}: {port.serial} is already the cable of port {p.ports[k].name} "
-                    f"({ctx.line('partition', i, 'ports', k)}); a UART is wired to one channel end",
-                )  # fmt: skip
-            first.setdefault(port.serial, j)
+        for j, k in _seen_before([port.serial for port in p.ports]):
+            port = p.ports[j]
+            yield ctx.problem(
+                ("partition", i, "ports", j, "serial"), "serial_port_shared",
+                f"{p.name}: port {port.name}: {port.serial} is already the cable of port {p.ports[k].name} "
+                f"({ctx.line('partition', i, 'ports', k)}); a UART is wired to one channel end",
+            )  # fmt: skip
 
 
 @rule
