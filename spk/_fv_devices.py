@@ -60,6 +60,18 @@ from dataclasses import dataclass, field
 
 #: PIT input clock, Hz.
 PIT_HZ = 1_193_182
+#: Virtual time is device time: one tick is one nanosecond.
+NS_PER_SECOND = 1_000_000_000
+
+
+def pit_clock(ticks: int) -> int:
+    """The PIT clock count reached at virtual time ``ticks`` (rounded down)."""
+    return ticks * PIT_HZ // NS_PER_SECOND
+
+
+def ticks_of(clock: int) -> int:
+    """The virtual time (ticks, rounded up) at which the PIT reaches clock count ``clock``."""
+    return -(-clock * NS_PER_SECOND // PIT_HZ)
 UART_BASE = 0x3F8
 #: The PC's serial ports: base port -> IRQ line (COM1, COM2, COM3, COM4).
 COM_PORTS = {0x3F8: 4, 0x2F8: 3, 0x3E8: 4, 0x2E8: 3}
@@ -143,8 +155,8 @@ class Uart16550:
         if divisor == 0 or divisor > UART_BAUD_BASE:
             divisor = 0x0C  # QEMU keeps its previous rate; the reset one is close enough here
         bits = 1 + (self.lcr & 3) + 5 + (2 if self.lcr & 0x04 else 1) + (1 if self.lcr & 0x08 else 0)
-        nanoseconds = (1_000_000_000 // (UART_BAUD_BASE // divisor)) * bits
-        return nanoseconds * PIT_HZ // 1_000_000_000
+        nanoseconds = (NS_PER_SECOND // (UART_BAUD_BASE // divisor)) * bits
+        return pit_clock(nanoseconds)
 
     def interrupt_id(self) -> int:
         """IIR's interrupt identification (bits 0-3), by QEMU's priorities."""
@@ -742,6 +754,6 @@ class PcDevices:
         out.append({"device": "pit8253", "ports": (PIT_BASE, PIT_BASE + 3), "irq": 0, "mode": self.pit.mode,
                     "reload": self.pit.reload,
                     # IRQ 0's period in virtual time (ticks, rounded up), when the counter runs periodically
-                    "period_ticks": -(-self.pit.reload * 1_000_000_000 // PIT_HZ) if periodic else None})  # fmt: skip
+                    "period_ticks": ticks_of(self.pit.reload) if periodic else None})  # fmt: skip
         out.append({"device": "isa-debug-exit", "ports": (DEBUG_EXIT_PORT,), "irq": None, "status": self.exit.status})
         return out

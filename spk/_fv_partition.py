@@ -35,7 +35,7 @@ from elftools.elf.elffile import ELFFile
 
 from spk._engine import Engine
 from spk._fv_cpu import EXIT_TICKS, FullVcpu
-from spk._fv_devices import PIT_HZ, PcDevices
+from spk._fv_devices import PcDevices, pit_clock, ticks_of
 from spk._fv_faults import FullStop
 from spk._fv_mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, GuestPhysical, Mmu, NestedMmu
 from spk._fv_state import (
@@ -64,8 +64,6 @@ from spk._partition import Counters, KernelFault, State
 from spk.errors import EngineError, ImageError
 
 PAGE = 4096
-#: virtual time: one tick is one nanosecond of a full partition's devices (the PIT's 1.193182 MHz clock)
-NS_PER_SECOND = 1_000_000_000
 #: the guest's view of its boot selectors (its own GDT comes later)
 BOOT_CS, BOOT_SS = 0x08, 0x10
 MMU_MODES = ("nested", "shadow")
@@ -323,13 +321,8 @@ class FullMachine:
 
     _in_run = False
 
-    @staticmethod
-    def pit_clock(ticks: int) -> int:
-        return ticks * PIT_HZ // NS_PER_SECOND
-
-    @staticmethod
-    def ticks_of(clock: int) -> int:
-        return -(-clock * NS_PER_SECOND // PIT_HZ)
+    pit_clock = staticmethod(pit_clock)
+    ticks_of = staticmethod(ticks_of)
 
     def port_in(self, port: int, size: int) -> int:
         if port & 7 in (0, 5):  # RBR or LSR: the guest looks at its receiver
