@@ -199,8 +199,7 @@ def hc_aspace_destroy(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int
 )
 def hc_map(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
     """Map frame mfn at va in a space (validated: owner, type, region, flags)."""
-    handle, va, flags = a[0], a[1], a[3]
-    mfn = a[2] if p.guest_frames is None else p.guest_frames.machine(a[2])
+    handle, va, mfn, flags = a[0], a[1], machine_frame(p.guest_frames, a[2]), a[3]
     space = p.spaces.get(handle)
     if space is None:
         raise _fail(Status.BAD_HANDLE, f"no address space with handle {handle}")
