@@ -233,15 +233,12 @@ class NestedMmu:
     a known root and TLB hits run natively. Ring 0 sees only faults, which
     are the guest's own (the error code is recomputed by :func:`walk_guest`
     since the engine reports none), and ``invlpg``, which drops that page
-    from the engine's TLB (``flush_page``: the engine's own invlpg) or,
-    without one, flushes it all.
+    from the engine's TLB (``flush_page``: the engine's own invlpg).
     """
 
     mode = "nested"
 
-    def __init__(
-        self, mem: GuestPhysical, flush_tlb: Callable[[], None], flush_page: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, mem: GuestPhysical, flush_tlb: Callable[[], None], flush_page: Callable[[int], None]) -> None:
         self.mem = mem
         self._flush_tlb = flush_tlb
         self._flush_page = flush_page
@@ -272,10 +269,7 @@ class NestedMmu:
 
     def invlpg(self, va: int) -> None:
         self.counts["invlpg"] += 1
-        if self._flush_page is None:
-            self._flush_tlb()
-        else:
-            self._flush_page(va)
+        self._flush_page(va)
 
     def flush(self) -> None:
         self._flush_tlb()

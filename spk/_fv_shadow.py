@@ -133,7 +133,7 @@ class ShadowMmu:
         pool: GuestPhysical,
         pool_base: int,
         flush_tlb: Callable[[], None],
-        flush_page: Callable[[int], None] | None = None,
+        flush_page: Callable[[int], None],
     ) -> None:
         if pool.size % PAGE or pool.size < MIN_POOL_FRAMES * PAGE:
             raise SpkError(
@@ -284,7 +284,7 @@ class ShadowMmu:
                 self.store.set(table, index, *self._derive(table, index, entry, create=False))
             else:
                 self.store.set(table, index, *self._derive_synthetic(table, index, create=False))
-        if owed or self._flush_page is None:
+        if owed:
             self.store.stale = True
             self._sync_tlb()
         else:

@@ -306,10 +306,10 @@ def test_a_pool_that_cannot_hold_a_path_is_refused() -> None:
     view = memoryview(bytearray(QUOTA + MIN_POOL_FRAMES * PAGE))
     mem = GuestPhysical(view[:QUOTA], 0)
     with pytest.raises(SpkError, match="at least"):
-        ShadowMmu(mem, GuestPhysical(view[QUOTA : QUOTA + PAGE], 0), QUOTA, lambda: None)
+        ShadowMmu(mem, GuestPhysical(view[QUOTA : QUOTA + PAGE], 0), QUOTA, lambda: None, lambda _va: None)
     with pytest.raises(SpkError, match="above the quota"):
-        ShadowMmu(mem, GuestPhysical(view[QUOTA:], 0), QUOTA - PAGE, lambda: None)
-    ShadowMmu(mem, GuestPhysical(view[QUOTA:], 0), QUOTA, lambda: None)
+        ShadowMmu(mem, GuestPhysical(view[QUOTA:], 0), QUOTA - PAGE, lambda: None, lambda _va: None)
+    ShadowMmu(mem, GuestPhysical(view[QUOTA:], 0), QUOTA, lambda: None, lambda _va: None)
 
 
 # -- write protection of the guest's tables -------------------------------------------------------
