@@ -183,8 +183,7 @@ class PvLifecycle:
         guest_frames: GuestFrames | None = None,
     ) -> Partition:
         kernel = KernelHalf(pid, self._frames)
-        world = self._world
-        space = AddressSpace(pid, self._frames, kernel, self._spk_pdpt, world.cr3_changed, world.page_unmapped)
+        space = self._address_space(pid, kernel)
         for segment in image.segments:
             for va, page in segment.pages():
                 self._load_pages(space, va, page, write=segment.writable)
@@ -234,8 +233,12 @@ class PvLifecycle:
 
     def new_space(self, p: Partition) -> AddressSpace:
         """A fresh address space of ``p`` (used by ASPACE_CREATE)."""
+        return self._address_space(p.pid, p.kernel)
+
+    def _address_space(self, pid: int, kernel: KernelHalf) -> AddressSpace:
+        """A new space of partition ``pid``, wired to the world's TLB flushes (all of it, or one page)."""
         world = self._world
-        return AddressSpace(p.pid, self._frames, p.kernel, self._spk_pdpt, world.cr3_changed, world.page_unmapped)
+        return AddressSpace(pid, self._frames, kernel, self._spk_pdpt, world.cr3_changed, world.page_unmapped)
 
     def destroy(self, pid: int, event: str) -> int:
         """Tear partition ``pid`` down (see :meth:`spk.Machine.destroy_partition`); returns the frames freed."""
