@@ -20,12 +20,15 @@ partitions or between the lives of one partition.
 
 from __future__ import annotations
 
+import array
 import bisect
+import ctypes
 import enum
 import mmap
 import struct
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from spk.abi import PAGE_SHIFT, PAGE_SIZE
 from spk.errors import InternalError, OutOfMemory
@@ -47,18 +50,93 @@ SPK_OWNER = -1
 NO_OWNER = 0
 
 
-@dataclass(slots=True)
+#: The type codes of the frame table's ``types`` array (one byte a frame), and back.
+FRAME_TYPES: tuple[FrameType, ...] = tuple(FrameType)
+TYPE_CODE: dict[FrameType, int] = {t: i for i, t in enumerate(FRAME_TYPES)}
+FREE_CODE, POOL_CODE = TYPE_CODE[FrameType.FREE], TYPE_CODE[FrameType.POOL]
+DATA_CODE, PAGE_TABLE_CODE = TYPE_CODE[FrameType.DATA], TYPE_CODE[FrameType.PAGE_TABLE]
+
+
 class Frame:
-    """One entry of the frame table."""
+    """One entry of the frame table: a view of its four fields in the table's arrays.
 
-    owner: int = NO_OWNER
-    type: FrameType = FrameType.FREE
-    map_count: int = 0
-    writable_count: int = 0
+    Reading or setting an attribute reads or sets the array (the table's
+    one copy, which ring 0's native MAP and UNMAP read and count too).
+    Compare entries by their fields (``astuple``), not by identity.
+    """
 
-    def __reduce__(self) -> tuple[Callable[..., Frame], tuple[int, FrameType, int, int]]:
-        """Pickle as a constructor call: a machine snapshot holds one per frame of RAM."""
-        return Frame, (self.owner, self.type, self.map_count, self.writable_count)
+    __slots__ = ("_table", "mfn")
+
+    def __init__(self, table: FrameTable, mfn: int) -> None:
+        self._table = table
+        self.mfn = mfn
+
+    @property
+    def owner(self) -> int:
+        return self._table.owners[self.mfn]
+
+    @owner.setter
+    def owner(self, value: int) -> None:
+        self._table.owners[self.mfn] = value
+
+    @property
+    def type(self) -> FrameType:
+        return FRAME_TYPES[self._table.types[self.mfn]]
+
+    @type.setter
+    def type(self, value: FrameType) -> None:
+        self._table.types[self.mfn] = TYPE_CODE[value]
+
+    @property
+    def map_count(self) -> int:
+        return self._table.map_counts[self.mfn]
+
+    @map_count.setter
+    def map_count(self, value: int) -> None:
+        self._table.map_counts[self.mfn] = value
+
+    @property
+    def writable_count(self) -> int:
+        return self._table.writable_counts[self.mfn]
+
+    @writable_count.setter
+    def writable_count(self, value: int) -> None:
+        self._table.writable_counts[self.mfn] = value
+
+    def astuple(self) -> tuple[int, FrameType, int, int]:
+        """(owner, type, map count, writable count): the entry's value."""
+        t, mfn = self._table, self.mfn
+        return t.owners[mfn], FRAME_TYPES[t.types[mfn]], t.map_counts[mfn], t.writable_counts[mfn]
+
+    def __repr__(self) -> str:
+        owner, kind, maps, writable = self.astuple()
+        return f"Frame({self.mfn:#x}, owner={owner}, type={kind.value}, maps={maps}, writable={writable})"
+
+
+class FrameEntries(Sequence[Frame]):
+    """The frame table as a sequence of :class:`Frame` views, one per frame of RAM."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: FrameTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table.types)
+
+    @overload
+    def __getitem__(self, mfn: int) -> Frame: ...
+    @overload
+    def __getitem__(self, mfn: slice) -> list[Frame]: ...
+    def __getitem__(self, mfn: int | slice) -> Frame | list[Frame]:
+        n = len(self._table.types)
+        if isinstance(mfn, slice):
+            return [Frame(self._table, m) for m in range(*mfn.indices(n))]
+        if mfn < 0:
+            mfn += n
+        if not 0 <= mfn < n:
+            raise IndexError(f"frame {mfn} outside RAM")
+        return Frame(self._table, mfn)
 
 
 @dataclass
@@ -152,13 +230,26 @@ class PhysicalMemory:
 
 @dataclass
 class FrameTable:
-    """Ownership, type and mapping counts of every frame of RAM."""
+    """Ownership, type and mapping counts of every frame of RAM.
+
+    Four arrays of one element a frame (``owners``, ``types`` as codes of
+    :data:`FRAME_TYPES`, ``map_counts``, ``writable_counts``): one copy of
+    the table, which Python reads through :attr:`entries` and ring 0's
+    native MAP and UNMAP read and count in place (their addresses:
+    :meth:`addresses`). The arrays never grow, so those addresses hold for
+    the table's life.
+    """
 
     ram: PhysicalMemory
-    entries: list[Frame] = field(init=False)
+    entries: FrameEntries = field(init=False)
 
     def __post_init__(self) -> None:
-        self.entries = [Frame() for _ in range(self.ram.frames)]
+        n = self.ram.frames
+        self.owners = array.array("i", bytes(4 * n))
+        self.types = bytearray(n)  # FREE_CODE is 0
+        self.map_counts = array.array("i", bytes(4 * n))
+        self.writable_counts = array.array("i", bytes(4 * n))
+        self.entries = FrameEntries(self)
         #: POOL frames per owner and the frames of each owner, kept in step by every
         #: method that retypes or hands over a frame: a quota check is O(1) and a
         #: recount of one partition visits its frames only. ``Machine.check_invariants``
@@ -166,6 +257,46 @@ class FrameTable:
         self._pool: dict[int, int] = {}
         self._owned: dict[int, list[int]] = {}
         self._clear_hints()
+
+    def addresses(self) -> tuple[int, int, int, int]:
+        """Host addresses of the owners (int32), types (uint8), map counts and writable counts (int32).
+
+        Each array stays pinned from then on (a buffer export): an attempt
+        to resize one raises BufferError instead of moving it under ring 0's
+        native code.
+        """
+        arrays = (self.owners, self.types, self.map_counts, self.writable_counts)
+        self._pins = tuple((ctypes.c_char * memoryview(a).nbytes).from_buffer(a) for a in arrays)
+        return tuple(ctypes.addressof(pin) for pin in self._pins)  # type: ignore[return-value]
+
+    def state(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """The four arrays as bytes (a snapshot's copy)."""
+        return self.owners.tobytes(), bytes(self.types), self.map_counts.tobytes(), self.writable_counts.tobytes()
+
+    def set_state(self, state: tuple[bytes, bytes, bytes, bytes]) -> None:
+        """Take back arrays :meth:`state` gave, in place (their addresses do not change).
+
+        Errors: ValueError when their sizes are not this table's.
+        """
+        owners, types, maps, writable = state
+        n = len(self.types)
+        if len(types) != n or not len(owners) == len(maps) == len(writable) == 4 * n:
+            raise ValueError("a frame table state of another size")
+        memoryview(self.owners).cast("B")[:] = owners
+        self.types[:] = types
+        memoryview(self.map_counts).cast("B")[:] = maps
+        memoryview(self.writable_counts).cast("B")[:] = writable
+
+    def values(self) -> list[tuple[int, FrameType, int, int]]:
+        """Every entry's (owner, type, map count, writable count), in frame order."""
+        kinds = map(FRAME_TYPES.__getitem__, self.types)
+        return list(zip(self.owners, kinds, self.map_counts, self.writable_counts, strict=True))
+
+    def _set(self, mfn: int, owner: int, kind: int) -> None:
+        """One frame handed over: its owner and type code, no mappings."""
+        self.owners[mfn] = owner
+        self.types[mfn] = kind
+        self.map_counts[mfn] = self.writable_counts[mfn] = 0
 
     def _clear_hints(self) -> None:
         """Forget the allocation hints (always safe: they are lower bounds only).
@@ -185,11 +316,12 @@ class FrameTable:
         leaving out owners with no pool frame left)."""
         pools: dict[int, int] = {}
         owned: dict[int, list[int]] = {}
-        for mfn, frame in enumerate(self.entries):
-            if frame.owner != NO_OWNER:
-                owned.setdefault(frame.owner, []).append(mfn)
-            if frame.type is FrameType.POOL:
-                pools[frame.owner] = pools.get(frame.owner, 0) + 1
+        types = self.types
+        for mfn, owner in enumerate(self.owners):
+            if owner != NO_OWNER:
+                owned.setdefault(owner, []).append(mfn)
+            if types[mfn] == POOL_CODE:
+                pools[owner] = pools.get(owner, 0) + 1
         return pools, owned
 
     def index(self) -> tuple[dict[int, int], dict[int, list[int]]]:
@@ -209,14 +341,14 @@ class FrameTable:
         return self.entries[mfn]
 
     def valid(self, mfn: int) -> bool:
-        return 0 <= mfn < len(self.entries)
+        return 0 <= mfn < len(self.types)
 
     # -- the global pool -------------------------------------------------
     def reserve_spk(self, count: int) -> list[int]:
         """Take ``count`` free frames for ring 0 (lowest first)."""
         mfns = self._take_free(count, "SPK structures")
         for mfn in mfns:
-            self.entries[mfn] = Frame(owner=SPK_OWNER, type=FrameType.SPK)
+            self._set(mfn, SPK_OWNER, TYPE_CODE[FrameType.SPK])
         self._owned.setdefault(SPK_OWNER, []).extend(mfns)
         self._owned[SPK_OWNER].sort()
         return mfns
@@ -230,13 +362,13 @@ class FrameTable:
         """
         if exact:
             wanted = range(start_hint, start_hint + count)
-            if wanted.stop > len(self.entries) or any(self.entries[m].type is not FrameType.FREE for m in wanted):
+            if wanted.stop > len(self.types) or any(self.types[m] != FREE_CODE for m in wanted):
                 raise OutOfMemory(f"frames {start_hint:#x}..{wanted.stop:#x} are not free")
         run = start_hint if exact else self._find_run(count, start_hint)
         mfns = list(range(run, run + count)) if run >= 0 else self._take_free(count, f"partition {owner}")
         for mfn in mfns:
             self.ram.zero_frame(mfn)
-            self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL)
+            self._set(mfn, owner, POOL_CODE)
         self._pool[owner] = self._pool.get(owner, 0) + len(mfns)
         self._owned.setdefault(owner, []).extend(mfns)
         self._owned[owner].sort()
@@ -256,13 +388,13 @@ class FrameTable:
 
         Nothing changes unless every frame can go (none is still mapped).
         """
-        mapped = next((mfn for mfn in self.owned(owner) if self.entries[mfn].map_count), None)
+        mapped = next((mfn for mfn in self.owned(owner) if self.map_counts[mfn]), None)
         if mapped is not None:
             raise InternalError(f"frame {mapped:#x} of {owner} released while mapped")
         owned = self.owned(owner)
         for mfn in owned:
             self.ram.zero_frame(mfn)
-            self.entries[mfn] = Frame(owner=owner, type=FrameType.POOL) if keep else Frame()
+            self._set(mfn, owner, POOL_CODE) if keep else self._set(mfn, NO_OWNER, FREE_CODE)
         count = len(owned)
         self._pool_hint.pop(owner, None)
         if owned and not keep:
@@ -275,11 +407,12 @@ class FrameTable:
         return count
 
     def _find_run(self, count: int, start_hint: int) -> int:
-        n = len(self.entries)
+        types = self.types
+        n = len(types)
         for origin in (max(start_hint, self._free_hint), self._free_hint):
             run_start, run_len = -1, 0
             for mfn in range(origin, n):
-                if self.entries[mfn].type is FrameType.FREE:
+                if types[mfn] == FREE_CODE:
                     if run_len == 0:
                         run_start = mfn
                     run_len += 1
@@ -290,10 +423,10 @@ class FrameTable:
         return -1
 
     def _take_free(self, count: int, what: str) -> list[int]:
-        entries, free_type = self.entries, FrameType.FREE
+        types = self.types
         free: list[int] = []
-        for mfn in range(self._free_hint, len(entries)):
-            if entries[mfn].type is free_type:
+        for mfn in range(self._free_hint, len(types)):
+            if types[mfn] == FREE_CODE:
                 free.append(mfn)
                 if len(free) == count:
                     break
@@ -313,14 +446,14 @@ class FrameTable:
         # The owner's frames in frame order, from the first that may be POOL:
         # the lowest run of ``contiguous`` adjacent POOL frames, as a scan of
         # all RAM would find, in O(frames of the owner) at worst.
-        entries, pool = self.entries, FrameType.POOL
+        types, new_code = self.types, TYPE_CODE[new_type]
         owned = self.owned(owner)
         start = self._pool_hint.get(owner, 0)
         first_pool = -1  # index in owned of the first POOL frame met: the next hint
         run_start, run_len, previous = -1, 0, -2
         for i in range(start, len(owned)):
             mfn = owned[i]
-            if entries[mfn].type is pool:
+            if types[mfn] == POOL_CODE:
                 if first_pool < 0:
                     first_pool = i
                 if run_len == 0 or mfn != previous + 1:
@@ -330,7 +463,7 @@ class FrameTable:
                 if run_len == contiguous:
                     for m in owned[run_start : run_start + contiguous]:
                         self.ram.zero_frame(m)
-                        entries[m].type = new_type
+                        types[m] = new_code
                     self._pool[owner] -= contiguous
                     self._pool_hint[owner] = i + 1 if first_pool == run_start else first_pool
                     return owned[run_start]
@@ -341,15 +474,15 @@ class FrameTable:
 
     def pool_return(self, mfn: int) -> None:
         """Give a frame back to its owner's pool (zeroed)."""
-        frame = self.entries[mfn]
-        if frame.map_count or frame.writable_count:
+        if self.map_counts[mfn] or self.writable_counts[mfn]:
             raise InternalError(f"frame {mfn:#x} returned to pool while mapped")
         self.ram.zero_frame(mfn)
-        frame.type = FrameType.POOL
-        self._pool[frame.owner] = self._pool.get(frame.owner, 0) + 1
-        hint = self._pool_hint.get(frame.owner)
+        self.types[mfn] = POOL_CODE
+        owner = self.owners[mfn]
+        self._pool[owner] = self._pool.get(owner, 0) + 1
+        hint = self._pool_hint.get(owner)
         if hint is not None:
-            self._pool_hint[frame.owner] = min(hint, bisect.bisect_left(self.owned(frame.owner), mfn))
+            self._pool_hint[owner] = min(hint, bisect.bisect_left(self.owned(owner), mfn))
 
     def reset_pool(self, owner: int) -> int:
         """Give every frame of ``owner`` back to its own pool, zeroed (a restart).
@@ -365,13 +498,15 @@ class FrameTable:
         given. Errors: InternalError naming the first frame that is not.
         """
         for mfn, new in types.items():
-            frame = self.entries[mfn]
-            if frame.type is not FrameType.POOL or frame.map_count or new not in (FrameType.DATA, FrameType.PAGE_TABLE):
+            if (
+                self.types[mfn] != POOL_CODE
+                or self.map_counts[mfn]
+                or new not in (FrameType.DATA, FrameType.PAGE_TABLE)
+            ):
                 raise InternalError(f"frame {mfn:#x} cannot become {new.value}")
         for mfn, new in types.items():
-            frame = self.entries[mfn]
-            frame.type = new
-            self._pool[frame.owner] -= 1
+            self.types[mfn] = TYPE_CODE[new]
+            self._pool[self.owners[mfn]] -= 1
 
     def pool_free_count(self, owner: int) -> int:
         return self._pool.get(owner, 0)
@@ -381,10 +516,11 @@ class FrameTable:
 
         Errors: :class:`InternalError` naming the frame that breaks it.
         """
-        for mfn, frame in enumerate(self.entries):
-            if frame.type is FrameType.PAGE_TABLE and frame.writable_count:
+        types, maps = self.types, self.map_counts
+        for mfn, writable in enumerate(self.writable_counts):
+            if types[mfn] == PAGE_TABLE_CODE and writable:
                 raise InternalError(f"frame {mfn:#x} is a page table and mapped writable")
-            if frame.writable_count > frame.map_count:
+            if writable > maps[mfn]:
                 raise InternalError(f"frame {mfn:#x}: more writable mappings than mappings")
-            if frame.map_count < 0:
+            if maps[mfn] < 0:
                 raise InternalError(f"frame {mfn:#x}: negative map count")

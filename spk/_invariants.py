@@ -11,18 +11,15 @@ Errors: :class:`spk.errors.InternalError` naming the first broken rule.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from operator import attrgetter, itemgetter
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from spk._frames import FrameTable, FrameType
+from spk._frames import PAGE_TABLE_CODE, POOL_CODE, FrameTable
 from spk.abi import PAGE_SHIFT
 from spk.errors import InternalError
 
 if TYPE_CHECKING:
     from spk._partition import Partition
-
-_OWNER = attrgetter("owner")
 
 
 def check(table: FrameTable, partitions: Mapping[int, Partition], pids: Collection[int] | None = None) -> None:
@@ -35,23 +32,22 @@ def check(table: FrameTable, partitions: Mapping[int, Partition], pids: Collecti
     their walk. Errors: InternalError naming the first broken rule.
     """
     counted: dict[int, tuple[int, int]] = {}
-    entries = table.entries
+    owners, types = table.owners, table.types
+    maps, writables = table.map_counts, table.writable_counts
     walked = [p for pid, p in partitions.items() if pids is None or pid in pids]
     for p in walked:
         seen_kernel = False
         for handle, space in p.spaces.items():
             for va, leaf in space.leaves(user_half_only=seen_kernel):
                 mfn = (leaf & 0x000F_FFFF_FFFF_F000) >> PAGE_SHIFT
-                if mfn >= len(entries) or entries[mfn].owner != p.pid:
+                if mfn >= len(types) or owners[mfn] != p.pid:
                     raise InternalError(f"{p.name}: space {handle} maps foreign frame {mfn:#x} at {va:#x}")
-                maps, writable = counted.get(mfn, (0, 0))
-                counted[mfn] = (maps + 1, writable + (1 if leaf & 2 else 0))
+                n, writable = counted.get(mfn, (0, 0))
+                counted[mfn] = (n + 1, writable + (1 if leaf & 2 else 0))
             seen_kernel = True
-    recorded: dict[int, tuple[int, int]] = {}
-    pools: dict[int, int] = {}
-    pool = FrameType.POOL
+    scanned: Iterable[int]
     if pids is None:
-        scanned = list(enumerate(entries))
+        scanned = range(len(types))
         kept_pools, kept_owned = table.index()
         if table.scan_index() != ({o: n for o, n in kept_pools.items() if n}, kept_owned):
             raise InternalError("the frame table's pool counts or owner index are not its entries'")
@@ -59,25 +55,25 @@ def check(table: FrameTable, partitions: Mapping[int, Partition], pids: Collecti
         scanned = []
         for p in walked:
             owned = table.owned(p.pid)
-            frames = [entries[owned[0]]] if len(owned) == 1 else list(itemgetter(*owned)(entries)) if owned else []
-            if owned and set(map(_OWNER, frames)) != {p.pid}:
+            if any(owners[mfn] != p.pid for mfn in owned):
                 raise InternalError(f"{p.name}: the owner index lists a frame it does not own")
-            scanned += zip(owned, frames, strict=True)
-    for mfn, frame in scanned:
-        if frame.map_count or frame.writable_count:
-            recorded[mfn] = (frame.map_count, frame.writable_count)
-        if frame.type is pool:
-            pools[frame.owner] = pools.get(frame.owner, 0) + 1
+            scanned += owned
+    recorded: dict[int, tuple[int, int]] = {}
+    pools: dict[int, int] = {}
+    for mfn in scanned:
+        if maps[mfn] or writables[mfn]:
+            recorded[mfn] = (maps[mfn], writables[mfn])
+        if types[mfn] == POOL_CODE:
+            pools[owners[mfn]] = pools.get(owners[mfn], 0) + 1
     if recorded != counted:
         mfn = min(m for m in recorded.keys() | counted.keys() if recorded.get(m) != counted.get(m))
-        maps, writable = recorded.get(mfn, (0, 0))
-        raise InternalError(f"frame {mfn:#x}: counts {maps}/{writable}, tables say {counted.get(mfn, (0, 0))}")
+        n, writable = recorded.get(mfn, (0, 0))
+        raise InternalError(f"frame {mfn:#x}: counts {n}/{writable}, tables say {counted.get(mfn, (0, 0))}")
     for p in walked:
         if table.pool_free_count(p.pid) != pools.get(p.pid, 0):
             raise InternalError(f"{p.name}: pool count {table.pool_free_count(p.pid)} is not the table's")
     for mfn in recorded:
-        frame = entries[mfn]
-        if frame.type is FrameType.PAGE_TABLE and frame.writable_count:
+        if types[mfn] == PAGE_TABLE_CODE and writables[mfn]:
             raise InternalError(f"frame {mfn:#x} is a page table and mapped writable")
-        if frame.writable_count > frame.map_count:
+        if writables[mfn] > maps[mfn]:
             raise InternalError(f"frame {mfn:#x}: more writable mappings than mappings")

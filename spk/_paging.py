@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import compress
 
-from spk._frames import FrameTable, FrameType, PhysicalMemory
+from spk._frames import DATA_CODE, FRAME_TYPES, FrameTable, FrameType, PhysicalMemory
 from spk._x86 import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.abi import (
     KERNEL_BASE,
@@ -56,7 +56,6 @@ def canonical(va: int) -> bool:
 #: The shifts of a 4-level walk's indices (PML4, PDPT, PD, PT), and of its three upper levels.
 _SHIFTS = (39, 30, 21, 12)
 _UPPER_SHIFTS = _SHIFTS[:3]
-_DATA = FrameType.DATA
 
 
 def _indices(va: int) -> tuple[int, int, int, int]:
@@ -100,9 +99,7 @@ class Walker:
             table = entry & PTE_ADDR
         return Translation(table | (va & (PAGE_SIZE - 1)), writable, user)
 
-    def spans(
-        self, cr3: int, va: int, length: int, *, write: bool, user: bool
-    ) -> list[tuple[int, int]] | None:
+    def spans(self, cr3: int, va: int, length: int, *, write: bool, user: bool) -> list[tuple[int, int]] | None:
         """Physical (address, length) pieces of ``[va, va+length)`` or None.
 
         None when the range wraps, leaves canonical space, or any page is
@@ -191,17 +188,18 @@ class AddressSpace:
                 raise SpkError(Status.INVALID_ARGUMENT, f"user address {va:#x} outside the user half")
         elif not (KERNEL_BASE <= va < KERNEL_END):
             raise SpkError(Status.INVALID_ARGUMENT, f"kernel address {va:#x} outside the kernel slot")
-        if not self.frames.valid(mfn):
+        frames = self.frames
+        if not frames.valid(mfn):
             raise SpkError(Status.INVALID_ARGUMENT, f"frame {mfn:#x} does not exist")
-        frame = self.frames[mfn]
-        if frame.owner != self.owner:
+        if frames.owners[mfn] != self.owner:
             raise SpkError(Status.DENIED, f"frame {mfn:#x} is not owned by the caller")
-        if frame.type is not _DATA:
-            if frame.type is FrameType.PAGE_TABLE:
+        if frames.types[mfn] != DATA_CODE:
+            kind = FRAME_TYPES[frames.types[mfn]]
+            if kind is FrameType.PAGE_TABLE:
                 # Stricter than Xen (which allows read-only): a guest never sees
                 # a table, so a table can always be freed with its space.
                 raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never mappable")
-            raise SpkError(Status.DENIED, f"frame {mfn:#x} is {frame.type.value}, not mappable")
+            raise SpkError(Status.DENIED, f"frame {mfn:#x} is {kind.value}, not mappable")
 
     def map(self, va: int, mfn: int, write: bool, user: bool) -> None:
         """Validate then install one 4 KiB mapping, in one walk of the tables.
@@ -233,10 +231,9 @@ class AddressSpace:
             raise SpkError(Status.BUSY, f"address {va:#x} already mapped")
         leaf = (mfn << PAGE_SHIFT) | PTE_P | PTE_A | (PTE_W | PTE_D if write else 0)
         words[slot] = leaf | (PTE_U if user else 0)
-        frame = self.frames.entries[mfn]
-        frame.map_count += 1
+        self.frames.map_counts[mfn] += 1
         if write:
-            frame.writable_count += 1
+            self.frames.writable_counts[mfn] += 1
 
     def _leaf_slot(self, va: int) -> int:
         """The word index of the present leaf PTE mapping ``va``, or -1 (a level not present)."""
@@ -265,9 +262,7 @@ class AddressSpace:
         Errors: SpkError(INVALID_ARGUMENT) unaligned or outside both halves;
         SpkError(NOT_FOUND) nothing mapped there.
         """
-        if va & (PAGE_SIZE - 1) or not (
-            USER_BASE <= va < USER_END or KERNEL_BASE <= va < KERNEL_END
-        ):
+        if va & (PAGE_SIZE - 1) or not (USER_BASE <= va < USER_END or KERNEL_BASE <= va < KERNEL_END):
             raise SpkError(Status.INVALID_ARGUMENT, f"address {va:#x} cannot be unmapped")
         slot = self._leaf_slot(va)
         if slot < 0:
@@ -276,13 +271,13 @@ class AddressSpace:
         leaf = words[slot]
         words[slot] = 0
         mfn = (leaf & PTE_ADDR) >> PAGE_SHIFT
-        frame = self.frames.entries[mfn]
-        frame.map_count -= 1
+        maps, writables = self.frames.map_counts, self.frames.writable_counts
+        maps[mfn] -= 1
         if leaf & PTE_W:
-            frame.writable_count -= 1
+            writables[mfn] -= 1
         if va >= KERNEL_BASE:
             self.kernel.generation += 1
-        if frame.map_count < 0 or frame.writable_count < 0:
+        if maps[mfn] < 0 or writables[mfn] < 0:
             raise InternalError(f"frame {mfn:#x} map counts went negative")
         self._on_unmap(va)
         return mfn

@@ -113,12 +113,12 @@ def _check_idle(machine: Machine, what: str) -> None:
 def take(machine: Machine) -> Snapshot:
     """Capture ``machine`` (between runs only)."""
     _check_idle(machine, "snapshot")
-    frames = tuple((f.owner, f.type, f.map_count, f.writable_count) for f in machine.frames.entries)
+    frames = tuple(machine.frames.values())
     buffer = io.BytesIO()
     state: dict[str, Any] = {name: getattr(machine, name) for name in STATE_TABLES}
     state["now"], state["next_pid"] = machine.now, machine.lifecycle.next_pid
     state["health"], state["requests"] = machine.reports.health, machine.reports.requests
-    _Pickler(buffer, machine).dump((state, machine.frames.entries, machine.frames.index()))
+    _Pickler(buffer, machine).dump((state, machine.frames.state(), machine.frames.index()))
     return Snapshot(machine.token, machine.now, bytes(machine.ram.view), frames, buffer.getvalue())
 
 
@@ -135,10 +135,10 @@ def restore(machine: Machine, snapshot: Snapshot) -> None:
     """
     _check_idle(machine, "restore")
     _check_own(machine, snapshot, "restores")
-    state, entries, index = _Unpickler(io.BytesIO(snapshot.state), machine).load()
+    state, frame_state, index = _Unpickler(io.BytesIO(snapshot.state), machine).load()
     old = list(machine.partitions.values())
     machine.ram.view[:] = snapshot.ram
-    machine.frames.entries[:] = entries
+    machine.frames.set_state(frame_state)
     machine.frames.set_index(index)
     for name in STATE_TABLES:
         table = getattr(machine, name)

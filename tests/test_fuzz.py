@@ -160,7 +160,7 @@ def test_an_exception_out_of_ring0_is_a_finding(monkeypatch: pytest.MonkeyPatch)
 def test_a_victims_frame_handed_to_the_agent_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     """FRAME_ALLOC made to take a victim's unused quota frame (table, index and pool counts kept
     consistent): the oracles see a frame move between partitions, whatever the agent does next."""
-    from spk._frames import Frame, FrameType
+    from spk._frames import FrameType
 
     def stealing_alloc(m: Any, p: Any, ctx: Any, a: tuple[int, ...]) -> object:
         table = m.frames
@@ -169,7 +169,8 @@ def test_a_victims_frame_handed_to_the_agent_is_found(monkeypatch: pytest.Monkey
         table._owned[victim].remove(mfn)
         table._pool[victim] -= 1
         table._owned[p.pid] = sorted([*table._owned[p.pid], mfn])
-        table.entries[mfn] = Frame(owner=p.pid, type=FrameType.DATA)
+        frame = table.entries[mfn]
+        frame.owner, frame.type = p.pid, FrameType.DATA
         return mfn
 
     spec = hypercalls.TABLE[Hypercall.FRAME_ALLOC]
