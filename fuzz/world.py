@@ -340,8 +340,8 @@ class AgentWorld(World):
     kind = "agent"
     ram_bytes = 5 << 18  # 1.25 MiB: ring 0's frames, the agent's 96, two victims' 64
 
-    def __init__(self, victims: int = 2) -> None:
-        super().__init__()
+    def __init__(self, victims: int = 2, *, trace_hypercalls: bool = False) -> None:
+        super().__init__(trace_hypercalls=trace_hypercalls)
         self.add_victims(victims)
         self.agent = Agent(self.machine)
         self.run_partition(self.agent.pid, WINDOW)  # boot: it parks in its idle loop

@@ -45,6 +45,7 @@ typedef int (*ctl_fn)(void *uc, int control, ...);
 typedef int (*ctx_fn)(void *uc, void *context);
 typedef int32_t (*scan_fn)(uint64_t address, uint32_t size);
 typedef uint64_t (*fv_port_fn)(uint32_t port, uint32_t size, uint32_t value, uint32_t is_write);
+typedef void (*invlpg_fn)(void *env, uint64_t va);
 
 /* The sensitive-instruction cache of a full partition's engine: for each
  * translated block (address, size), the offset of the first instruction in
@@ -133,6 +134,30 @@ struct spk_clock {
     ctx_fn context_restore;
     uint64_t ctl_tlb_flush;    /* uc_ctl's UC_CTL_TLB_FLUSH control word (write, no argument) */
     uint64_t run_start;        /* the counter when the current run began */
+    /* A guest kernel's MAP and UNMAP done here on their success path
+     * (pv_map, pv_unmap), when ring 0 armed them for the running partition
+     * (spk_window_enter; never with a hypercall trace). Anything else (an
+     * error of any kind, an intermediate table to allocate, a kernel-half
+     * unmap, a handle beyond `space_slots`) goes to ring 0's handler, the
+     * one place that decides and names errors: here only the case where
+     * every rule holds is done, with the very steps ring 0 takes then. */
+    uint64_t map_number;       /* MAP's and UNMAP's numbers (in rax) */
+    uint64_t unmap_number;
+    const uint64_t *spaces;    /* the running partition's CR3 by space handle (0: none); NULL: not armed */
+    uint64_t space_slots;      /* how many handles `spaces` holds */
+    int64_t owner;             /* the running partition's pid: the owner of the frames it may map */
+    const int32_t *frame_owner; /* the frame table (spk/_frames.py), one element a frame */
+    const uint8_t *frame_type;
+    int32_t *map_count;
+    int32_t *writable_count;
+    uint64_t frame_count;
+    uint64_t data_type;        /* the type code of a mappable frame (DATA) */
+    uint64_t user_base;        /* the halves a mapping may name: [user_base, user_end), [kernel_base, kernel_end) */
+    uint64_t user_end;
+    uint64_t kernel_base;
+    uint64_t kernel_end;
+    invlpg_fn invlpg;          /* QEMU's helper_invlpg: one page out of the engine's TLB */
+    uint64_t mm_done;          /* MAPs and UNMAPs done here since ring 0 last took the count */
 };
 
 static inline uint64_t live_rip(struct spk_clock *c)
@@ -355,6 +380,112 @@ static int bounce(struct spk_clock *c, int from_syscall_insn)
     return 1;
 }
 
+#define PTE_P 0x1ull
+#define PTE_W 0x2ull
+#define PTE_U 0x4ull
+#define PTE_A 0x20ull
+#define PTE_D 0x40ull
+#define PTE_ADDR 0x000ffffffffff000ull
+#define MAP_WRITE 0x1ull
+#define MAP_USER 0x2ull
+
+/* The slot of `va`'s leaf entry under `cr3` (ring 0's own four-level tables),
+ * or NULL when a level above it is not present or a table lies outside RAM. */
+static uint64_t *pte_slot(const struct spk_clock *c, uint64_t cr3, uint64_t va)
+{
+    uint64_t table = cr3 & PTE_ADDR;
+    for (int shift = 39; shift > 12; shift -= 9) {
+        if (table > c->ram_size - 4096) {
+            return NULL;
+        }
+        uint64_t entry = ((const uint64_t *)(uintptr_t)(c->ram + table))[(va >> shift) & 511];
+        if (!(entry & PTE_P)) {
+            return NULL;
+        }
+        table = entry & PTE_ADDR;
+    }
+    if (table > c->ram_size - 4096) {
+        return NULL;
+    }
+    return &((uint64_t *)(uintptr_t)(c->ram + table))[(va >> 12) & 511];
+}
+
+/* The CR3 of space `handle` of the running partition, or 0 (none, or ring 0 decides). */
+static inline uint64_t space_cr3(const struct spk_clock *c, uint64_t handle)
+{
+    return handle < c->space_slots ? c->spaces[handle] : 0;
+}
+
+/* MAP (handle rdi, va rsi, mfn rdx, flags r10) when it succeeds: 1 when done.
+ *
+ * Ring 0's hc_map and AddressSpace.map on their success path: no reserved
+ * flag; va page aligned, in the user half for a user mapping and in the
+ * kernel slot otherwise; the frame exists, the caller owns it and it is a
+ * DATA frame; every table above the slot exists (no allocation here) and
+ * the slot is free. The leaf then is the frame with present, accessed,
+ * writable and dirty when written, user when user; its counts go up. A
+ * mapping adds no translation the engine may hold, so nothing is flushed. */
+static int pv_map(struct spk_clock *c, uint64_t *env)
+{
+    uint64_t handle = env[7], va = env[6], mfn = env[2], flags = env[10];
+    uint64_t cr3 = space_cr3(c, handle);
+    if (!cr3 || (flags & ~(MAP_WRITE | MAP_USER)) || (va & 4095)) {
+        return 0;
+    }
+    int user = (flags & MAP_USER) != 0, write = (flags & MAP_WRITE) != 0;
+    if (user ? !(va >= c->user_base && va < c->user_end) : !(va >= c->kernel_base && va < c->kernel_end)) {
+        return 0;
+    }
+    if (mfn >= c->frame_count || c->frame_owner[mfn] != c->owner || c->frame_type[mfn] != c->data_type) {
+        return 0;
+    }
+    uint64_t *slot = pte_slot(c, cr3, va);
+    if (!slot || (*slot & PTE_P)) {
+        return 0;
+    }
+    *slot = (mfn << 12) | PTE_P | PTE_A | (write ? PTE_W | PTE_D : 0) | (user ? PTE_U : 0);
+    c->map_count[mfn]++;
+    if (write) {
+        c->writable_count[mfn]++;
+    }
+    env[0] = 0;
+    c->mm_done++;
+    return 1;
+}
+
+/* UNMAP (handle rdi, va rsi) of a user-half page when it succeeds: 1 when done.
+ *
+ * Ring 0's hc_unmap and AddressSpace.unmap on their success path: va page
+ * aligned in the user half (a kernel-half unmap also drops ring 0's caches
+ * of the kernel half: ring 0 does it), a present leaf whose frame's counts
+ * can go down. The leaf is cleared, the counts go down and the engine
+ * forgets the page (its own invlpg), as ring 0's page_unmapped does. */
+static int pv_unmap(struct spk_clock *c, uint64_t *env)
+{
+    uint64_t handle = env[7], va = env[6];
+    uint64_t cr3 = space_cr3(c, handle);
+    if (!cr3 || (va & 4095) || !(va >= c->user_base && va < c->user_end)) {
+        return 0;
+    }
+    uint64_t *slot = pte_slot(c, cr3, va);
+    if (!slot || !(*slot & PTE_P)) {
+        return 0;
+    }
+    uint64_t leaf = *slot, mfn = (leaf & PTE_ADDR) >> 12;
+    if (mfn >= c->frame_count || c->map_count[mfn] <= 0 || ((leaf & PTE_W) && c->writable_count[mfn] <= 0)) {
+        return 0; /* counts out of step: ring 0 reports its internal error */
+    }
+    *slot = 0;
+    c->map_count[mfn]--;
+    if (leaf & PTE_W) {
+        c->writable_count[mfn]--;
+    }
+    c->invlpg(env, va);
+    env[0] = 0;
+    c->mm_done++;
+    return 1;
+}
+
 /* UC_HOOK_INTR: settle the count at the trapping rip, then the native bounce
  * or ring 0's handler. */
 void spk_on_interrupt(void *uc, uint32_t intno, void *user_data)
@@ -365,14 +496,20 @@ void spk_on_interrupt(void *uc, uint32_t intno, void *user_data)
     if (intno == c->bounce_vector && c->bounce_entry && bounce(c, 0)) {
         return;
     }
-    if (intno == c->yield_vector && c->yield_armed) {
+    if (intno == c->yield_vector && (c->yield_armed || c->spaces)) {
         uint64_t *env = (uint64_t *)(uintptr_t)c->env;
-        /* ring 0's hc_yield: rax = 0, the run ends here (a guest kernel's call only) */
-        if (env[0] == c->yield_number && ((env[c->cs_offset / 8] >> c->cs_shift) & 3) == 2) {
-            env[0] = 0;
-            c->yield_stop = 1;
-            stop(c);
-            return;
+        if (((env[c->cs_offset / 8] >> c->cs_shift) & 3) == 2) { /* a guest kernel's call only */
+            /* ring 0's hc_yield: rax = 0, the run ends here */
+            if (env[0] == c->yield_number && c->yield_armed) {
+                env[0] = 0;
+                c->yield_stop = 1;
+                stop(c);
+                return;
+            }
+            if (c->spaces && ((env[0] == c->map_number && pv_map(c, env)) ||
+                              (env[0] == c->unmap_number && pv_unmap(c, env)))) {
+                return;
+            }
         }
     }
     c->on_interrupt(intno);
@@ -750,7 +887,7 @@ uint64_t spk_run(struct spk_clock *c, emu_start_fn start, uint64_t rip, uint64_t
  * (nothing armed then). The same steps ring 0's run loop did with five
  * ctypes calls. */
 uint32_t spk_window_enter(struct spk_clock *c, void *context, uint64_t flush, uint64_t entry, uint64_t stack,
-                          uint64_t yield_on)
+                          uint64_t yield_on, const uint64_t *spaces, int64_t owner)
 {
     int status = c->context_restore(c->uc, context);
     if (status != 0) {
@@ -764,6 +901,8 @@ uint32_t spk_window_enter(struct spk_clock *c, void *context, uint64_t flush, ui
     c->bounce_entry = stack ? entry : 0;
     c->bounce_stack = stack;
     c->yield_armed = yield_on;
+    c->spaces = spaces;
+    c->owner = owner;
     return 0;
 }
 
@@ -778,6 +917,7 @@ uint64_t spk_window_leave(struct spk_clock *c, void *context, uint64_t save)
     }
     c->bounce_entry = c->bounce_stack = 0;
     c->yield_armed = 0;
+    c->spaces = NULL;
     uint64_t bounces = c->bounce_count;
     c->bounce_count = 0;
     return bounces;

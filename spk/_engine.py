@@ -155,6 +155,7 @@ _RUN_YIELD = 1 << 22
 #: spk_run: the run ended in that one call; the ticks it executed sit above bit 24.
 _RUN_ENDED, _RUN_EXECUTED_SHIFT = 1 << 23, 24
 _U64 = ctypes.c_uint64
+_PTR, _I64 = ctypes.c_void_p, ctypes.c_int64
 #: Budgets below this go through spk_run (its executed ticks fit in the bits above 24).
 _RUN_ONCE_BUDGET = 1 << 39
 #: Longest guest copy done by the native helper in one call (longer ones go page by page in Python).
@@ -415,6 +416,14 @@ class _ClockStruct(ctypes.Structure):
         ("yield_armed", ctypes.c_uint64), ("yield_stop", ctypes.c_uint64),
         ("context_save", ctypes.c_void_p), ("context_restore", ctypes.c_void_p),
         ("ctl_tlb_flush", ctypes.c_uint64), ("run_start", ctypes.c_uint64),
+        ("map_number", ctypes.c_uint64), ("unmap_number", ctypes.c_uint64),
+        ("spaces", ctypes.c_void_p), ("space_slots", ctypes.c_uint64), ("owner", ctypes.c_int64),
+        ("frame_owner", ctypes.c_void_p), ("frame_type", ctypes.c_void_p),
+        ("map_count", ctypes.c_void_p), ("writable_count", ctypes.c_void_p),
+        ("frame_count", ctypes.c_uint64), ("data_type", ctypes.c_uint64),
+        ("user_base", ctypes.c_uint64), ("user_end", ctypes.c_uint64),
+        ("kernel_base", ctypes.c_uint64), ("kernel_end", ctypes.c_uint64),
+        ("invlpg", ctypes.c_void_p), ("mm_done", ctypes.c_uint64),
     ]  # fmt: skip
 
 
@@ -505,7 +514,7 @@ class Engine:
             ("spk_run_step", ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]),
             ("spk_run_end", ctypes.c_uint64, [ctypes.c_void_p]),
             ("spk_run", ctypes.c_uint64, [ctypes.c_void_p] * 2 + [ctypes.c_uint64] * 4),
-            ("spk_window_enter", ctypes.c_uint32, [ctypes.c_void_p] * 2 + [ctypes.c_uint64] * 4),
+            ("spk_window_enter", ctypes.c_uint32, [ctypes.c_void_p] * 2 + [ctypes.c_uint64] * 4 + [_PTR, _I64]),
             ("spk_window_leave", ctypes.c_uint64, [ctypes.c_void_p] * 2 + [ctypes.c_uint64]),
             ("spk_copy_in", ctypes.c_int64, [ctypes.c_void_p, *[ctypes.c_uint64] * 4, ctypes.c_char_p]),
             ("spk_copy_out", ctypes.c_int64, [ctypes.c_void_p, *[_U64] * 4, ctypes.c_char_p, _U64]),
@@ -774,22 +783,69 @@ class Engine:
         self._on_native_yield = on_yield
         self._windows_ready = True
 
-    def enter_window(self, ctx: Context, *, flush_tlb: bool, entry: int, stack: int) -> None:
+    def configure_page_tables(
+        self,
+        numbers: tuple[int, int],
+        frame_table: tuple[int, int, int, int],
+        frame_count: int,
+        data_type: int,
+        halves: tuple[int, int, int, int],
+        space_slots: int,
+    ) -> None:
+        """Set up the native MAP and UNMAP (``spk_on_interrupt``'s ``pv_map``/``pv_unmap``).
+
+        ``numbers``: MAP's and UNMAP's hypercall numbers (at the vector
+        :meth:`configure_windows` set); ``frame_table``: host addresses of
+        the frame table's owners (int32), types (uint8), map counts and
+        writable counts (int32), ``frame_count`` elements each, which the
+        native path reads and counts in place; ``data_type``: the type code
+        of a mappable frame; ``halves``: the user half's and the kernel
+        slot's [start, end); ``space_slots``: how many handles a partition's
+        space array (:meth:`enter_window`'s ``spaces``) holds. Only the
+        success path is done natively, with ring 0's own steps; every other
+        call goes to ring 0's handler. Armed per window by :meth:`enter_window`.
+        """
+        clock = self._clock
+        clock.map_number, clock.unmap_number = numbers
+        clock.frame_owner, clock.frame_type, clock.map_count, clock.writable_count = frame_table
+        clock.frame_count, clock.data_type, clock.space_slots = frame_count, data_type, space_slots
+        clock.user_base, clock.user_end, clock.kernel_base, clock.kernel_end = halves
+        clock.invlpg = ctypes.cast(_INVLPG, ctypes.c_void_p).value
+
+    def enter_window(
+        self, ctx: Context, *, flush_tlb: bool, entry: int, stack: int, spaces: int = 0, owner: int = 0
+    ) -> None:
         """Begin a window with one native call (``spk_window_enter``).
 
         Loads ``ctx`` (a restore also forgets fault escalation), clears the
         exception in flight, flushes the TLB when ``flush_tlb`` (the CR3 the
         engine holds translations of differs: a restore copies CR3 without
         flushing), arms the native bounce into ``entry`` on ``stack`` (0 for
-        either: ring 0 decides) and the native yield when configured.
+        either: ring 0 decides), the native yield when configured, and the
+        native MAP and UNMAP for partition ``owner`` whose spaces' CR3s by
+        handle are at host address ``spaces`` (0: not armed; see
+        :meth:`configure_page_tables`).
         Errors: EngineError before :meth:`configure_windows`, or when the
         engine refuses the restore.
         """
         if not self._windows_ready:
             raise EngineError("enter_window before configure_windows")
-        status = self._window_enter(ctx.handle, 1 if flush_tlb else 0, entry, stack, 1 if self._on_native_yield else 0)
+        yield_on = 1 if self._on_native_yield else 0
+        status = self._window_enter(ctx.handle, 1 if flush_tlb else 0, entry, stack, yield_on, spaces or None, owner)
         if status:
             raise EngineError(f"context restore failed: {self._error_text(status)}")
+
+    def disarm_page_tables(self) -> None:
+        """Stop answering MAP and UNMAP natively until the next window (the partition went away)."""
+        self._clock.spaces = None
+
+    def take_page_table_calls(self) -> int:
+        """How many MAPs and UNMAPs were answered natively since the last call."""
+        clock = self._clock
+        count = clock.mm_done
+        if count:
+            clock.mm_done = 0
+        return int(count)
 
     def leave_window(self, ctx: Context, *, save: bool) -> int:
         """End a window with one native call (``spk_window_leave``): returns the native bounces since the last count.

@@ -9,8 +9,11 @@ after a fault, is decided by ring 1.
 
 from __future__ import annotations
 
+import ctypes
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from spk._channels import Port
 from spk._engine import Context
@@ -66,6 +69,63 @@ class Module:
     size: int
 
 
+#: Handles the native MAP and UNMAP know (SpaceTable.native); a space with a
+#: larger handle is served by ring 0's handler alone (its every call, not its errors only).
+NATIVE_SPACE_SLOTS = 128
+
+
+class SpaceTable(dict[int, AddressSpace]):
+    """A partition's address spaces by handle, with their CR3s in a native array.
+
+    ``native[h]`` is the CR3 of space ``h`` (0: no such space) for every
+    handle below :data:`NATIVE_SPACE_SLOTS`: ring 0's native MAP and UNMAP
+    (``_clock.c``) read it while the partition runs. Every change goes
+    through ``[]=``, ``del``, ``pop`` and ``clear``, which keep the array in
+    step; the dict methods that would bypass them are refused.
+    """
+
+    def __init__(self, spaces: Mapping[int, AddressSpace] | None = None) -> None:
+        super().__init__()
+        self.native = (ctypes.c_uint64 * NATIVE_SPACE_SLOTS)()
+        #: host address of ``native`` (what a window arms the native path with)
+        self.native_address = ctypes.addressof(self.native)
+        for handle, space in (spaces or {}).items():
+            self[handle] = space
+
+    def __setitem__(self, handle: int, space: AddressSpace) -> None:
+        super().__setitem__(handle, space)
+        if 0 <= handle < NATIVE_SPACE_SLOTS:
+            self.native[handle] = space.cr3
+
+    def __delitem__(self, handle: int) -> None:
+        super().__delitem__(handle)
+        if 0 <= handle < NATIVE_SPACE_SLOTS:
+            self.native[handle] = 0
+
+    def pop(self, handle: int, *default: AddressSpace) -> AddressSpace:  # type: ignore[override]
+        if handle not in self:
+            if default:
+                return default[0]
+            raise KeyError(handle)
+        space = super().pop(handle)
+        if 0 <= handle < NATIVE_SPACE_SLOTS:
+            self.native[handle] = 0
+        return space
+
+    def clear(self) -> None:
+        super().clear()
+        ctypes.memset(self.native, 0, ctypes.sizeof(self.native))
+
+    def _refused(self, *_args: object, **_kwargs: object) -> NoReturn:
+        raise TypeError("a SpaceTable changes only through []=, del, pop and clear (its native array follows them)")
+
+    update = setdefault = popitem = __ior__ = _refused
+
+    def __reduce__(self) -> tuple[type[SpaceTable], tuple[dict[int, AddressSpace]]]:
+        """Pickle as a plain dict of the spaces (a snapshot): the native array is rebuilt."""
+        return SpaceTable, (dict(self),)
+
+
 @dataclass
 class Partition:
     pid: int
@@ -102,6 +162,10 @@ class Partition:
     stack_cache: tuple[int, int, int] | None = None
     #: its own frame numbers, once it has migrated (None: they are the machine's)
     guest_frames: GuestFrames | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spaces, SpaceTable):
+            self.spaces = SpaceTable(self.spaces)
 
     def space(self, handle: int) -> AddressSpace | None:
         return self.spaces.get(handle)

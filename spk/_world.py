@@ -27,9 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spk._partition import Partition, State
+from spk._frames import DATA_CODE
+from spk._partition import NATIVE_SPACE_SLOTS, Partition, SpaceTable, State
 from spk._trace import EventSink, MachineEvent
-from spk.abi import HYPERCALL_VECTOR, EntryKind, Event, Hypercall
+from spk.abi import HYPERCALL_VECTOR, KERNEL_BASE, KERNEL_END, USER_BASE, USER_END, EntryKind, Event, Hypercall
 
 if TYPE_CHECKING:
     from spk._cpu import Templates
@@ -103,6 +104,19 @@ class PvWorldSwitch:
         # A window's entry and exit are one native call each, and its YIELD is
         # answered in C unless hypercalls are traced (the trace must see every call).
         engine.configure_windows(HYPERCALL_VECTOR, int(Hypercall.YIELD), None if traps.tracing else self.native_yield)
+        # So are MAP and UNMAP on their success path (ring 0's own steps, in
+        # C: the frame table's arrays and each partition's CR3s by handle).
+        frames = machine.frames
+        engine.configure_page_tables(
+            (int(Hypercall.MAP), int(Hypercall.UNMAP)),
+            frames.addresses(),
+            len(frames.types),
+            DATA_CODE,
+            (USER_BASE, USER_END, KERNEL_BASE, KERNEL_END),
+            NATIVE_SPACE_SLOTS,
+        )
+        #: the native MAP and UNMAP are armed (never with a hypercall trace: it must see every call)
+        self._native_page_tables = not traps.tracing
 
     def run(self, p: Partition, until: int) -> RunOutcome:
         """Run ``p`` until virtual time ``until`` at the latest (see :meth:`spk.Machine.run`).
@@ -183,6 +197,7 @@ class PvWorldSwitch:
             p.counters.preemptions += 1
         # One native call: save (not after a fault), disarm, count the native bounces.
         p.counters.syscalls += engine.leave_window(p.context, save=p.state is not State.FAULTED)
+        p.counters.hypercalls += engine.take_page_table_calls()
         self.current = None
         error, self.listener_error = self.listener_error, None
         if error is not None:
@@ -199,7 +214,12 @@ class PvWorldSwitch:
         cr3 = p.context.cr3
         flush = cr3 != self.loaded_cr3
         entry = p.entries.get(EntryKind.SYSCALL, 0)
-        self.engine.enter_window(p.context, flush_tlb=flush, entry=entry, stack=p.kernel_stack)
+        # MAP and UNMAP natively, unless traced or the partition's frame numbers are not the machine's (migrated).
+        native = self._native_page_tables and p.guest_frames is None
+        spaces = p.spaces.native_address if native and isinstance(p.spaces, SpaceTable) else 0
+        self.engine.enter_window(
+            p.context, flush_tlb=flush, entry=entry, stack=p.kernel_stack, spaces=spaces, owner=p.pid
+        )
         if flush:
             self.loaded_cr3 = cr3
         self.current = p
@@ -218,14 +238,16 @@ class PvWorldSwitch:
             self.stop_reason = "yield"
 
     def sync_counters(self, p: Partition) -> None:
-        """Add the native bounces since the last call to the running ``p``'s syscall counter."""
+        """Add the native bounces and page-table hypercalls since the last call to the running ``p``'s counters."""
         if p is self.current:
             p.counters.syscalls += self.engine.take_bounces()
+            p.counters.hypercalls += self.engine.take_page_table_calls()
 
     def partition_gone(self, p: Partition) -> None:
         """``p`` was destroyed or rebuilt: forget it on the vCPU and every translation."""
         if self.current is p:
             self.engine.arm_bounce(0, 0)
+            self.engine.disarm_page_tables()
             self.current = None
         self.loaded_cr3 = -1
         self.engine.flush_tlb()
