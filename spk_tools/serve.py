@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import signal
 import socket
 import sys
 from datetime import date
@@ -109,10 +110,16 @@ def run_server(app: Any, sock: socket.socket) -> bool:
     logging.getLogger("spk.serve").addHandler(logging.StreamHandler(sys.stderr))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
                                            lifespan="off", timeout_keep_alive=KEEP_ALIVE))  # fmt: skip
+    # Ctrl-C stops the server even when the process started with SIGINT ignored (a background job of a
+    # shell without job control): uvicorn raises the signal again under the handler it found, as spk launch
+    # takes SIGINT whatever it inherited.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn raises the Ctrl-C (or SIGTERM) again once it has shut down
         return True
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return False
 
 
