@@ -25,8 +25,10 @@
  *
  * The trap hooks live here too, since they settle the clock first: the app
  * system call bounce (int 0x80 and syscall at CPL 3 into the guest kernel)
- * is done in C when ring 0 armed it, with no Python at all; everything else
- * goes to ring 0 through one ctypes callback. The page walk the bounce uses
+ * is done in C when ring 0 armed it, with no Python at all, and so are a
+ * guest kernel's YIELD and its MAP and UNMAP on their success path
+ * (pv_map, pv_unmap); everything else goes to ring 0 through one ctypes
+ * callback. The page walk the bounce uses
  * is exported for ring 0's copies (spk_walk).
  */
 #include <pthread.h>
@@ -138,7 +140,7 @@ struct spk_clock {
      * (pv_map, pv_unmap), when ring 0 armed them for the running partition
      * (spk_window_enter; never with a hypercall trace). Anything else (an
      * error of any kind, an intermediate table to allocate, a kernel-half
-     * unmap, a handle beyond `space_slots`) goes to ring 0's handler, the
+     * unmap, a handle from `space_slots` on) goes to ring 0's handler, the
      * one place that decides and names errors: here only the case where
      * every rule holds is done, with the very steps ring 0 takes then. */
     uint64_t map_number;       /* MAP's and UNMAP's numbers (in rax) */
@@ -883,8 +885,9 @@ uint64_t spk_run(struct spk_clock *c, emu_start_fn start, uint64_t rip, uint64_t
  * flushed when `flush` (its CR3 differs from the translations the engine
  * holds: a restore copies CR3 without flushing), the native bounce armed
  * with the kernel's entry and stack (0: ring 0 decides), the native yield
- * armed when `yield_on`. 0, or the engine's status when the restore fails
- * (nothing armed then). The same steps ring 0's run loop did with five
+ * armed when `yield_on`, the native MAP and UNMAP armed for partition `owner`
+ * with its CR3s by handle at `spaces` (NULL: not armed). 0, or the engine's
+ * status when the restore fails (nothing armed then). The same steps ring 0's run loop did with five
  * ctypes calls. */
 uint32_t spk_window_enter(struct spk_clock *c, void *context, uint64_t flush, uint64_t entry, uint64_t stack,
                           uint64_t yield_on, const uint64_t *spaces, int64_t owner)
@@ -907,8 +910,8 @@ uint32_t spk_window_enter(struct spk_clock *c, void *context, uint64_t flush, ui
 }
 
 /* The window ends: the vCPU saved into `context` when `save` (not after a
- * fault: the partition's last good state stays), the bounce and the yield
- * disarmed. Returns the bounces done natively since the last count (and
+ * fault: the partition's last good state stays), the bounce, the yield and
+ * the native MAP and UNMAP disarmed. Returns the bounces done natively since the last count (and
  * zeroes it), for the partition's syscall counter. */
 uint64_t spk_window_leave(struct spk_clock *c, void *context, uint64_t save)
 {

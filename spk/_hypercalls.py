@@ -486,7 +486,7 @@ def hc_part_query(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ..
     target = m.partitions.get(a[0])
     if target is None:
         raise _fail(Status.BAD_HANDLE, f"no running partition {a[0]}")
-    m.sync_counters(p)  # the caller's own system calls bounced natively so far
+    m.sync_counters(p)  # the caller's system calls and page-table hypercalls done natively so far
     c = target.counters
     used = target.quota - m.frames.pool_free_count(target.pid)
     # A partition asking about itself is mid-run: its counter is added to when

@@ -634,7 +634,7 @@ class Machine:
             self.engine.arm_bounce(p.entries.get(EntryKind.SYSCALL, 0), p.kernel_stack)
 
     def sync_counters(self, p: Partition) -> None:
-        """Add the native bounces since the last call to the running ``p``'s syscall counter."""
+        """Add the native bounces and page-table hypercalls since the last call to the running ``p``'s counters."""
         self.world.sync_counters(p)
 
     # -- services the hypercall handlers use -----------------------------
