@@ -39,7 +39,7 @@ class ModuleSize(_Model):
 
     module: str
     lines: int = Field(ge=0, description="every line of the file")
-    code: int = Field(ge=0, description="lines with a Python token that is not a comment or a docstring")
+    code: int = Field(ge=0, description="lines with a token (Python, or C) that is not a comment or a docstring")
     comments: int = Field(ge=0, description="lines holding only a comment")
     docstrings: int = Field(ge=0, description="lines of module, class and function docstrings")
     blank: int = Field(ge=0)

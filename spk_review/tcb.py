@@ -17,13 +17,18 @@ package that imports.
 from __future__ import annotations
 
 import ast
+import bisect
 import importlib.metadata
 import io
 import sys
 import token
 import tokenize
+from itertools import accumulate
 from pathlib import Path
 from types import ModuleType
+
+from pygments.lexers import CLexer
+from pygments.token import Comment, Text, Whitespace
 
 from spk_review.model import Dependency, ModuleSize, PackageSize
 
@@ -31,7 +36,9 @@ COUNTING = (
     "every *.py file of the installed package directory, read with Python's tokenizer: "
     "a code line holds a token other than a comment or a docstring (a line with code and a trailing "
     "comment is code); comment lines hold only a comment; docstrings are the string statements that "
-    "open a module, class or function; blank lines hold nothing"
+    "open a module, class or function; blank lines hold nothing. Every *.c file beside them (the "
+    "native code the package builds and runs in its own process) the same way, read with "
+    "pygments' C lexer (preprocessor lines are code; C has no docstrings)"
 )
 _NOT_CODE = {token.COMMENT, token.NL, token.NEWLINE, token.INDENT, token.DEDENT, token.ENCODING, token.ENDMARKER}
 
@@ -71,10 +78,32 @@ def module_size(path: Path, name: str) -> ModuleSize:
     )  # fmt: skip
 
 
+def c_source_size(path: Path, name: str) -> ModuleSize:
+    """Count one C file's lines by kind (see :data:`COUNTING`): a comment token that is not a
+    preprocessor directive is a comment, whitespace is nothing, any other token is code."""
+    source = path.read_text(encoding="utf-8")
+    starts = list(accumulate((len(line) for line in source.splitlines(keepends=True)), initial=0))
+    code: set[int] = set()
+    comments: set[int] = set()
+    for offset, kind, text in CLexer(stripnl=False, ensurenl=False).get_tokens_unprocessed(source):
+        if kind in Text or kind in Whitespace:
+            continue
+        first = bisect.bisect_right(starts, offset)
+        lines = range(first, bisect.bisect_right(starts, offset + max(len(text), 1) - 1) + 1)
+        is_comment = kind in Comment and not (kind in Comment.Preproc or kind in Comment.PreprocFile)
+        (comments if is_comment else code).update(lines)
+    comments -= code
+    total = len(source.splitlines())
+    return ModuleSize(module=name, lines=total, code=len(code), comments=len(comments), docstrings=0,
+                      blank=total - len(code) - len(comments))  # fmt: skip
+
+
 def package_size(package: ModuleType, ring: int) -> PackageSize:
-    """Sizes of every module of an installed package (its directory, not subpackages)."""
+    """Sizes of every module of an installed package (its directory, not subpackages), and of
+    the C sources beside them (named ``package/file.c``)."""
     directory = Path(package.__file__ or "").parent
     modules = [module_size(f, f"{package.__name__}.{f.stem}") for f in sorted(directory.glob("*.py"))]
+    modules += [c_source_size(f, f"{package.__name__}/{f.name}") for f in sorted(directory.glob("*.c"))]
     return PackageSize(
         package=package.__name__, ring=ring, path=str(directory), modules=modules,
         lines=sum(m.lines for m in modules), code=sum(m.code for m in modules),

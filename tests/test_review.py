@@ -38,7 +38,7 @@ from spk_review.model import FuzzCampaign, FuzzStats, Report, SharedMapping, Sha
 from spk_review.render import SECTIONS, render_html
 from spk_review.report import build_report
 from spk_review.summary import summary as review_summary
-from spk_review.tcb import CHILD, _child_imports, module_size
+from spk_review.tcb import CHILD, _child_imports, c_source_size, module_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SPK = Path(sys.executable).with_name("spk")
@@ -261,12 +261,23 @@ def test_tcb_counts_the_installed_ring0_package(reviews: dict[str, Reviewed]) ->
 
     tcb = reviews["example"].report.tcb
     ring0_size = next(p for p in tcb.packages if p.ring == 0)
-    files = sorted(f.stem for f in Path(ring0.__file__).parent.glob("*.py"))
-    assert [m.module for m in ring0_size.modules] == [f"spk.{f}" for f in files]
+    directory = Path(ring0.__file__).parent
+    files = sorted(f.stem for f in directory.glob("*.py"))
+    native = sorted(f.name for f in directory.glob("*.c"))
+    assert native == ["_clock.c"]  # ring 0's native code counts as ring 0
+    assert [m.module for m in ring0_size.modules] == [f"spk.{f}" for f in files] + [f"spk/{f}" for f in native]
     for m in ring0_size.modules:
         assert m.lines == m.code + m.comments + m.docstrings + m.blank, m.module
     assert ring0_size.code == sum(m.code for m in ring0_size.modules) > 1000
     assert {d.module for d in tcb.dependencies} >= {"unicorn", "capstone", "nacl"}
+
+
+def test_c_source_size_counts_each_kind_of_line(tmp_path: Path) -> None:
+    source = tmp_path / "sample.c"
+    source.write_text("/* a comment\n   on two lines */\n#include <stdint.h>\n\nint x = 1; /* trailing */\n"
+                      "// a line comment\nstatic int f(void)\n{\n    return x;\n}\n", encoding="utf-8")  # fmt: skip
+    size = c_source_size(source, "pkg/sample.c")
+    assert (size.lines, size.code, size.comments, size.docstrings, size.blank) == (10, 6, 3, 0, 1)
 
 
 def test_module_size_counts_each_kind_of_line(tmp_path: Path) -> None:
