@@ -1,5 +1,5 @@
 """The campaigns; importing this package registers every one (see :data:`base.REGISTRY`)."""
 
-from fuzz.campaigns import apps, channels, code, fullvirt, hypercalls, lifecycle, linux, noninterference
+from fuzz.campaigns import apps, channels, code, fullvirt, hypercalls, lifecycle, linux, native, noninterference
 
-__all__ = ["apps", "channels", "code", "fullvirt", "hypercalls", "lifecycle", "linux", "noninterference"]
+__all__ = ["apps", "channels", "code", "fullvirt", "hypercalls", "lifecycle", "linux", "native", "noninterference"]
