@@ -28,8 +28,8 @@
  * is done in C when ring 0 armed it, with no Python at all, and so are a
  * guest kernel's YIELD and its MAP and UNMAP on their success path
  * (pv_map, pv_unmap); everything else goes to ring 0 through one ctypes
- * callback. The page walk the bounce uses
- * is exported for ring 0's copies (spk_walk).
+ * callback. The page walk the bounce uses is exported for ring 0's copies
+ * (spk_walk).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -885,10 +885,10 @@ uint64_t spk_run(struct spk_clock *c, emu_start_fn start, uint64_t rip, uint64_t
  * flushed when `flush` (its CR3 differs from the translations the engine
  * holds: a restore copies CR3 without flushing), the native bounce armed
  * with the kernel's entry and stack (0: ring 0 decides), the native yield
- * armed when `yield_on`, the native MAP and UNMAP armed for partition `owner`
- * with its CR3s by handle at `spaces` (NULL: not armed). 0, or the engine's
- * status when the restore fails (nothing armed then). The same steps ring 0's run loop did with five
- * ctypes calls. */
+ * armed when `yield_on`, the native MAP and UNMAP armed for partition
+ * `owner` with its CR3s by handle at `spaces` (NULL: not armed). 0, or the
+ * engine's status when the restore fails (nothing armed then). The same
+ * steps ring 0's run loop did with five ctypes calls. */
 uint32_t spk_window_enter(struct spk_clock *c, void *context, uint64_t flush, uint64_t entry, uint64_t stack,
                           uint64_t yield_on, const uint64_t *spaces, int64_t owner)
 {
@@ -911,8 +911,9 @@ uint32_t spk_window_enter(struct spk_clock *c, void *context, uint64_t flush, ui
 
 /* The window ends: the vCPU saved into `context` when `save` (not after a
  * fault: the partition's last good state stays), the bounce, the yield and
- * the native MAP and UNMAP disarmed. Returns the bounces done natively since the last count (and
- * zeroes it), for the partition's syscall counter. */
+ * the native MAP and UNMAP disarmed. Returns the bounces done natively since
+ * the last count (and zeroes it), for the partition's syscall counter (the
+ * native MAPs and UNMAPs are taken apart: Engine.take_page_table_calls). */
 uint64_t spk_window_leave(struct spk_clock *c, void *context, uint64_t save)
 {
     if (save) {
