@@ -20,7 +20,7 @@ import struct
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from spk.abi import Hypercall
 from spk_review.findings import RULES, Facts, check_all
 from spk_review.flow import flow_graph
 from spk_review.hypercalls import REQUIRES
-from spk_review.model import FuzzCampaign, FuzzStats, Report, SharedMapping, SharedRegion, schema_json
+from spk_review.model import FuzzCampaign, FuzzStats, ModuleSize, Report, SharedMapping, SharedRegion, schema_json
 from spk_review.render import SECTIONS, render_html
 from spk_review.report import build_report
 from spk_review.summary import summary as review_summary
@@ -272,20 +272,23 @@ def test_tcb_counts_the_installed_ring0_package(reviews: dict[str, Reviewed]) ->
     assert {d.module for d in tcb.dependencies} >= {"unicorn", "capstone", "nacl"}
 
 
-def test_c_source_size_counts_each_kind_of_line(tmp_path: Path) -> None:
-    source = tmp_path / "sample.c"
-    source.write_text("/* a comment\n   on two lines */\n#include <stdint.h>\n\nint x = 1; /* trailing */\n"
-                      "// a line comment\nstatic int f(void)\n{\n    return x;\n}\n", encoding="utf-8")  # fmt: skip
-    size = c_source_size(source, "pkg/sample.c")
-    assert (size.lines, size.code, size.comments, size.docstrings, size.blank) == (10, 6, 3, 0, 1)
-
-
-def test_module_size_counts_each_kind_of_line(tmp_path: Path) -> None:
-    source = tmp_path / "sample.py"
-    source.write_text('"""Module\ndocstring."""\n\n# a comment\nx = 1  # code\n\n\ndef f() -> str:\n'
-                      '    """One line."""\n    return """not a\ndocstring"""\n', encoding="utf-8")  # fmt: skip
-    size = module_size(source, "sample")
-    assert (size.lines, size.code, size.comments, size.docstrings, size.blank) == (11, 4, 1, 3, 3)
+@pytest.mark.parametrize(
+    ("name", "text", "count", "expected"),
+    [
+        ("sample.py", '"""Module\ndocstring."""\n\n# a comment\nx = 1  # code\n\n\ndef f() -> str:\n'
+         '    """One line."""\n    return """not a\ndocstring"""\n', module_size, (11, 4, 1, 3, 3)),
+        ("sample.c", "/* a comment\n   on two lines */\n#include <stdint.h>\n\nint x = 1; /* trailing */\n"
+         "// a line comment\nstatic int f(void)\n{\n    return x;\n}\n", c_source_size, (10, 6, 3, 0, 1)),
+    ],
+)  # fmt: skip
+def test_source_size_counts_each_kind_of_line(
+    tmp_path: Path, name: str, text: str, count: Callable[[Path, str], ModuleSize], expected: tuple[int, ...]
+) -> None:
+    """Lines, code, comments, docstrings, blank: Python by its tokenizer, C by pygments' lexer."""
+    source = tmp_path / name
+    source.write_text(text, encoding="utf-8")
+    size = count(source, name)
+    assert (size.lines, size.code, size.comments, size.docstrings, size.blank) == expected
 
 
 def test_hypercall_table_reads_capabilities_from_the_booted_system(reviews: dict[str, Reviewed]) -> None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, consumes, rule
+from hypothesis.stateful import rule
 
-from fuzz.campaigns.base import ARGUMENT, CampaignMachine, register
-from fuzz.campaigns.code import BLOBS
-from fuzz.campaigns.hypercalls import FREE_CALLS, handle
+from fuzz.campaigns.base import ARGUMENT, register
+from fuzz.campaigns.code import CodeCampaign
+from fuzz.campaigns.hypercalls import FRAMES, SPACES, AgentCalls
 from fuzz.world import AgentWorld, Violation
 from spk.abi import KERNEL_BASE, PAGE_SIZE, Hypercall
 
@@ -90,68 +90,38 @@ class NativeWorld(AgentWorld):
 
 
 @register("native", "ring 0's native MAP, UNMAP and YIELD against its Python handlers, state by state", NativeWorld)
-class NativeCampaign(CampaignMachine):
-    frames = Bundle("frames")
-    spaces = Bundle("spaces")
-
-    @rule(target=frames)
-    def alloc(self) -> int:
-        return handle(self.act("hypercall", Hypercall.FRAME_ALLOC))
-
-    @rule(target=spaces)
-    def create_space(self) -> int:
-        return handle(self.act("hypercall", Hypercall.ASPACE_CREATE))
+class NativeCampaign(AgentCalls, CodeCampaign):
+    """The shared agent rules and random CPL 2 code, and mappings aimed at the native path."""
 
     def _map(self, space: int, frame: int, vas: list[int], write: bool) -> None:
         for va in vas:
             self.act("hypercall", Hypercall.MAP, space, va, frame, (2 if va < KERNEL_BASE else 0) | int(write))
 
-    @rule(frame=frames, vas=PAGE_RUNS, write=st.booleans())
+    @rule(frame=FRAMES, vas=PAGE_RUNS, write=st.booleans())
     def map_boot_pages(self, frame: int, vas: list[int], write: bool) -> None:
         """Mappings a guest would make (the flags each half takes), several into one table: after the
         first, which makes the table through ring 0's handler, the rest reach the native path."""
         self._map(0, frame, vas, write)
 
-    @rule(space=spaces, frame=frames, vas=PAGE_RUNS, write=st.booleans())
+    @rule(space=SPACES, frame=FRAMES, vas=PAGE_RUNS, write=st.booleans())
     def map_pages(self, space: int, frame: int, vas: list[int], write: bool) -> None:
         self._map(space, frame, vas, write)
 
-    @rule(space=st.just(0) | spaces, vas=PAGE_RUNS)
+    @rule(space=st.just(0) | SPACES, vas=PAGE_RUNS)
     def unmap_pages(self, space: int, vas: list[int]) -> None:
         for va in vas:
             self.act("hypercall", Hypercall.UNMAP, space, va)
 
-    @rule(space=st.just(0) | spaces | ARGUMENT, frame=frames | ARGUMENT, va=st.sampled_from(PAGES) | ARGUMENT,
+    @rule(space=st.just(0) | SPACES | ARGUMENT, frame=FRAMES | ARGUMENT, va=st.sampled_from(PAGES) | ARGUMENT,
           flags=ARGUMENT)  # fmt: skip
     def map_hostile(self, space: int, frame: int, va: int, flags: int) -> None:
         """Any words: each rule the native path checks, broken one or more at a time."""
         self.act("hypercall", Hypercall.MAP, space, va, frame, flags)
 
-    @rule(space=st.just(0) | spaces | ARGUMENT, va=st.sampled_from(PAGES) | ARGUMENT)
+    @rule(space=st.just(0) | SPACES | ARGUMENT, va=st.sampled_from(PAGES) | ARGUMENT)
     def unmap_hostile(self, space: int, va: int) -> None:
         self.act("hypercall", Hypercall.UNMAP, space, va)
 
-    @rule(frame=consumes(frames))
-    def free(self, frame: int) -> None:
-        """A frame given back while mapped is refused; once unmapped, it is gone from the program."""
-        self.act("hypercall", Hypercall.FRAME_FREE, frame)
-
-    @rule(space=consumes(spaces))
-    def destroy_space(self, space: int) -> None:
-        self.act("hypercall", Hypercall.ASPACE_DESTROY, space)
-
-    @rule(space=st.just(0) | spaces)
+    @rule(space=st.just(0) | SPACES)
     def switch_space(self, space: int) -> None:
         self.act("hypercall", Hypercall.ASPACE_SWITCH, space)
-
-    @rule(number=st.sampled_from(FREE_CALLS), args=st.lists(ARGUMENT, max_size=5))
-    def any_hypercall(self, number: int, args: list[int]) -> None:
-        self.act("hypercall", number, *args)
-
-    @rule(blob=BLOBS)
-    def run_code(self, blob: bytes) -> None:
-        self.act("code", blob.hex())
-
-    @rule()
-    def victims_run(self) -> None:
-        self.act("victims_run")
