@@ -33,7 +33,6 @@ The invariants, after every action:
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter, itemgetter
 from typing import Any, ClassVar
 
 from fuzz.agent import WINDOW, Agent, Outcome, image
@@ -42,7 +41,6 @@ from spk.abi import Hypercall, Status
 
 Action = tuple[Any, ...]
 #: A frame-table entry as the tuple a snapshot keeps (read in C, not attribute by attribute).
-_ENTRY = attrgetter("owner", "type", "map_count", "writable_count")
 STATUSES = frozenset(-int(s) for s in Status if s is not Status.OK)
 KNOWN_CALLS = frozenset(int(h) for h in Hypercall)
 #: RAM of a fuzz machine by default: enough for its partitions, small because every
@@ -261,9 +259,9 @@ class World:
                     "frame_accounting",
                     f"partition {pid} holds {len(frames.owned(pid))} frames, its quota is {partition.quota}",
                 )
-        entries, before = frames.entries, self.snapshot.frames
+        before = self.snapshot.frames
         guarded = self._guarded_frames()
-        now = list(map(_ENTRY, itemgetter(*guarded)(entries))) if guarded else []
+        now = frames.values_of(guarded)
         if now == self._guarded_before():
             return
         for mfn, entry in zip(guarded, now, strict=True):

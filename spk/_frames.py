@@ -28,6 +28,7 @@ import mmap
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import overload
 
 from spk.abi import PAGE_SHIFT, PAGE_SIZE
@@ -200,8 +201,6 @@ class PhysicalMemory:
         self.view = memoryview(self._map)
         #: RAM as little-endian u64 words: word ``paddr >> 3`` (page-table entries, read and written in place).
         self.words = self.view.cast("Q")
-        import ctypes
-
         self.address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
 
     def read(self, paddr: int, length: int) -> bytes:
@@ -291,6 +290,23 @@ class FrameTable:
         """Every entry's (owner, type, map count, writable count), in frame order."""
         kinds = map(FRAME_TYPES.__getitem__, self.types)
         return list(zip(self.owners, kinds, self.map_counts, self.writable_counts, strict=True))
+
+    def values_of(self, mfns: Sequence[int]) -> list[tuple[int, FrameType, int, int]]:
+        """The entries of ``mfns`` as :meth:`values` gives them, in that order.
+
+        Why: checkers that compare part of the table after every step (the
+        fuzzer's oracles) would otherwise build a :class:`Frame` view per
+        frame; these are C passes over the arrays.
+        """
+        if not mfns:
+            return []
+        pick = itemgetter(*mfns) if len(mfns) > 1 else lambda array: (array[mfns[0]],)
+        kinds = map(FRAME_TYPES.__getitem__, pick(self.types))
+        return list(zip(pick(self.owners), kinds, pick(self.map_counts), pick(self.writable_counts), strict=True))
+
+    def kinds(self) -> list[FrameType]:
+        """Every frame's type, in frame order (one C pass)."""
+        return list(map(FRAME_TYPES.__getitem__, self.types))
 
     def _set(self, mfn: int, owner: int, kind: int) -> None:
         """One frame handed over: its owner and type code, no mappings."""
@@ -394,7 +410,7 @@ class FrameTable:
         owned = self.owned(owner)
         for mfn in owned:
             self.ram.zero_frame(mfn)
-            self._set(mfn, owner, POOL_CODE) if keep else self._set(mfn, NO_OWNER, FREE_CODE)
+            self._set(mfn, owner if keep else NO_OWNER, POOL_CODE if keep else FREE_CODE)
         count = len(owned)
         self._pool_hint.pop(owner, None)
         if owned and not keep:

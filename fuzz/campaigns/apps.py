@@ -136,8 +136,7 @@ class AppWorld(World):
         own = [APP_IMAGE_VADDR, MAILBOX_VA, CODE_VA, STACK_TOP - 16, MAILBOX_VA - 8, APP_IMAGE_VADDR + PAGE_SIZE - 8]
         # Other apps' and partitions' memory has no address in this app's
         # space: their physical addresses are what a confused kernel would use.
-        frames = self.machine.frames.entries
-        firsts = {pid: next(mfn for mfn, f in enumerate(frames) if f.owner == pid) for pid in self.victims}
+        firsts = {pid: self.machine.frames.owned(pid)[0] for pid in self.victims}
         others = [layout.bystander_image, layout.bystander_stack, *(mfn << PAGE_SHIFT for mfn in firsts.values())]
         return kernel + own + others
 

@@ -239,7 +239,7 @@ class FullVirtWorld(World):
                 raise Violation("pv_memory", f"free frame {mfn:#x} is not zero")
 
     def fv_confinement(self) -> None:
-        entries = self.machine.frames.entries
+        owners_of = self.machine.frames.owners
         for run in self.runs:
             if run.pid not in self.machine.partitions:
                 continue
@@ -248,7 +248,7 @@ class FullVirtWorld(World):
             guest = 0
             for region in state["memory"]:  # type: ignore[attr-defined]
                 start, size, first = int(region["guest_physical"]), int(region["size"]), int(region["host_frame"])
-                owners = {entries[mfn].owner for mfn in range(first, first + size // PAGE_SIZE)}
+                owners = set(owners_of[first : first + size // PAGE_SIZE])
                 if owners != {run.pid} or start != 0:
                     raise Violation("fv_confinement", f"partition {run.pid}'s guest memory at {start:#x} is frames "
                                                       f"of {sorted(owners)}")  # fmt: skip

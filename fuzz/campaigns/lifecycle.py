@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable
 from itertools import chain, compress, pairwise, repeat
-from operator import attrgetter, is_
+from operator import is_
 from typing import Any
 
 from hypothesis import strategies as st
@@ -49,7 +49,6 @@ NO_OWNER, RING0_OWNER = 0, -1
 #: Types of frames no guest can reach: they must hold zeros (ABI: frames are zeroed whenever they change hands).
 UNUSED_TYPES = frozenset({"free", "pool"})
 ZERO_PAGE = bytes(PAGE_SIZE)
-_OWNER, _TYPE = attrgetter("owner"), attrgetter("type")
 #: What ring-1 actions can aim at, by index (an action names its target by index: replays stay valid).
 TARGETS = ("victim0", "victim1", "peer", "agent", "spare")
 
@@ -71,7 +70,7 @@ class LifecycleWorld(ChannelWorld):
         """Declare the spare (ring 1's ``boot = false``) before the snapshot; note what ring 0 owns then."""
         self.spare = self.machine.declare_partition("spare")
         super().seal()
-        self._ring0_frames = sum(1 for f in self.machine.frames.entries if f.owner == RING0_OWNER)
+        self._ring0_frames = self.machine.frames.owners.count(RING0_OWNER)
         ram = self.snapshot.ram
         self._nonzero = frozenset(
             mfn
@@ -168,7 +167,7 @@ class LifecycleWorld(ChannelWorld):
         try:
             self.machine.create_partition(self.machine.declared[pid], self._image(pid), [], quota, pid=pid)
         except SpkError as exc:  # every declared partition's quota fits in free RAM: a refusal is a finding
-            free = sum(1 for f in self.machine.frames.entries if f.owner == NO_OWNER)
+            free = self.machine.frames.owners.count(NO_OWNER)
             message = f"creating {pid} ({quota} frames, {free} free) failed: {exc}"
             raise Violation("frame_conservation", message) from exc
         if pid != self.spare:
@@ -185,8 +184,8 @@ class LifecycleWorld(ChannelWorld):
 
     # -- invariants ---------------------------------------------------------------------------
     def frame_conservation(self) -> None:
-        entries = self.machine.frames.entries
-        owners, types = list(map(_OWNER, entries)), list(map(_TYPE, entries))  # C passes: this runs after every action
+        frames = self.machine.frames
+        owners, types = list(frames.owners), frames.kinds()  # C passes: this runs after every action
         owned = Counter(owners)
         for kind, owner in ((self._type("free"), NO_OWNER), (self._type("spk"), RING0_OWNER)):
             holders = set(compress(owners, map(is_, types, repeat(kind))))
@@ -212,7 +211,7 @@ class LifecycleWorld(ChannelWorld):
         Only those changed since the snapshot (compared in C, run by run) or
         not zero at the snapshot need reading: the others are still zero.
         """
-        types = list(map(_TYPE, self.machine.frames.entries))
+        types = self.machine.frames.kinds()
         unused = (compress(range(len(types)), map(is_, types, repeat(self._type(n)))) for n in UNUSED_TYPES)
         frames = sorted(chain.from_iterable(unused))
         suspects = self._nonzero.intersection(frames).union(self.machine.changed_frames(self.snapshot, runs(frames)))
