@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 from spk._channels import Channel, ChannelKind, Direction, Port
 from spk._engine import GUEST_REGISTERS
-from spk._frames import FrameType, GuestFrames, guest_frame
+from spk._frames import PAGE_TABLE_CODE, FrameType, GuestFrames, guest_frame
 from spk._image import LoadImage, Segment
 from spk._measure import LOG_MAX, MeasurementEvent, Measurements, canonical
 from spk._paging import KERNEL_SLOT, SPK_SLOT, AddressSpace, KernelHalf
@@ -152,8 +152,8 @@ class DirtyLog:
             k += run
         # A frame that became a page table, or stopped being one, with the same bytes: its
         # copy there was sent in the other form (translated or not), so it goes again.
-        entries, table = self._machine.frames.entries, FrameType.PAGE_TABLE
-        retyped = [k for k, mfn in enumerate(mfns) if (entries[mfn].type is table) != self._sent_table[k]]
+        types = self._machine.frames.types
+        retyped = [k for k, mfn in enumerate(mfns) if (types[mfn] == PAGE_TABLE_CODE) != self._sent_table[k]]
         return sorted(set(changed).union(retyped)) if retyped else changed
 
     def pending(self) -> int:
@@ -165,12 +165,12 @@ class DirtyLog:
         """The changed frames' bytes by guest frame number; from now on they count as sent."""
         p = self._check()
         view, out = self._machine.ram.view, {}
-        entries, table = self._machine.frames.entries, FrameType.PAGE_TABLE
+        types = self._machine.frames.types
         for k in self._changed():
             mfn = self._mfns[k]
             page = bytes(view[mfn << PAGE_SHIFT : (mfn + 1) << PAGE_SHIFT])
             self._shadow[k * PAGE_SIZE : (k + 1) * PAGE_SIZE] = page
-            self._sent_table[k] = entries[mfn].type is table
+            self._sent_table[k] = types[mfn] == PAGE_TABLE_CODE
             out[guest_frame(p.guest_frames, mfn)] = outgoing(p.guest_frames, page, self._sent_table[k])
         return out
 
