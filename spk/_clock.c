@@ -152,6 +152,7 @@ struct spk_clock {
     const uint8_t *frame_type;
     int32_t *map_count;
     int32_t *writable_count;
+    const int32_t *no_exec;    /* not zero: the frame has no-execute mappings or may be stale (spk/_coherence.py) */
     uint64_t frame_count;
     uint64_t data_type;        /* the type code of a mappable frame (DATA) */
     uint64_t user_base;        /* the halves a mapping may name: [user_base, user_end), [kernel_base, kernel_end) */
@@ -160,6 +161,9 @@ struct spk_clock {
     uint64_t kernel_end;
     invlpg_fn invlpg;          /* QEMU's helper_invlpg: one page out of the engine's TLB */
     uint64_t mm_done;          /* MAPs and UNMAPs done here since ring 0 last took the count */
+    /* QEMU's tb_invalidate_phys_range(uc, start, end): drops the code translated
+     * from a physical range, whatever address it ran at. */
+    void (*tb_invalidate)(void *uc, uint64_t start, uint64_t end);
 };
 
 static inline uint64_t live_rip(struct spk_clock *c)
@@ -438,8 +442,9 @@ static int pv_map(struct spk_clock *c, uint64_t *env)
     if (user ? !(va >= c->user_base && va < c->user_end) : !(va >= c->kernel_base && va < c->kernel_end)) {
         return 0;
     }
-    if (mfn >= c->frame_count || c->frame_owner[mfn] != c->owner || c->frame_type[mfn] != c->data_type) {
-        return 0;
+    if (mfn >= c->frame_count || c->frame_owner[mfn] != c->owner || c->frame_type[mfn] != c->data_type ||
+        c->no_exec[mfn]) {
+        return 0; /* (a frame with no-execute marks: ring 0 keeps translated code coherent) */
     }
     uint64_t *slot = pte_slot(c, cr3, va);
     if (!slot || (*slot & PTE_P)) {
@@ -476,6 +481,9 @@ static int pv_unmap(struct spk_clock *c, uint64_t *env)
     uint64_t leaf = *slot, mfn = (leaf & PTE_ADDR) >> 12;
     if (mfn >= c->frame_count || c->map_count[mfn] <= 0 || ((leaf & PTE_W) && c->writable_count[mfn] <= 0)) {
         return 0; /* counts out of step: ring 0 reports its internal error */
+    }
+    if (c->no_exec[mfn]) {
+        return 0; /* no-execute marks: ring 0's spk/_coherence.py counts it */
     }
     *slot = 0;
     c->map_count[mfn]--;
@@ -645,11 +653,11 @@ int64_t spk_copy_in(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64
     return 0;
 }
 
-/* Writable pages only (need has 2). With `drop` (a hypercall inside a run,
- * the range in the loaded address space), the translated code of every page
- * written goes at once, page by page (the engine translates only the first
- * address of a range it is given): 0 when done, 1 when the engine refused a
- * drop (the caller must drop all code between runs). */
+/* Writable pages only (need has 2). With `drop` (a hypercall inside a run),
+ * the code translated from every frame written goes at once, by physical
+ * page: whatever address it was translated at, and without the engine's
+ * own fetch walk (which on a no-execute page would leave a page fault in
+ * flight for the guest). 0 when done. */
 int64_t spk_copy_out(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint64_t len, uint64_t need,
                      const uint8_t *src, uint64_t drop)
 {
@@ -660,9 +668,8 @@ int64_t spk_copy_out(const struct spk_clock *c, uint64_t cr3, uint64_t va, uint6
     if (drop && len) {
         uint64_t last = va + len - 1;
         for (uint64_t page = va & ~0xFFFull;; page += 0x1000) {
-            if (c->ctl(c->uc, (int)c->ctl_remove_cache, page, page + 0x1000) != 0) {
-                return 1;
-            }
+            uint64_t frame = (uint64_t)walk(c, cr3, page, 1) & ~0xFFFull; /* checked reachable */
+            c->tb_invalidate((void *)(uintptr_t)c->uc, frame, frame + 0x1000);
             if (page == (last & ~0xFFFull)) {
                 break;
             }

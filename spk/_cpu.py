@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from spk._engine import Context, Engine, find_next_eip_slot, find_value_slot, set_bringup_slots
 from spk._frames import FrameTable
-from spk._x86 import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
+from spk._x86 import EFER_NXE, MSR_EFER, PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
 from spk.abi import (
     GDT_VADDR,
     PAGE_SHIFT,
@@ -135,6 +135,8 @@ def bring_up(engine: Engine, spk: SpkMemory, frames: FrameTable) -> Templates:
     engine.write("cr3", spk.boot_pml4 << PAGE_SHIFT)
     engine.write("cr4", engine.read("cr4") | CR4_PAE | CR4_TSD | CR4_OSFXSR | CR4_OSXMMEXCPT)
     engine.write("cr0", engine.read("cr0") | CR0_PE | CR0_PG | CR0_WP)
+    # No-execute leaves (data, stacks, MAP's NO_EXEC) are what lets stores run at engine speed (spk._coherence).
+    engine.write_msr(MSR_EFER, engine.read_msr(MSR_EFER) | EFER_NXE)
     engine.write_gdtr(GDT_VADDR, GDT_LIMIT)
     engine.write("rsp", stack + 0x400)
 

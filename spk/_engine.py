@@ -138,10 +138,15 @@ _CTL_TLB_FLUSH_ARG = ctypes.c_int(_CTL_TLB_FLUSH)
 _INVLPG = _LIB.helper_invlpg_x86_64
 _INVLPG.argtypes = (ctypes.c_void_p, ctypes.c_uint64)
 _INVLPG.restype = None
+# QEMU's drop of the code translated from a physical range (uc_struct, ram_addr_t start, end).
+_TB_INVALIDATE_PHYS_RANGE = _LIB.tb_invalidate_phys_range_x86_64
+_TB_INVALIDATE_PHYS_RANGE.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
+_TB_INVALIDATE_PHYS_RANGE.restype = None
 _CTL_REMOVE_CACHE = unicorn.UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (unicorn.UC_CTL_IO_WRITE << 30)
 
 #: RIP value used as ``until``: non-canonical, so no instruction ever sits there.
 _NEVER = 0xFFFF_0000_0000_0000 - 1
+_MASK64 = (1 << 64) - 1
 #: How spk_run_step says the clock ended an engine run (bits above its status).
 _RUN_AT_LIMIT, _RUN_NEED_TAIL, _RUN_USER_STOP = 1 << 16, 1 << 17, 1 << 18
 _RUN_SENSITIVE, _RUN_IRQ, _RUN_TRIPWIRE = 1 << 19, 1 << 20, 1 << 21
@@ -419,11 +424,11 @@ class _ClockStruct(ctypes.Structure):
         ("map_number", ctypes.c_uint64), ("unmap_number", ctypes.c_uint64),
         ("spaces", ctypes.c_void_p), ("space_slots", ctypes.c_uint64), ("owner", ctypes.c_int64),
         ("frame_owner", ctypes.c_void_p), ("frame_type", ctypes.c_void_p),
-        ("map_count", ctypes.c_void_p), ("writable_count", ctypes.c_void_p),
+        ("map_count", ctypes.c_void_p), ("writable_count", ctypes.c_void_p), ("no_exec", ctypes.c_void_p),
         ("frame_count", ctypes.c_uint64), ("data_type", ctypes.c_uint64),
         ("user_base", ctypes.c_uint64), ("user_end", ctypes.c_uint64),
         ("kernel_base", ctypes.c_uint64), ("kernel_end", ctypes.c_uint64),
-        ("invlpg", ctypes.c_void_p), ("mm_done", ctypes.c_uint64),
+        ("invlpg", ctypes.c_void_p), ("mm_done", ctypes.c_uint64), ("tb_invalidate", ctypes.c_void_p),
     ]  # fmt: skip
 
 
@@ -494,6 +499,9 @@ class Engine:
         self._clock.cr3_offset = (self.layout.cr3 - self.layout.gpr0) * 8
         self._clock.ram = ram_address
         self._clock.ram_size = ram_size
+        self._ram_size = ram_size
+        self._cr3_word = self.layout.cr3 - self.layout.gpr0  #: CR3's word in :attr:`live`
+        self._store_guard: int | None = None  #: the hook over all of RAM while the store guard is up
         self._clock.uc = self.handle
         self._clock.emu_stop = ctypes.cast(_RAW_LIB.uc_emu_stop, ctypes.c_void_p).value
         try:  # QEMU's own exception raiser, exported by unicorn 2.1.4's library (pinned by the port tests)
@@ -503,10 +511,12 @@ class Engine:
         self._clock.raise_exception = ctypes.cast(raiser, ctypes.c_void_p).value
         self._clock.ctl = ctypes.cast(_RAW_LIB.uc_ctl, ctypes.c_void_p).value
         self._clock.ctl_remove_cache = _CTL_REMOVE_CACHE
+        self._clock.tb_invalidate = ctypes.cast(_TB_INVALIDATE_PHYS_RANGE, ctypes.c_void_p).value
         self._clock.ctl_tlb_flush = _CTL_TLB_FLUSH
         self._clock.context_save = ctypes.cast(_RAW_LIB.uc_context_save, ctypes.c_void_p).value
         self._clock.context_restore = ctypes.cast(_RAW_LIB.uc_context_restore, ctypes.c_void_p).value
         self._clock_ref = ctypes.byref(self._clock)
+        self._walk = self.page_walker()  #: the native page walk, for drops by frame
         # The run loop's entry and exit, one native call each (see _clock.c).
         clock_address = ctypes.addressof(self._clock)
         for name, restype, argtypes in (
@@ -603,7 +613,16 @@ class Engine:
             sink.on_bad_memory(address)
             return False
 
-        uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, on_unmapped)
+        # Only physical addresses outside RAM are unmapped. A paravirtual
+        # engine bounds the hook to them: a hook covering a frame keeps every
+        # store to it on the engine's slow path (see guard_stores). A full
+        # partition's engine keeps it everywhere: its guest writes its own
+        # page tables, so ring 0 cannot keep the rules of spk._coherence.
+        self._on_unmapped = on_unmapped
+        if self._full:
+            uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, on_unmapped)
+        else:
+            uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, on_unmapped, None, self._ram_size, _MASK64)
 
     def _install_full_hooks(self, sink: FullTrapSink) -> None:
         """A full partition's engine: the checks of ``fv_block`` (_clock.c), its port I/O and ``cpuid``.
@@ -786,7 +805,7 @@ class Engine:
     def configure_page_tables(
         self,
         numbers: tuple[int, int],
-        frame_table: tuple[int, int, int, int],
+        frame_table: tuple[int, int, int, int, int],
         frame_count: int,
         data_type: int,
         halves: tuple[int, int, int, int],
@@ -796,9 +815,10 @@ class Engine:
 
         ``numbers``: MAP's and UNMAP's hypercall numbers (at the vector
         :meth:`configure_windows` set); ``frame_table``: host addresses of
-        the frame table's owners (int32), types (uint8), map counts and
-        writable counts (int32), ``frame_count`` elements each, which the
-        native path reads and counts in place; ``data_type``: the type code
+        the frame table's owners (int32), types (uint8), map, writable and
+        no-execute counts (int32), ``frame_count`` elements each, which the
+        native path reads and counts in place (a frame whose no-execute
+        element is not zero is left to ring 0: spk._coherence); ``data_type``: the type code
         of a mappable frame; ``halves``: the user half's and the kernel
         slot's [start, end); ``space_slots``: how many handles a partition's
         space array (:meth:`enter_window`'s ``spaces``) holds. Only the
@@ -807,7 +827,7 @@ class Engine:
         """
         clock = self._clock
         clock.map_number, clock.unmap_number = numbers
-        clock.frame_owner, clock.frame_type, clock.map_count, clock.writable_count = frame_table
+        clock.frame_owner, clock.frame_type, clock.map_count, clock.writable_count, clock.no_exec = frame_table
         clock.frame_count, clock.data_type, clock.space_slots = frame_count, data_type, space_slots
         clock.user_base, clock.user_end, clock.kernel_base, clock.kernel_end = halves
         clock.invlpg = ctypes.cast(_INVLPG, ctypes.c_void_p).value
@@ -1367,26 +1387,63 @@ class Engine:
 
         For an interrupt hook (a hypercall writing guest memory): the engine
         runs no block while it calls one, and looks the next block up after
-        it, so no stale translation of these pages can run. One raw call per
-        page: the engine translates only the first address of a range it is
-        given and drops that physical range, which is wrong for a range over
-        two pages whose frames are not adjacent. A page that cannot be
-        fetched at the current privilege holds no code the engine could run
-        there (the engine skips it). Returns False when the engine refuses
-        (the caller must then drop all code, between runs).
+        it, so no stale translation of these pages can run. Each page is
+        walked in the loaded tables and its frame's code dropped by physical
+        address (:meth:`drop_frame_code`): an alias at another address loses
+        it too, and no fetch walk runs (the engine's own drop by virtual
+        address walks as a fetch, and on a no-execute page leaves a page
+        fault in flight for the guest). A page not mapped is skipped. Returns
+        True (the caller's fallback, dropping all code, is never needed).
         """
+        walk = self._walk
+        cr3 = self.live[self._cr3_word]
         page = va & ~0xFFF
         end = va + length
-        handle = ctypes.c_void_p(self.handle)
         while page < end:
-            if _RAW_LIB.uc_ctl(handle, _CTL_REMOVE_CACHE, ctypes.c_uint64(page), ctypes.c_uint64(page + 0x1000)) != 0:
-                return False
+            frame = walk(cr3, page & _MASK64, 1)
+            if frame >= 0:
+                _TB_INVALIDATE_PHYS_RANGE(self.handle, frame & ~0xFFF, (frame & ~0xFFF) + 0x1000)
             page += 0x1000
         return True
 
     def flush_code(self) -> None:
         """Drop translated code: required after the host writes guest code."""
         self._uc.ctl_flush_tb()
+
+    def drop_frame_code(self, mfn: int) -> None:
+        """Drop the code translated from physical frame ``mfn``, whatever address it ran at.
+
+        QEMU's ``tb_invalidate_phys_range`` over the frame (RAM is one block
+        at guest-physical 0, so its RAM addresses are guest-physical ones).
+        Safe between blocks (ring 0's hypercalls) and outside runs.
+        """
+        _TB_INVALIDATE_PHYS_RANGE(self.handle, mfn << 12, (mfn + 1) << 12)
+
+    def guard_stores(self, on: bool) -> None:
+        """Keep every guest store to RAM on the engine's checked path, or let them run fast again.
+
+        Up: a second unmapped-access hook over all of RAM (it never fires:
+        RAM is mapped) makes the engine's ``notdirty_write`` leave every
+        TLB entry checked, and the TLB is flushed so no entry made fast
+        before survives. Ring 0 raises it while a frame could be written
+        through one alias and run through another (:mod:`spk._coherence`).
+        A full partition's engine never lowers its all-address hook.
+        """
+        if self._full:
+            return
+        if on and self._store_guard is None:
+            self._store_guard = self._uc.hook_add(
+                unicorn.UC_HOOK_MEM_WRITE_UNMAPPED, self._on_unmapped, None, 0, self._ram_size - 1
+            )
+            self.flush_tlb()
+        elif not on and self._store_guard is not None:
+            self._uc.hook_del(self._store_guard)
+            self._store_guard = None
+
+    @property
+    def stores_guarded(self) -> bool:
+        """Whether the store guard is up (:meth:`guard_stores`)."""
+        return self._full or self._store_guard is not None
 
 
 def _check(status: int, what: str) -> None:

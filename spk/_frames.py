@@ -11,8 +11,9 @@ Types change only through this module: a frame is FREE in the global pool,
 POOL when granted to a partition's quota but unused, DATA when handed to the
 guest (mappable), PAGE_TABLE when the SPK uses it for that partition's page
 tables, SPK when it holds ring-0 structures (GDT, shared SPK table).
-``map_count``/``writable_count`` are maintained by :mod:`spk._paging` and
-recounted from the tables by :meth:`FrameTable.recount` in the tests.
+``map_count``/``writable_count`` (and the count of no-execute mappings in
+``no_exec``) are maintained by :mod:`spk._coherence` for :mod:`spk._paging`,
+and recounted from the tables by :mod:`spk._invariants`.
 
 Frames are zeroed whenever they change hands, so nothing leaks between
 partitions or between the lives of one partition.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import overload
 
+from spk._coherence import STALE, CodeCoherence
 from spk.abi import PAGE_SHIFT, PAGE_SIZE
 from spk.errors import InternalError, OutOfMemory
 
@@ -231,12 +233,14 @@ class PhysicalMemory:
 class FrameTable:
     """Ownership, type and mapping counts of every frame of RAM.
 
-    Four arrays of one element a frame (``owners``, ``types`` as codes of
-    :data:`FRAME_TYPES`, ``map_counts``, ``writable_counts``): one copy of
-    the table, which Python reads through :attr:`entries` and ring 0's
-    native MAP and UNMAP read and count in place (their addresses:
-    :meth:`addresses`). The arrays never grow, so those addresses hold for
-    the table's life.
+    Five arrays of one element a frame (``owners``, ``types`` as codes of
+    :data:`FRAME_TYPES`, ``map_counts``, ``writable_counts``, ``no_exec``:
+    twice the no-execute mappings plus a stale bit, see
+    :mod:`spk._coherence`): one copy of the table, which Python reads
+    through :attr:`entries` and ring 0's native MAP and UNMAP read and count
+    in place (their addresses: :meth:`addresses`). The arrays never grow, so
+    those addresses hold for the table's life. :attr:`coherence` counts
+    every mapping made or removed.
     """
 
     ram: PhysicalMemory
@@ -248,7 +252,9 @@ class FrameTable:
         self.types = bytearray(n)  # FREE_CODE is 0
         self.map_counts = array.array("i", bytes(4 * n))
         self.writable_counts = array.array("i", bytes(4 * n))
+        self.no_exec = array.array("i", bytes(4 * n))
         self.entries = FrameEntries(self)
+        self.coherence = CodeCoherence(self)
         #: POOL frames per owner and the frames of each owner, kept in step by every
         #: method that retypes or hands over a frame: a quota check is O(1) and a
         #: recount of one partition visits its frames only. ``Machine.check_invariants``
@@ -257,34 +263,40 @@ class FrameTable:
         self._owned: dict[int, list[int]] = {}
         self._clear_hints()
 
-    def addresses(self) -> tuple[int, int, int, int]:
-        """Host addresses of the owners (int32), types (uint8), map counts and writable counts (int32).
+    def addresses(self) -> tuple[int, int, int, int, int]:
+        """Host addresses of the owners (int32), types (uint8), map, writable and no-execute counts (int32).
 
         Each array stays pinned from then on (a buffer export): an attempt
         to resize one raises BufferError instead of moving it under ring 0's
         native code.
         """
-        arrays = (self.owners, self.types, self.map_counts, self.writable_counts)
+        arrays = (self.owners, self.types, self.map_counts, self.writable_counts, self.no_exec)
         self._pins = tuple((ctypes.c_char * memoryview(a).nbytes).from_buffer(a) for a in arrays)
         return tuple(ctypes.addressof(pin) for pin in self._pins)  # type: ignore[return-value]
 
-    def state(self) -> tuple[bytes, bytes, bytes, bytes]:
-        """The four arrays as bytes (a snapshot's copy)."""
-        return self.owners.tobytes(), bytes(self.types), self.map_counts.tobytes(), self.writable_counts.tobytes()
+    def state(self) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The five arrays as bytes (a snapshot's copy)."""
+        return (
+            self.owners.tobytes(), bytes(self.types), self.map_counts.tobytes(),
+            self.writable_counts.tobytes(), self.no_exec.tobytes(),
+        )  # fmt: skip
 
-    def set_state(self, state: tuple[bytes, bytes, bytes, bytes]) -> None:
+    def set_state(self, state: tuple[bytes, bytes, bytes, bytes, bytes]) -> None:
         """Take back arrays :meth:`state` gave, in place (their addresses do not change).
 
+        The store guard follows the counts taken back (:meth:`CodeCoherence.resync`).
         Errors: ValueError when their sizes are not this table's.
         """
-        owners, types, maps, writable = state
+        owners, types, maps, writable, no_exec = state
         n = len(self.types)
-        if len(types) != n or not len(owners) == len(maps) == len(writable) == 4 * n:
+        if len(types) != n or not len(owners) == len(maps) == len(writable) == len(no_exec) == 4 * n:
             raise ValueError("a frame table state of another size")
         memoryview(self.owners).cast("B")[:] = owners
         self.types[:] = types
         memoryview(self.map_counts).cast("B")[:] = maps
         memoryview(self.writable_counts).cast("B")[:] = writable
+        memoryview(self.no_exec).cast("B")[:] = no_exec
+        self.coherence.resync()
 
     def values(self) -> list[tuple[int, FrameType, int, int]]:
         """Every entry's (owner, type, map count, writable count), in frame order."""
@@ -309,10 +321,11 @@ class FrameTable:
         return list(map(FRAME_TYPES.__getitem__, self.types))
 
     def _set(self, mfn: int, owner: int, kind: int) -> None:
-        """One frame handed over: its owner and type code, no mappings."""
+        """One frame handed over: its owner and type code, no mappings (a stale bit stays)."""
         self.owners[mfn] = owner
         self.types[mfn] = kind
         self.map_counts[mfn] = self.writable_counts[mfn] = 0
+        self.no_exec[mfn] &= STALE
 
     def _clear_hints(self) -> None:
         """Forget the allocation hints (always safe: they are lower bounds only).

@@ -52,7 +52,6 @@ from spk._fv_faults import (
 from spk._fv_mmu import ACCESS_FETCH, ACCESS_USER, ACCESS_WRITE, GuestPhysical, Mmu, walk_guest
 from spk._fv_state import (
     CR0_WP,
-    EFER_NXE,
     HF_CPL,
     HF_INHIBIT_IRQ,
     HF_SEGMENT_MODE,
@@ -72,6 +71,7 @@ from spk._fv_state import (
     W_TR,
     VirtualRegisters,
 )
+from spk._x86 import EFER_NXE
 
 #: what the vCPU counts besides the emulated instructions (spk.full_trapped_operations)
 HOOK_OPERATIONS = {

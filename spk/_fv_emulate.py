@@ -35,13 +35,11 @@ from spk._fv_state import (
     CR4_TSD,
     EFER_LMA,
     EFER_LME,
-    EFER_NXE,
     EFER_SCE,
     GPR_INDEX,
     HF_INHIBIT_IRQ,
     MSR_APIC_BASE,
     MSR_CSTAR,
-    MSR_EFER,
     MSR_FS_BASE,
     MSR_GS_BASE,
     MSR_KERNEL_GS_BASE,
@@ -63,6 +61,7 @@ from spk._fv_state import (
     W_TR,
     descriptor_fields,
 )
+from spk._x86 import EFER_NXE, MSR_EFER
 
 if TYPE_CHECKING:
     import capstone

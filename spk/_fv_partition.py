@@ -45,10 +45,8 @@ from spk._fv_state import (
     CR0_WP,
     CR4_PAE,
     CR4_TSD,
-    EFER_NXE,
     HF_CS64,
     HF_SEGMENT_MODE,
-    MSR_EFER,
     REAL_IOPL,
     W_CR2,
     W_EFLAGS,
@@ -61,6 +59,7 @@ from spk._fv_state import (
 )
 from spk._measure import Measurements
 from spk._partition import Counters, KernelFault, State
+from spk._x86 import EFER_NXE, MSR_EFER
 from spk.errors import EngineError, ImageError
 
 PAGE = 4096

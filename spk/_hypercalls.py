@@ -62,7 +62,7 @@ CONSOLE_MAX = 4096
 MAX_SPACES = 64
 _NOT_FOUND = int(Status.NOT_FOUND)
 #: MAP's flag bits as plain ints (an IntFlag operation costs an enum construction: MAP is a hot path).
-_MAP_WRITE, _MAP_USER = int(MapFlags.WRITE), int(MapFlags.USER)
+_MAP_WRITE, _MAP_USER, _MAP_NO_EXEC = int(MapFlags.WRITE), int(MapFlags.USER), int(MapFlags.NO_EXEC)
 _MAP_FLAGS_RESERVED = ~MAP_FLAGS_VALID & 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -198,14 +198,14 @@ def hc_aspace_destroy(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int
     ),
 )
 def hc_map(m: Machine, p: Partition, ctx: LiveRegisters, a: tuple[int, ...]) -> object:
-    """Map frame mfn at va in a space (validated: owner, type, region, flags)."""
+    """Map frame mfn at va in a space (validated: owner, type, region, flags; NO_EXEC: not executable)."""
     handle, va, mfn, flags = a[0], a[1], machine_frame(p.guest_frames, a[2]), a[3]
     space = p.spaces.get(handle)
     if space is None:
         raise _fail(Status.BAD_HANDLE, f"no address space with handle {handle}")
     if flags & _MAP_FLAGS_RESERVED:
         raise _fail(Status.INVALID_ARGUMENT, f"reserved map flags set: {flags:#x}")
-    space.map(va, mfn, bool(flags & _MAP_WRITE), bool(flags & _MAP_USER))
+    space.map(va, mfn, bool(flags & _MAP_WRITE), bool(flags & _MAP_USER), not flags & _MAP_NO_EXEC)
     return 0
 
 

@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from spk._frames import PAGE_TABLE_CODE, POOL_CODE, FrameTable
+from spk._x86 import PTE_NX, PTE_W
 from spk.abi import PAGE_SHIFT
 from spk.errors import InternalError
 
@@ -31,9 +32,9 @@ def check(table: FrameTable, partitions: Mapping[int, Partition], pids: Collecti
     did not change (the fuzzer compares them with a snapshot) saves
     their walk. Errors: InternalError naming the first broken rule.
     """
-    counted: dict[int, tuple[int, int]] = {}
+    counted: dict[int, tuple[int, int, int]] = {}
     owners, types = table.owners, table.types
-    maps, writables = table.map_counts, table.writable_counts
+    maps, writables, no_exec = table.map_counts, table.writable_counts, table.no_exec
     walked = [p for pid, p in partitions.items() if pids is None or pid in pids]
     for p in walked:
         seen_kernel = False
@@ -42,8 +43,8 @@ def check(table: FrameTable, partitions: Mapping[int, Partition], pids: Collecti
                 mfn = (leaf & 0x000F_FFFF_FFFF_F000) >> PAGE_SHIFT
                 if mfn >= len(types) or owners[mfn] != p.pid:
                     raise InternalError(f"{p.name}: space {handle} maps foreign frame {mfn:#x} at {va:#x}")
-                n, writable = counted.get(mfn, (0, 0))
-                counted[mfn] = (n + 1, writable + (1 if leaf & 2 else 0))
+                n, writable, nx = counted.get(mfn, (0, 0, 0))
+                counted[mfn] = (n + 1, writable + (1 if leaf & PTE_W else 0), nx + (1 if leaf & PTE_NX else 0))
             seen_kernel = True
     scanned: Iterable[int]
     if pids is None:
@@ -58,17 +59,19 @@ def check(table: FrameTable, partitions: Mapping[int, Partition], pids: Collecti
             if any(owners[mfn] != p.pid for mfn in owned):
                 raise InternalError(f"{p.name}: the owner index lists a frame it does not own")
             scanned += owned
-    recorded: dict[int, tuple[int, int]] = {}
+    recorded: dict[int, tuple[int, int, int]] = {}
     pools: dict[int, int] = {}
     for mfn in scanned:
-        if maps[mfn] or writables[mfn]:
-            recorded[mfn] = (maps[mfn], writables[mfn])
+        if maps[mfn] or writables[mfn] or no_exec[mfn] > 1:
+            recorded[mfn] = (maps[mfn], writables[mfn], no_exec[mfn] >> 1)
         if types[mfn] == POOL_CODE:
             pools[owners[mfn]] = pools.get(owners[mfn], 0) + 1
     if recorded != counted:
         mfn = min(m for m in recorded.keys() | counted.keys() if recorded.get(m) != counted.get(m))
-        n, writable = recorded.get(mfn, (0, 0))
-        raise InternalError(f"frame {mfn:#x}: counts {n}/{writable}, tables say {counted.get(mfn, (0, 0))}")
+        raise InternalError(
+            f"frame {mfn:#x}: counts (maps, writable, no-execute) {recorded.get(mfn, (0, 0, 0))}, "
+            f"tables say {counted.get(mfn, (0, 0, 0))}"
+        )
     for p in walked:
         if table.pool_free_count(p.pid) != pools.get(p.pid, 0):
             raise InternalError(f"{p.name}: pool count {table.pool_free_count(p.pid)} is not the table's")
@@ -77,3 +80,7 @@ def check(table: FrameTable, partitions: Mapping[int, Partition], pids: Collecti
             raise InternalError(f"frame {mfn:#x} is a page table and mapped writable")
         if writables[mfn] > maps[mfn]:
             raise InternalError(f"frame {mfn:#x}: more writable mappings than mappings")
+    if pids is None:
+        guarded = sum(1 for mfn in recorded if table.coherence.is_guarded(mfn))
+        if guarded != table.coherence.guarded:
+            raise InternalError(f"{table.coherence.guarded} frames counted as guarded, {guarded} are")

@@ -186,10 +186,11 @@ class PvLifecycle:
         space = self._address_space(pid, kernel)
         for segment in image.segments:
             for va, page in segment.pages():
-                self._load_pages(space, va, page, write=segment.writable)
-        self._load_pages(space, KERNEL_DATA_VADDR, bytes(KERNEL_DATA_SIZE), write=True)
+                self._load_pages(space, va, page, write=segment.writable, execute=segment.executable)
+        # Data and stack are never executable: stores to them run at engine speed (spk._coherence).
+        self._load_pages(space, KERNEL_DATA_VADDR, bytes(KERNEL_DATA_SIZE), write=True, execute=False)
         stack_base = KERNEL_STACK_TOP - KERNEL_STACK_SIZE
-        self._load_pages(space, stack_base, bytes(KERNEL_STACK_SIZE), write=True)
+        self._load_pages(space, stack_base, bytes(KERNEL_STACK_SIZE), write=True, execute=False)
         loaded: list[Module] = []
         for mod_name, blob in modules:
             count = pages(len(blob))
@@ -197,7 +198,7 @@ class PvLifecycle:
             self._ram.write(first << PAGE_SHIFT, blob)
             loaded.append(Module(mod_name, guest_frame(guest_frames, first), count, len(blob)))
         info = self._start_info(pid, name, quota, loaded)
-        self._load_pages(space, START_INFO_VADDR, info, write=False)
+        self._load_pages(space, START_INFO_VADDR, info, write=False, execute=False)
         context = self._engine.new_context()
         context.copy_from(self._templates.cpl2)
         context.load_gprs([0] * 16)
@@ -225,11 +226,11 @@ class PvLifecycle:
             info[base + abi.SIM_NAME : base + abi.SIM_NAME + len(encoded)] = encoded
         return bytes(info)
 
-    def _load_pages(self, space: AddressSpace, va: int, data: bytes, *, write: bool) -> None:
+    def _load_pages(self, space: AddressSpace, va: int, data: bytes, *, write: bool, execute: bool) -> None:
         for offset in range(0, len(data), PAGE_SIZE):
             mfn = self._frames.pool_take(space.owner, FrameType.DATA)
             self._ram.write(mfn << PAGE_SHIFT, data[offset : offset + PAGE_SIZE])
-            space.map(va + offset, mfn, write, False)
+            space.map(va + offset, mfn, write, False, execute)
 
     def new_space(self, p: Partition) -> AddressSpace:
         """A fresh address space of ``p`` (used by ASPACE_CREATE)."""

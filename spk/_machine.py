@@ -153,6 +153,8 @@ class Machine:
         #: "exact" (deterministic virtual time) or "fast" (host clock, not repeatable)
         self.time_mode = time_mode
         self._templates = bring_up(self.engine, self._spk, self.frames)
+        # Stores through no-execute mappings run fast; ring 0 keeps translated code coherent (spk._coherence).
+        self.frames.coherence.attach(self.engine.guard_stores, self.engine.drop_frame_code)
         # The app system call bounce (int 0x80 or syscall at CPL 3 into the
         # kernel's syscall entry) runs natively when armed (see
         # kernel_entry_changed): the same steps as PvTraps._enter_kernel,

@@ -71,7 +71,7 @@ from spk._image import LoadImage, Segment
 from spk._measure import LOG_MAX, MeasurementEvent, Measurements, canonical
 from spk._paging import KERNEL_SLOT, SPK_SLOT, AddressSpace, KernelHalf
 from spk._partition import Counters, KernelFault, Module, Partition, State
-from spk._x86 import PTE_ADDR, PTE_P, PTE_W
+from spk._x86 import PTE_ADDR, PTE_NX, PTE_P, PTE_W
 from spk.abi import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -545,8 +545,7 @@ def _build(
         if p is not None:
             p.context.free()
         for mfn in granted:
-            entry = frames[mfn]
-            entry.map_count = entry.writable_count = 0
+            frames.coherence.set_counts(mfn, 0, 0, 0)
             machine.ram.zero_frame(mfn)  # free RAM as it was: no byte of a refused payload stays
         frames.reclaim(pid)
         raise
@@ -803,9 +802,10 @@ def _relocate_tables(machine: Machine, p: Partition, gf: GuestFrames, types: Map
             else:
                 leaf = target(entry, data, f"table {table:#x}")
                 ram.write_u64(base + index * 8, (entry & ~PTE_ADDR) | (leaf << PAGE_SHIFT))
-                counts = counted.setdefault(leaf, [0, 0])
+                counts = counted.setdefault(leaf, [0, 0, 0])
                 counts[0] += 1
                 counts[1] += 1 if entry & PTE_W else 0
+                counts[2] += 1 if entry & PTE_NX else 0
 
     done.discard(p.kernel.pdpt)
     walk(p.kernel.pdpt, 2)
@@ -834,8 +834,8 @@ def _relocate_tables(machine: Machine, p: Partition, gf: GuestFrames, types: Map
     listed = {t for s in p.spaces.values() for t in s.tables} | set(p.kernel.tables) | {p.kernel.pdpt}
     if done != listed:
         raise MigrationError("the page-table frames reached are not the partition's tables", "page_table")
-    for mfn, (maps, writable) in counted.items():
-        frames[mfn].map_count, frames[mfn].writable_count = maps, writable
+    for mfn, (maps, writable, no_exec) in counted.items():
+        frames.coherence.set_counts(mfn, maps, writable, no_exec)
 
 
 def _check_ports(

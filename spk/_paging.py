@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from itertools import compress
 
 from spk._frames import DATA_CODE, FRAME_TYPES, FrameTable, FrameType, PhysicalMemory
-from spk._x86 import PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_U, PTE_W
+from spk._x86 import PTE_A, PTE_ADDR, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W
 from spk.abi import (
     KERNEL_BASE,
     KERNEL_END,
@@ -37,7 +37,7 @@ from spk.abi import (
     USER_END,
     Status,
 )
-from spk.errors import InternalError, SpkError
+from spk.errors import SpkError
 
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 _SIGN_EXTENSION = 0xFFFF_0000_0000_0000
@@ -201,11 +201,14 @@ class AddressSpace:
                 raise SpkError(Status.DENIED, f"frame {mfn:#x} is a page table: never mappable")
             raise SpkError(Status.DENIED, f"frame {mfn:#x} is {kind.value}, not mappable")
 
-    def map(self, va: int, mfn: int, write: bool, user: bool) -> None:
+    def map(self, va: int, mfn: int, write: bool, user: bool, execute: bool = True) -> None:
         """Validate then install one 4 KiB mapping, in one walk of the tables.
 
         Nothing changes before every rule held: the slot can be taken only if
         every level above it exists, and then the walk allocates nothing.
+        Without ``execute`` the leaf is no-execute (``PTE_NX``): stores
+        through it may run at engine speed (:mod:`spk._coherence`, which
+        counts the mapping).
         Errors: those of :meth:`check_map`; SpkError(BUSY) the slot is already
         mapped; SpkError(NO_MEMORY) the quota cannot pay for the intermediate
         tables.
@@ -229,11 +232,9 @@ class AddressSpace:
         slot = (table >> 3) + ((va >> PAGE_SHIFT) & 511)
         if words[slot] & PTE_P:
             raise SpkError(Status.BUSY, f"address {va:#x} already mapped")
-        leaf = (mfn << PAGE_SHIFT) | PTE_P | PTE_A | (PTE_W | PTE_D if write else 0)
+        leaf = (mfn << PAGE_SHIFT) | PTE_P | PTE_A | (PTE_W | PTE_D if write else 0) | (0 if execute else PTE_NX)
+        self.frames.coherence.mapped(mfn, write, execute)
         words[slot] = leaf | (PTE_U if user else 0)
-        self.frames.map_counts[mfn] += 1
-        if write:
-            self.frames.writable_counts[mfn] += 1
 
     def _leaf_slot(self, va: int) -> int:
         """The word index of the present leaf PTE mapping ``va``, or -1 (a level not present)."""
@@ -271,15 +272,10 @@ class AddressSpace:
         leaf = words[slot]
         words[slot] = 0
         mfn = (leaf & PTE_ADDR) >> PAGE_SHIFT
-        maps, writables = self.frames.map_counts, self.frames.writable_counts
-        maps[mfn] -= 1
-        if leaf & PTE_W:
-            writables[mfn] -= 1
         if va >= KERNEL_BASE:
             self.kernel.generation += 1
-        if maps[mfn] < 0 or writables[mfn] < 0:
-            raise InternalError(f"frame {mfn:#x} map counts went negative")
         self._on_unmap(va)
+        self.frames.coherence.unmapped(mfn, bool(leaf & PTE_W), not leaf & PTE_NX)
         return mfn
 
     def leaves(self, *, user_half_only: bool = False) -> Iterator[tuple[int, int]]:

@@ -16,3 +16,6 @@ PTE_D = 1 << 6  #: dirty
 PTE_PS = 1 << 7  #: a 2 MiB or 1 GiB page (levels 2 and 3)
 PTE_NX = 1 << 63  #: no execute (with EFER.NXE)
 PTE_ADDR = 0x000F_FFFF_FFFF_F000  #: the frame address bits
+
+MSR_EFER = 0xC000_0080  #: extended features (long mode, no-execute, syscall)
+EFER_NXE = 1 << 11  #: PTE_NX is honoured (without it bit 63 is reserved)

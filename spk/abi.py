@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 
 ABI_MAJOR = 1
-ABI_MINOR = 0
+ABI_MINOR = 1
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 4096
@@ -87,9 +87,11 @@ class MapFlags(enum.IntFlag):
 
     WRITE = 1 << 0
     USER = 1 << 1
+    #: not executable (the leaf's NX bit): a fetch from it faults as a page fault
+    NO_EXEC = 1 << 2
 
 
-MAP_FLAGS_VALID = int(MapFlags.WRITE | MapFlags.USER)
+MAP_FLAGS_VALID = int(MapFlags.WRITE | MapFlags.USER | MapFlags.NO_EXEC)
 
 
 class Register(enum.IntEnum):

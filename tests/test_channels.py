@@ -15,7 +15,7 @@ import pytest
 from spgs.config import load
 from spgs.system import System, plan
 from spk import Machine
-from spk.abi import KERNEL_DATA_SIZE, KERNEL_DATA_VADDR, PORT_NAME_MAX, START_INFO_VADDR, Status
+from spk.abi import KERNEL_BASE, KERNEL_DATA_SIZE, KERNEL_DATA_VADDR, PORT_NAME_MAX, START_INFO_VADDR, MapFlags, Status
 from spk.abi import Hypercall as H
 from tests.guests import Recorder, kernel, machine, results
 
@@ -527,12 +527,14 @@ def test_receive_into_translated_code_runs_the_new_code() -> None:
     message over it (into a buffer that straddles two pages, the function in
     the second), and calls it again in the same window: the new code runs,
     not the stale translation. Both receives are checked (one within a page,
-    one across a page boundary).
+    one across a page boundary). The two pages are frames the kernel maps
+    writable and executable itself (its data area is no-execute).
     """
     old = bytes.fromhex("b801000000c3")  # mov eax, 1; ret
     new_a = bytes.fromhex("b807000000c3")  # mov eax, 7; ret
     new_b = b"\x90\x90\x90" + bytes.fromhex("b809000000c3")  # 3 bytes before the page end, then mov eax, 9; ret
-    page_a, page_b = KERNEL_DATA_VADDR + 0x2800, KERNEL_DATA_VADDR + 0x3000  # pages 2 and 3 of the data area
+    code = KERNEL_BASE + 0x4000_0000
+    page_a, page_b = code + 0x800, code + 0x1000  # two pages the kernel maps writable and executable
     call = "mov rcx, {target:#x}\ncall rcx\nmov [rbx + {slot:#x}], rax"
     steps: list[Step] = [
         open_("src"), open_("d1"),
@@ -541,7 +543,12 @@ def test_receive_into_translated_code_runs_the_new_code() -> None:
         (H.PORT_SEND, (0, MSG + 0x40, len(new_b))), (H.PORT_RECEIVE, (1, page_b - 3, 16)),
         call.format(target=page_a, slot=0x810), call.format(target=page_b, slot=0x818),
     ]  # fmt: skip
-    prologue = "\n".join([messages(new_a, new_b), poke(page_a, old), poke(page_b, old)])
+    mapping = [
+        f"mov rax, {int(H.FRAME_ALLOC)}\nint 0x82\nmov rdx, rax\nmov rdi, 0\nmov rsi, {va:#x}\n"
+        f"mov r10, {int(MapFlags.WRITE)}\nmov rax, {int(H.MAP)}\nint 0x82"
+        for va in (code, code + 0x1000)
+    ]
+    prologue = "\n".join([*mapping, messages(new_a, new_b), poke(page_a, old), poke(page_b, old)])
     got, m, pid = boot(steps, [SRC, D1], size=16, prologue=prologue)
     assert got == [0, 1, OK, len(new_a), OK, len(new_b)]
     values = [int.from_bytes(read(m, pid, KERNEL_DATA_VADDR + 0x800 + 8 * i, 8), "little") for i in range(4)]

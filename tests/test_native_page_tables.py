@@ -39,7 +39,7 @@ ADDRESSES = PAGES * 2 + [
 ]
 #: AUTO: the flags a guest would give the address (user and writable in the user half, writable in the kernel's).
 AUTO = -1
-FLAGS = [AUTO] * 6 + [0, 1, 2, 3, 4, 1 << 63]
+FLAGS = [AUTO] * 6 + [0, 1, 2, 3, 4, 5, 6, 7, 8, 1 << 63]
 #: Every program starts with frames to map and a second space.
 PRELUDE = [("alloc", 0, 0, 0, 0)] * 3 + [("space", 0, 0, 0, 0)]
 
@@ -107,7 +107,8 @@ def run(world: AgentWorld, program: list[tuple[str, int, int, int, int]]) -> lis
 def state(world: AgentWorld) -> tuple[object, ...]:
     m = world.machine
     counters = {pid: p.counters.hypercalls for pid, p in m.partitions.items()}
-    return bytes(m.ram.view), m.frames.values(), counters
+    coherence = (m.frames.coherence.guarded, m.engine.stores_guarded)
+    return bytes(m.ram.view), m.frames.state(), coherence, counters
 
 
 @settings(
@@ -153,9 +154,9 @@ def test_the_native_path_answers_a_map_into_existing_tables(monkeypatch: pytest.
     handled: list[int] = []
     original = AddressSpace.map
 
-    def counted(self: AddressSpace, va: int, mfn: int, write: bool, user: bool) -> None:
+    def counted(self: AddressSpace, va: int, mfn: int, write: bool, user: bool, execute: bool = True) -> None:
         handled.append(va)
-        original(self, va, mfn, write, user)
+        original(self, va, mfn, write, user, execute)
 
     monkeypatch.setattr(AddressSpace, "map", counted)
     frame = call(world, Hypercall.FRAME_ALLOC)

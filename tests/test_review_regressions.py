@@ -213,12 +213,10 @@ def test_no_stale_code_runs_from_a_freed_and_reused_frame() -> None:
 
 def test_code_received_over_a_channel_replaces_translated_code() -> None:
     """PORT_RECEIVE writes into guest memory behind the engine: code translated
-    from that buffer before must not run again."""
-    from spk.abi import KERNEL_DATA_VADDR
-
-    buf = KERNEL_DATA_VADDR + 0x2000
-    receiver = f"""
-        mov rbx, {buf:#x}
+    from that buffer before must not run again. (The buffer is a page of the
+    flat image, writable and executable: the data area is no-execute.)"""
+    receiver = """
+        lea rbx, [rip + buf]
         mov byte ptr [rbx], 0xb8          # mov eax, 0x41 ; ret
         mov dword ptr [rbx + 1], 0x41
         mov byte ptr [rbx + 5], 0xc3
@@ -229,11 +227,11 @@ def test_code_received_over_a_channel_replaces_translated_code() -> None:
         mov rax, HC_PORT_OPEN
         int 0x82
         mov rdi, rax
-        mov rsi, {buf:#x}
+        lea rsi, [rip + buf]
         mov rdx, 8
         mov rax, HC_PORT_RECEIVE
         int 0x82
-        mov rbx, {buf:#x}
+        lea rbx, [rip + buf]
         call rbx
         mov rbx, KERNEL_DATA_VADDR
         mov [rbx], r14
@@ -242,6 +240,8 @@ def test_code_received_over_a_channel_replaces_translated_code() -> None:
         mov rax, HC_EXIT
         int 0x82
     name: .ascii "in"
+    .align 4096
+    buf: .space 4096
     """
     m = machine()
     pid = m.create_partition("k", kernel(receiver), [], 64)
