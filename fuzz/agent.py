@@ -17,9 +17,9 @@ from pathlib import Path
 
 from spgs.images import build
 from spk import Machine
-from spk.abi import KERNEL_DATA_SIZE, KERNEL_DATA_VADDR, PAGE_SIZE
+from spk.abi import KERNEL_DATA_SIZE, KERNEL_DATA_VADDR, KERNEL_IMAGE_VADDR, PAGE_SIZE
 
-MB_COMMAND, MB_NUMBER, MB_ARGS, MB_RESULT, MB_DONE, MB_REGS, MB_ACK, MB_CODE = 0, 8, 16, 56, 64, 72, 136, 0x1000
+MB_COMMAND, MB_NUMBER, MB_ARGS, MB_RESULT, MB_DONE, MB_REGS, MB_ACK = 0, 8, 16, 56, 64, 72, 136
 HYPERCALL_COMMAND, CODE_COMMAND = 1, 2
 #: Scratch bytes the campaigns may fill (port names, message buffers): after the registers.
 MB_SCRATCH = 0x200
@@ -65,11 +65,13 @@ class Agent:
         self.pid = machine.create_partition(name, image("fuzz_agent"), [], quota)
         self.resets = 0
         self._pages: dict[int, int] = {}
+        self._code = -1  #: physical address of the code area, once known
         self._sequence = 0
 
     def forget_layout(self) -> None:
         """Drop cached translations and restart the command sequence (after a restart or a restore)."""
         self._pages.clear()
+        self._code = -1
         self._sequence = 0
 
     def address(self, offset: int) -> int:
@@ -81,6 +83,16 @@ class Agent:
             assert translation is not None, "the agent's data area is always mapped"
             self._pages[page] = translation.paddr
         return self._pages[page] + (offset - page)
+
+    def code_address(self) -> int:
+        """Physical address of the agent's code area: its image's last page (executable, writable)."""
+        if self._code < 0:
+            space = self.machine.partitions[self.pid].spaces[0]
+            va = KERNEL_IMAGE_VADDR + len(image("fuzz_agent")) - PAGE_SIZE
+            translation = self.machine.walker.translate(space.cr3, va)
+            assert translation is not None, "the agent's image is always mapped"
+            self._code = translation.paddr
+        return self._code
 
     def write(self, offset: int, data: bytes) -> None:
         """Host write into the agent's data area (``data`` must not cross a page)."""
@@ -120,7 +132,7 @@ class Agent:
     def code(self, blob: bytes) -> Outcome:
         """Make the agent call ``blob`` at CPL 2 (it may fault, loop, or return)."""
         ram = self.machine.ram
-        ram.write(self.address(MB_CODE), blob[:CODE_MAX] + b"\xc3")  # ret, if it falls through
+        ram.write(self.code_address(), blob[:CODE_MAX] + b"\xc3")  # ret, if it falls through
         self.machine.code_changed()  # the host wrote code the engine may have translated
         ram.write_u64(self.address(MB_COMMAND), CODE_COMMAND)
         reason, executed = self.run_window()

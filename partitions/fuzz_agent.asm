@@ -3,8 +3,9 @@
 # one per window, and yields. The campaign (fuzz/agent.py) is the host side.
 #
 # Mailbox at KERNEL_DATA_VADDR (u64 words):
-#   +0   command: low byte 0 idle, 1 hypercall, 2 run code at CPL 2 (bytes at
-#        +0x1000); the bits above are the host's sequence number
+#   +0   command: low byte 0 idle, 1 hypercall, 2 run code at CPL 2 (the
+#        bytes at code_area, the image's last page: the data area is
+#        no-execute); the bits above are the host's sequence number
 #   +8   hypercall number
 #   +16  arguments: rdi, rsi, rdx, r10, r8 (5 words)
 #   +56  result (rax after the hypercall)
@@ -33,7 +34,6 @@
 .equ MB_OUT_R10, 120
 .equ MB_OUT_R11, 128
 .equ MB_ACK, 136
-.equ MB_CODE, 0x1000
 
 top:
     mov rbx, KERNEL_DATA_VADDR
@@ -75,7 +75,13 @@ do_hypercall:
 do_code:
     mov qword ptr [rbx + MB_COMMAND], 0
     inc qword ptr [rbx + MB_DONE]
-    lea rax, [rbx + MB_CODE]
+    lea rax, [rip + code_area]
     mov rsp, KERNEL_STACK_TOP
     call rax
     jmp idle
+
+# Where the host writes the code to run: a page of the image, which ring 0
+# maps writable and executable (a flat image is).
+.align 4096
+code_area:
+.space 4096

@@ -68,7 +68,7 @@ class HypercallCampaign(AgentCalls):
         agent = self.world.writers()
         return [mfn for mfn, (owner, *_rest) in enumerate(self.world.snapshot.frames) if owner not in agent | {0}]
 
-    @rule(space=SPACES, frame=FRAMES, va=VIRTUAL, flags=st.one_of(st.integers(0, 3), U64))
+    @rule(space=SPACES, frame=FRAMES, va=VIRTUAL, flags=st.one_of(st.integers(0, 7), U64))
     def map(self, space: int, frame: int, va: int, flags: int) -> None:
         self.act("hypercall", Hypercall.MAP, space, va, frame, flags)
 

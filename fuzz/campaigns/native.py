@@ -24,7 +24,7 @@ from fuzz.campaigns.base import ARGUMENT, register
 from fuzz.campaigns.code import CodeCampaign
 from fuzz.campaigns.hypercalls import FRAMES, SPACES, AgentCalls
 from fuzz.world import AgentWorld, Violation
-from spk.abi import KERNEL_BASE, PAGE_SIZE, Hypercall
+from spk.abi import KERNEL_BASE, PAGE_SIZE, Hypercall, MapFlags
 
 #: Pages the targeted mappings name: four in one user page table, two in one kernel-half table.
 PAGES = [0x40_0000 + i * PAGE_SIZE for i in range(4)] + [KERNEL_BASE + 0x800_0000 + i * PAGE_SIZE for i in range(2)]
@@ -75,9 +75,15 @@ class NativeWorld(AgentWorld):
         if mine.now != theirs.now:
             raise Violation("native_agrees", f"virtual time {mine.now}, the handlers' run {theirs.now}")
         if mine.frames.state() != theirs.frames.state():
-            entries, twins = mine.frames.values(), theirs.frames.values()
+            entries = [(*e, n) for e, n in zip(mine.frames.values(), mine.frames.no_exec, strict=True)]
+            twins = [(*e, n) for e, n in zip(theirs.frames.values(), theirs.frames.no_exec, strict=True)]
             mfn = next(m for m, (a, b) in enumerate(zip(entries, twins, strict=True)) if a != b)
-            raise Violation("native_agrees", f"frame {mfn:#x}: {entries[mfn]} against {twins[mfn]}")
+            raise Violation("native_agrees", f"frame {mfn:#x}: {entries[mfn]} against {twins[mfn]} "
+                                             "(owner, type, maps, writable, no-execute marks)")  # fmt: skip
+        guards = (mine.frames.coherence.guarded, mine.engine.stores_guarded)
+        if guards != (theirs.frames.coherence.guarded, theirs.engine.stores_guarded):
+            raise Violation("native_agrees", f"store guard {guards} against the handlers' "
+                                             f"{(theirs.frames.coherence.guarded, theirs.engine.stores_guarded)}")
         if mine.ram.view != theirs.ram.view:
             words, twin_words = mine.ram.words, theirs.ram.words
             word = next(i for i in range(len(words)) if words[i] != twin_words[i])
@@ -93,19 +99,21 @@ class NativeWorld(AgentWorld):
 class NativeCampaign(AgentCalls, CodeCampaign):
     """The shared agent rules and random CPL 2 code, and mappings aimed at the native path."""
 
-    def _map(self, space: int, frame: int, vas: list[int], write: bool) -> None:
+    def _map(self, space: int, frame: int, vas: list[int], write: bool, no_exec: bool) -> None:
+        flags = int(write) | (int(MapFlags.NO_EXEC) if no_exec else 0)
         for va in vas:
-            self.act("hypercall", Hypercall.MAP, space, va, frame, (2 if va < KERNEL_BASE else 0) | int(write))
+            self.act("hypercall", Hypercall.MAP, space, va, frame, (2 if va < KERNEL_BASE else 0) | flags)
 
-    @rule(frame=FRAMES, vas=PAGE_RUNS, write=st.booleans())
-    def map_boot_pages(self, frame: int, vas: list[int], write: bool) -> None:
+    @rule(frame=FRAMES, vas=PAGE_RUNS, write=st.booleans(), no_exec=st.booleans())
+    def map_boot_pages(self, frame: int, vas: list[int], write: bool, no_exec: bool) -> None:
         """Mappings a guest would make (the flags each half takes), several into one table: after the
-        first, which makes the table through ring 0's handler, the rest reach the native path."""
-        self._map(0, frame, vas, write)
+        first, which makes the table through ring 0's handler, the rest reach the native path (a frame
+        mapped no-execute anywhere stays with the handler: spk._coherence)."""
+        self._map(0, frame, vas, write, no_exec)
 
-    @rule(space=SPACES, frame=FRAMES, vas=PAGE_RUNS, write=st.booleans())
-    def map_pages(self, space: int, frame: int, vas: list[int], write: bool) -> None:
-        self._map(space, frame, vas, write)
+    @rule(space=SPACES, frame=FRAMES, vas=PAGE_RUNS, write=st.booleans(), no_exec=st.booleans())
+    def map_pages(self, space: int, frame: int, vas: list[int], write: bool, no_exec: bool) -> None:
+        self._map(space, frame, vas, write, no_exec)
 
     @rule(space=st.just(0) | SPACES, vas=PAGE_RUNS)
     def unmap_pages(self, space: int, vas: list[int]) -> None:
