@@ -219,7 +219,7 @@ static void map_modules(const struct spk_start_info *si, uint64_t n, struct spk_
         views[i] = (struct spk_module_view){(const uint8_t *)(uintptr_t)va, m->bytes, m->first_mfn, m->pages};
         if (m->pages == 0 || m->bytes > m->pages * SPK_PAGE_SIZE) boot_fail("module page count", SPK_E_INVALID_ARGUMENT);
         for (uint64_t k = 0; k < m->pages; k++, va += SPK_PAGE_SIZE) {
-            long status = spk_map(0, va, m->first_mfn + k, 0);
+            long status = spk_map(0, va, m->first_mfn + k, SPK_MAP_NO_EXEC);
             if (status < 0) boot_fail("map of a module page", status);
         }
     }
@@ -234,7 +234,7 @@ static int start_app(const struct spk_start_info *si, uint64_t i, const struct s
     long aspace = spk_aspace_create();
     if (aspace < 0) boot_fail("aspace_create", aspace);
     a->aspace = (uint64_t)aspace;
-    long mfn = spk_frame_alloc(); /* stack: one fresh frame, user RW */
+    long mfn = spk_frame_alloc(); /* stack: one fresh frame, user RW (executable: an app may run code it writes there) */
     if (mfn < 0) boot_fail("frame_alloc for a stack", mfn);
     a->stack_mfn = (uint64_t)mfn;
     long status = spk_map(aspace, APP_STACK_PAGE, a->stack_mfn, SPK_MAP_USER | SPK_MAP_WRITE);

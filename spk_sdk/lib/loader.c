@@ -45,7 +45,7 @@ static long fresh_page(long aspace, uint64_t va, uint64_t flags, const uint8_t *
     if (mfn < 0) return fail(why, "frame_alloc", mfn);
     out->frames[out->frame_count++] = (uint64_t)mfn;
     if (len) {
-        long status = spk_map(0, scratch_va, (uint64_t)mfn, SPK_MAP_WRITE);
+        long status = spk_map(0, scratch_va, (uint64_t)mfn, SPK_MAP_WRITE | SPK_MAP_NO_EXEC);
         if (status < 0) return fail(why, "map of the scratch page", status);
         memcpy((uint8_t *)(uintptr_t)scratch_va + offset, src, len);
         status = spk_unmap(0, scratch_va);
@@ -83,7 +83,8 @@ static long check_segment(const struct spk_module_view *m, const struct elf64_ph
 static long map_segment(long aspace, const struct spk_module_view *m, const struct elf64_phdr *ph,
                         uint64_t scratch_va, struct spk_loaded_app *out, const char **why) {
     int writable = (ph->flags & PF_W) != 0;
-    uint64_t flags = SPK_MAP_USER | (writable ? SPK_MAP_WRITE : 0);
+    /* W^X from the ELF flags: data is never executable (and its stores run at engine speed). */
+    uint64_t flags = SPK_MAP_USER | (writable ? SPK_MAP_WRITE : 0) | ((ph->flags & PF_X) ? 0 : SPK_MAP_NO_EXEC);
     uint64_t file_end = ph->vaddr + ph->filesz, mem_end = ph->vaddr + ph->memsz;
     for (uint64_t va = ph->vaddr & ~PAGE_MASK; va < mem_end; va += PAGE) {
         uint64_t page_file = ph->offset - (ph->vaddr - va); /* file offset of the page's first byte */
