@@ -19,7 +19,10 @@ the SPK and back, with the counters of the SPK telling how many happened.
   (host-clock preemption, not deterministic).
 * ``compute_ratio_vs_raw_typical``: a C kernel's compute (``bench_sort.c``:
   fill, shell sort, hash), rounds per second under the SPK over the same
-  function's bytes on the bare engine.
+  function's bytes on the bare engine. Above 1 since ring 0 maps the
+  kernel's data no-execute: its stores take the engine's fast path, which
+  the bare engine (memory executable) never does (docs/performance.md,
+  "Round 6").
 * ``raw_mips``, ``raw_counted_mips``, ``spk_mips``, ``spk_fast_mips``: the
   throughputs (instructions counted from the loop's own counter, rax).
 * ``rss_64_partitions_mib``: resident memory 64 booted partitions add to a

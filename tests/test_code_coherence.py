@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spk import Machine
 from spk.abi import KERNEL_BASE, KERNEL_DATA_VADDR, PF_FETCH, PF_PRESENT, MapFlags, Vector
@@ -153,3 +155,51 @@ def test_a_snapshot_restores_the_guard() -> None:
     m.restore(snap)
     assert m.frames.coherence.guarded == 1 and m.engine.stores_guarded
     m.check_invariants()
+
+
+#: One step of a random program over one frame: map or unmap either alias, write the next function, call.
+#: (Writes and calls come twice as often: a stale translation shows only after a call, a write and a call.)
+STEPS = st.lists(
+    st.sampled_from(["map_exec", "unmap_exec", "map_data", "unmap_data"] + ["write", "call"] * 2),
+    min_size=8,
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(STEPS)
+def test_any_order_of_aliases_writes_and_calls_runs_the_code_last_written(steps: list[str]) -> None:
+    """A model of the guest: every call through the executable alias returns the value written last.
+
+    Only the steps the model allows are emitted (a write needs the data
+    alias, a call the executable one and something written), so every
+    hypercall must succeed; the guard's count is checked against the
+    frame's final aliases.
+    """
+    exec_mapped = data_mapped = False
+    written = 0
+    lines: list[str] = []
+    expected: list[int] = []
+    for step in steps:
+        if step == "map_exec" and not exec_mapped:
+            lines += _map(EXEC_VA, 0)
+            exec_mapped = True
+        elif step == "unmap_exec" and exec_mapped:
+            lines += _unmap(EXEC_VA)
+            exec_mapped = False
+        elif step == "map_data" and not data_mapped:
+            lines += _map(DATA_VA, NX_WRITE)
+            data_mapped = True
+        elif step == "unmap_data" and data_mapped:
+            lines += _unmap(DATA_VA)
+            data_mapped = False
+        elif step == "write" and data_mapped:
+            written += 1
+            lines += _write(written)
+        elif step == "call" and exec_mapped and written:
+            lines += [f"mov rcx, {EXEC_VA:#x}", "call rcx", f"mov [rbx + {24 + 8 * len(expected)}], rax"]
+            expected.append(written)
+    got, m = _run(lines)
+    assert got[2] == 0  # every hypercall succeeded
+    assert results(m, m.partition_table()[0][0], 3 + len(expected))[3:] == expected
+    assert m.frames.coherence.guarded == (1 if exec_mapped and data_mapped else 0)
