@@ -121,10 +121,8 @@ struct spk_clock {
     scan_fn on_scan;
     uint64_t scan_misses;     /* blocks decoded by ring 0 */
     fv_port_fn on_fv_port;    /* port I/O of a full partition: the device models' answer, or 1<<32: #GP */
-    /* Ring 0's copies into guest memory drop the translated code of the pages
-     * written (spk_copy_out), through uc_ctl(UC_CTL_TB_REMOVE_CACHE). */
+    /* uc_ctl: the TLB flush of a window entry (spk_window_enter). */
     ctl_fn ctl;
-    uint64_t ctl_remove_cache; /* that control word (write, two arguments) */
     /* The YIELD hypercall answered here when ring 0 armed it (no hypercall
      * trace): rax = 0 and the run stops, with no ctypes callback. */
     uint64_t yield_vector;     /* the hypercall vector */

@@ -142,7 +142,6 @@ _INVLPG.restype = None
 _TB_INVALIDATE_PHYS_RANGE = _LIB.tb_invalidate_phys_range_x86_64
 _TB_INVALIDATE_PHYS_RANGE.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 _TB_INVALIDATE_PHYS_RANGE.restype = None
-_CTL_REMOVE_CACHE = unicorn.UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (unicorn.UC_CTL_IO_WRITE << 30)
 
 #: RIP value used as ``until``: non-canonical, so no instruction ever sits there.
 _NEVER = 0xFFFF_0000_0000_0000 - 1
@@ -416,7 +415,7 @@ class _ClockStruct(ctypes.Structure):
         ("need_sensitive", ctypes.c_uint64), ("sens_offset", ctypes.c_uint64),
         ("scan", ctypes.c_void_p), ("on_scan", ctypes.c_void_p), ("scan_misses", ctypes.c_uint64),
         ("on_fv_port", ctypes.c_void_p),
-        ("ctl", ctypes.c_void_p), ("ctl_remove_cache", ctypes.c_uint64),
+        ("ctl", ctypes.c_void_p),
         ("yield_vector", ctypes.c_uint64), ("yield_number", ctypes.c_uint64),
         ("yield_armed", ctypes.c_uint64), ("yield_stop", ctypes.c_uint64),
         ("context_save", ctypes.c_void_p), ("context_restore", ctypes.c_void_p),
@@ -510,7 +509,6 @@ class Engine:
             raise EngineError("this unicorn library does not export raise_exception_err_ra_x86_64") from exc
         self._clock.raise_exception = ctypes.cast(raiser, ctypes.c_void_p).value
         self._clock.ctl = ctypes.cast(_RAW_LIB.uc_ctl, ctypes.c_void_p).value
-        self._clock.ctl_remove_cache = _CTL_REMOVE_CACHE
         self._clock.tb_invalidate = ctypes.cast(_TB_INVALIDATE_PHYS_RANGE, ctypes.c_void_p).value
         self._clock.ctl_tlb_flush = _CTL_TLB_FLUSH
         self._clock.context_save = ctypes.cast(_RAW_LIB.uc_context_save, ctypes.c_void_p).value

@@ -76,7 +76,7 @@ from spk.abi import (
     Register,
     Status,
 )
-from spk.errors import ImageError, SpkError
+from spk.errors import ImageError, InternalError, SpkError
 
 # The console's limits a guest sees (docs/abi.md) are the reports' own, named here too.
 __all__ = [
@@ -715,6 +715,9 @@ class Machine:
         first broken rule.
         """
         _invariants.check(self.frames, self.partitions, pids)
+        if self.engine.stores_guarded != (self.frames.coherence.guarded > 0):
+            guarded = self.frames.coherence.guarded
+            raise InternalError(f"store guard up: {self.engine.stores_guarded}, with {guarded} frames that need it")
         self.full.check_invariants(pids)
 
     # ------------------------------------------------------------------

@@ -84,7 +84,8 @@ def _run(steps: list[str], adjust: Callable[[Machine], None] | None = None) -> t
     pid = m.create_partition("t", _guest(steps), [], 64)
     m.run(pid, 400_000)
     assert m.info(pid).state == "exited", (m.info(pid), m.fault_of(pid))
-    m.check_invariants()
+    if adjust is None:  # (a rule switched off is what the invariants would report)
+        m.check_invariants()
     return results(m, pid, 3), m
 
 
