@@ -8,9 +8,9 @@
 # campaign checks that nothing the fuzz app does reaches it.
 #
 # The mailbox is the first bytes of the app's only writable page, its stack
-# page (APP_STACK_PAGE = 0x7FF000, which the kernel maps user RW); the host
-# writes it through physical RAM. u64 words:
-#   +0    command: 0 nap, 1 system call, 2 call the code at +0x200
+# page (APP_STACK_PAGE = 0x7FF000, which the kernel maps user RW and
+# no-execute); the host writes it through physical RAM. u64 words:
+#   +0    command: 0 nap, 1 system call, 2 call the code at code_area
 #   +8    gate of a system call: 0 int 0x80, 1 syscall
 #   +16   started: set to 1 when the app takes the command
 #   +24   done: set to 1 when the app has recorded the outcome
@@ -19,8 +19,10 @@
 #   +48   16 GPRs loaded before it, in HC_IRET order (rax rcx rdx rbx rsp rbp
 #         rsi rdi r8..r15; rsp is not loaded: it is the stack top)
 #   +176  the 16 GPRs right after it (rsp as it was left)
-#   +0x200 code bytes (the host appends a ret); the stack grows down from
-#         0x800000 towards them
+#   the stack grows down from 0x800000 towards them
+#
+# The code bytes (the host appends a ret) go in code_area, the image's second
+# page (0x401000): executable, and read-only to the app.
 #
 # Between actions the app naps: sleep(NAP). With the bystander asleep too,
 # the kernel blocks the partition, so a window ends as soon as an action is
@@ -69,7 +71,6 @@
 .equ OUT_R14, 288
 .equ OUT_R15, 296
 .equ OUT_RSP_AT, MAILBOX + 208        # the rsp word of the registers after, absolute
-.equ CODE_AT, MAILBOX + 0x200
 
 start:
     mov eax, SYS_GETPID
@@ -114,7 +115,7 @@ do_code:
     mov qword ptr [rbx + MB_STARTED], 1
     lea rax, [rip + record]
     push rax                            # where the code's ret comes back
-    mov eax, CODE_AT
+    lea rax, [rip + code_area]
     push rax                            # the code, entered by the ret below
     push qword ptr [rbx + MB_FLAGS_IN]
     call load_registers
@@ -176,3 +177,8 @@ bystander:
     mov rdi, -1                         # the kernel saturates: wake at 2^64-1
     int 0x80
     jmp bystander
+
+# ---- the host's code bytes: the image's second page ------------------------------
+.align 4096
+code_area:
+.space 4096

@@ -32,14 +32,13 @@ from fuzz.agent import image, signed
 from spk import KernelFault, Machine, MachineEvent
 from spk.abi import APP_IMAGE_VADDR, PAGE_SHIFT, PAGE_SIZE, RFLAGS_FIXED, Hypercall
 
-#: The app's only writable page (the kernel's APP_STACK_PAGE): mailbox, code, stack.
+#: The app's only writable page (the kernel's APP_STACK_PAGE, no-execute): mailbox and stack.
 MAILBOX_VA = 0x7FF000
 STACK_TOP = 0x800000
 MB_COMMAND, MB_GATE, MB_STARTED, MB_DONE, MB_FLAGS_IN, MB_FLAGS_OUT, MB_IN, MB_OUT = 0, 8, 16, 24, 32, 40, 48, 176
-MB_CODE = 0x200
-#: Code bytes at most (a ret follows); the rest of the page above is the app's stack.
+#: Code bytes at most (a ret follows), in the image's second page (executable, read-only to the app).
 CODE_MAX = 2048
-CODE_VA = MAILBOX_VA + MB_CODE
+CODE_VA = APP_IMAGE_VADDR + PAGE_SIZE
 COMMAND_SYSCALL, COMMAND_CODE = 1, 2
 GATE_INT80, GATE_SYSCALL = 0, 1
 RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11 = range(12)
@@ -117,6 +116,7 @@ class Layout:
     fuzz_handle: int
     fuzz_cr3: int
     mailbox: int  #: physical address of the mailbox
+    code: int  #: physical address of the code area (CODE_VA)
     bystander_handle: int
     bystander_image: int  #: physical address of the bystander's first image frame
     bystander_stack: int  #: physical address of its stack page
@@ -162,6 +162,9 @@ class AppAgent:
         self.name = name
         self.kernel = image("refkernel")
         self.modules = [(FUZZ_APP, image("fuzz_app", "app")), (BYSTANDER, image("fuzz_app", "app"))]
+        # The code area is the image's second page (fuzz_app.asm keeps its code under one page).
+        assert len(self.modules[0][1]) == 2 * PAGE_SIZE, "fuzz_app.asm's code outgrew its first page"
+
         self.pid = machine.create_partition(name, self.kernel, self.modules, quota)
         self.restarts = 0
         #: a window that ran past its end (for the world's budget invariant)
@@ -191,10 +194,12 @@ class AppAgent:
         if 0 not in handles or 1 not in handles:
             return None
         mailbox = walker.translate(handles[0][1], MAILBOX_VA)
+        code = walker.translate(handles[0][1], CODE_VA)
         stack = walker.translate(handles[1][1], MAILBOX_VA)
-        if mailbox is None or stack is None:
+        if mailbox is None or code is None or stack is None:
             return None
-        return Layout(handles[0][0], handles[0][1], mailbox.paddr, handles[1][0], firsts[1] << PAGE_SHIFT, stack.paddr)
+        return Layout(handles[0][0], handles[0][1], mailbox.paddr, code.paddr, handles[1][0], firsts[1] << PAGE_SHIFT,
+                      stack.paddr)  # fmt: skip
 
     def alive(self, layout: Layout) -> bool:
         """The fuzz app's space is still there (the kernel reaps a dead app's space)."""
@@ -247,7 +252,7 @@ class AppAgent:
         words = [gate, 0, 0, flags & _MASK64, 0, *(r & _MASK64 for r in registers)]
         ram.write(layout.mailbox + MB_GATE, struct.pack("<21Q", *words))
         if command == COMMAND_CODE:
-            ram.write(layout.mailbox + MB_CODE, code[:CODE_MAX] + b"\xc3")
+            ram.write(layout.code, code[:CODE_MAX] + b"\xc3")
             self.machine.code_changed()  # the engine may hold the last action's code translated
         ram.write_u64(layout.mailbox + MB_COMMAND, command)
         for _ in range(MAX_WINDOWS):

@@ -234,10 +234,10 @@ static int start_app(const struct spk_start_info *si, uint64_t i, const struct s
     long aspace = spk_aspace_create();
     if (aspace < 0) boot_fail("aspace_create", aspace);
     a->aspace = (uint64_t)aspace;
-    long mfn = spk_frame_alloc(); /* stack: one fresh frame, user RW (executable: an app may run code it writes there) */
+    long mfn = spk_frame_alloc(); /* stack: one fresh frame, user RW, no-execute */
     if (mfn < 0) boot_fail("frame_alloc for a stack", mfn);
     a->stack_mfn = (uint64_t)mfn;
-    long status = spk_map(aspace, APP_STACK_PAGE, a->stack_mfn, SPK_MAP_USER | SPK_MAP_WRITE);
+    long status = spk_map(aspace, APP_STACK_PAGE, a->stack_mfn, SPK_MAP_USER | SPK_MAP_WRITE | SPK_MAP_NO_EXEC);
     if (status < 0) boot_fail("map of a stack page", status);
     const char *why = "";
     status = spk_app_load(aspace, view, SPK_APP_IMAGE_VADDR, APP_STACK_PAGE, SCRATCH_VA, &loaded[i], &why);
