@@ -2,6 +2,9 @@
 
 Every number is wall time on this host, measured in the same run as its
 baseline, so ratios hold across machines better than absolute values. The
+noisy ones are the best of three runs (the trap and switch latencies, the
+channel round trip, both sides of the scheduling ratio, the compute
+ratios' interleaved measurements). The
 guests are real: the trap costs are whole round trips through the engine,
 the SPK and back, with the counters of the SPK telling how many happened.
 
@@ -372,10 +375,14 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     """Run every benchmark; ``quick`` uses small counts (for the test suite)."""
     images = _images()
     scale = 1 if not quick else 20
+    # Each trap figure is the best of three runs (one in the quick profile), as
+    # the compute ratios and the scheduling ratio are: a slow spell of this
+    # host lifts every figure by a third or more for seconds at a time.
+    best = 3 if not quick else 1
     results: dict[str, Any] = {
-        "hypercall_roundtrip_us": _hypercall_us(images, 400_000 // scale),
-        "app_syscall_roundtrip_us": _syscall_us(images, 1_000_000 // scale),
-        "partition_switch_us": _switch_us(images, 20_000 // scale),
+        "hypercall_roundtrip_us": min(_hypercall_us(images, 400_000 // scale) for _ in range(best)),
+        "app_syscall_roundtrip_us": min(_syscall_us(images, 1_000_000 // scale) for _ in range(best)),
+        "partition_switch_us": min(_switch_us(images, 20_000 // scale) for _ in range(best)),
     }
     compute = _compute(images, 60_000_000 // scale)
     results.update(compute)
@@ -386,7 +393,7 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     results.update(typical)
     results["compute_ratio_vs_raw_typical"] = typical["spk_typical_rounds_per_s"] / typical["raw_typical_rounds_per_s"]
     results["boot_64_signed_s"] = _boot_signed_s(images, 64 if not quick else 8)
-    results["channel_roundtrip_us"] = _channel_roundtrip_us(images, 2_000 // scale)
+    results["channel_roundtrip_us"] = min(_channel_roundtrip_us(images, 2_000 // scale) for _ in range(best))
     # The noisiest number here: each side is the best of three runs.
     one = min(_sched_cost_us(images, 1, 6_400 // scale) for _ in range(3))
     many = min(_sched_cost_us(images, 64, 6_400 // scale) for _ in range(3))
