@@ -164,7 +164,6 @@ class AppAgent:
         self.modules = [(FUZZ_APP, image("fuzz_app", "app")), (BYSTANDER, image("fuzz_app", "app"))]
         # The code area is the image's second page (fuzz_app.asm keeps its code under one page).
         assert len(self.modules[0][1]) == 2 * PAGE_SIZE, "fuzz_app.asm's code outgrew its first page"
-
         self.pid = machine.create_partition(name, self.kernel, self.modules, quota)
         self.restarts = 0
         #: a window that ran past its end (for the world's budget invariant)
