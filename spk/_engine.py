@@ -894,9 +894,8 @@ class Engine:
         Every page is checked before anything is written: -1 (nothing
         written) when a byte is not writable with ``need``'s rights. With
         ``drop_code`` (inside an interrupt hook, ``cr3`` the loaded space:
-        see :meth:`drop_code_pages`), the translated code of each page
-        written goes at once: 0 when done, 1 when the engine refused (the
-        caller must then drop all code between runs). At most
+        see :meth:`drop_code_pages`), the code translated from each frame
+        written goes at once, by physical address. 0 when written. At most
         :data:`NATIVE_COPY_MAX` bytes (ValueError beyond).
         """
         if len(data) > NATIVE_COPY_MAX:
@@ -1380,7 +1379,7 @@ class Engine:
         except unicorn.UcError:
             self.flush_code()
 
-    def drop_code_pages(self, va: int, length: int) -> bool:
+    def drop_code_pages(self, va: int, length: int) -> None:
         """Drop translated code of every page of ``[va, va+length)`` (current address space), now.
 
         For an interrupt hook (a hypercall writing guest memory): the engine
@@ -1390,8 +1389,7 @@ class Engine:
         address (:meth:`drop_frame_code`): an alias at another address loses
         it too, and no fetch walk runs (the engine's own drop by virtual
         address walks as a fetch, and on a no-execute page leaves a page
-        fault in flight for the guest). A page not mapped is skipped. Returns
-        True (the caller's fallback, dropping all code, is never needed).
+        fault in flight for the guest). A page not mapped is skipped.
         """
         walk = self._walk
         cr3 = self.live[self._cr3_word]
@@ -1402,7 +1400,6 @@ class Engine:
             if frame >= 0:
                 _TB_INVALIDATE_PHYS_RANGE(self.handle, frame & ~0xFFF, (frame & ~0xFFF) + 0x1000)
             page += 0x1000
-        return True
 
     def flush_code(self) -> None:
         """Drop translated code: required after the host writes guest code."""

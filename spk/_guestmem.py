@@ -79,7 +79,8 @@ class GuestMemory:
         cache is cleaned before it runs again.
         """
         running = self._machine.running
-        if va is not None and running and self._engine.drop_code_pages(va, length):
+        if va is not None and running:
+            self._engine.drop_code_pages(va, length)
             return
         self.code_dirty = True
         if running:
@@ -101,8 +102,8 @@ class GuestMemory:
             done = self._native_out(cr3, va, data, 0, drop_code=running)
             if done < 0:
                 raise SpkError(Status.BAD_ADDRESS, f"guest range {va:#x}+{len(data)} is not writable")
-            if not (running and done == 0):
-                self.code_changed()  # the engine refused a drop, or no run: all code goes
+            if not running:
+                self.code_changed()  # no run: all code goes (inside one, spk_copy_out dropped it)
             return
         pieces = self._spans(cr3, va, len(data), write=True, user=False)
         if pieces is None:
