@@ -8,7 +8,7 @@ pins this list.
 from spk import abi
 from spk._debug import REGISTERS as DEBUG_REGISTERS
 from spk._debug import DebugError, DebugSession, DebugStop
-from spk._engine import bare_run
+from spk._engine import bare_run, bare_windows
 from spk._fv_cpu import HOOK_OPERATIONS as _HOOK_OPERATIONS
 from spk._fv_emulate import Emulator as _Emulator
 from spk._image import LoadImage, Segment, check_app_image, load_image
@@ -45,6 +45,7 @@ __all__ = [
     "TraceWriter",
     "abi",
     "bare_run",
+    "bare_windows",
     "check_app_image",
     "full_trapped_operations",
     "load_image",

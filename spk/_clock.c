@@ -931,3 +931,61 @@ uint64_t spk_window_leave(struct spk_clock *c, void *context, uint64_t save)
     c->bounce_count = 0;
     return bounces;
 }
+
+/* ---- the bare engine's window, the baseline of the switch figures ------------ */
+
+/* The benchmark's baseline for partition windows (spk bench, keys bare_*):
+ * the same engine with no SPK, only the stop below. `engines` holds one
+ * engine per partition (own_engines) or one engine whose `contexts` are the
+ * partitions. Partition i's windows are windows i, i+n, i+2n, ...: each
+ * restores its context (one engine), flushes the TLB when the address
+ * space differs from the last window's (one engine: each partition has its
+ * own CR3), starts the engine at `rip`, which stops at the guest's `int`
+ * (spk_bare_stop), and saves the context. Timed here, with the host's
+ * monotonic clock, so no ctypes call is inside the measure. Returns
+ * nanoseconds per window, or -1 when the engine refused a call. */
+struct spk_bare_windows {
+    emu_start_fn start;
+    ctx_fn context_save;
+    ctx_fn context_restore;
+    ctl_fn ctl;
+    uint64_t ctl_tlb_flush;
+    uint64_t rip;
+    uint64_t until;
+};
+
+/* The bare engine's interrupt hook: the guest's `int` ends the window (user data: uc_emu_stop). */
+void spk_bare_stop(void *uc, uint32_t intno, void *user_data)
+{
+    (void)intno;
+    ((emu_stop_fn)user_data)(uc);
+}
+
+double spk_bare_windows(const struct spk_bare_windows *b, void *const *engines, void *const *contexts, int64_t n,
+                        int64_t own_engines, int64_t windows)
+{
+    struct timespec t0, t1;
+    int64_t last = -1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int64_t w = 0; w < windows; w++) {
+        int64_t i = w % n;
+        void *uc = own_engines ? engines[i] : engines[0];
+        if (!own_engines) {
+            if (b->context_restore(uc, contexts[i]) != 0) {
+                return -1;
+            }
+            if (i != last) {
+                b->ctl(uc, (int)b->ctl_tlb_flush);
+            }
+        }
+        if (b->start(uc, b->rip, b->until, 0, 0) != 0) {
+            return -1;
+        }
+        if (!own_engines) {
+            b->context_save(uc, contexts[i]);
+        }
+        last = i;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / (double)windows;
+}

@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import capstone
 import unicorn
@@ -1633,3 +1633,135 @@ def bare_run(
     start = time.perf_counter()
     uc.emu_start(base, until, 0, (1 << 62) if counted else 0)
     return time.perf_counter() - start
+
+
+class _BareWindows(ctypes.Structure):
+    """Mirror of ``struct spk_bare_windows`` (_clock.c)."""
+
+    _fields_ = [
+        ("start", ctypes.c_void_p), ("context_save", ctypes.c_void_p), ("context_restore", ctypes.c_void_p),
+        ("ctl", ctypes.c_void_p), ("ctl_tlb_flush", ctypes.c_uint64), ("rip", ctypes.c_uint64),
+        ("until", ctypes.c_uint64),
+    ]  # fmt: skip
+
+
+#: The bare window's guest: mov eax, imm32 (its partition's number + 1); mov [rsp], eax; int 0x80 (the stop).
+_BARE_WINDOW_CODE = (bytes.fromhex("b8"), bytes.fromhex("890424cd80"))
+_BARE_CODE_VA, _BARE_STACK_VA = 0x1000, 0x2000
+_BARE_TABLES, _BARE_FRAMES = 0x10_0000, 0x40_0000  # 4 table pages, then 2 frames, per partition
+_BARE_MAX_PARTITIONS = (_BARE_FRAMES - _BARE_TABLES) // 0x4000
+
+
+def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[float, float]:
+    """The bare engine's cost of a partition window: (seconds per window, MiB of engines added).
+
+    The baseline of the switch figures (``spk bench``, keys ``bare_*``): no
+    SPK, no block hook, only an interrupt hook that stops the engine. Each
+    partition has its own address space (page tables of its own mapping the
+    same virtual code and stack pages onto frames of its own, as paravirtual
+    partitions do) and runs a 3-instruction window: its number into a
+    register, a store of it to its stack and the ``int`` that ends it; the
+    stores are checked after each timed loop (each partition's number in its
+    own frame), so a baseline that skipped a flush it needs cannot pass.
+    With ``own_engines`` false the partitions share one engine as the SPK's
+    do: each window restores the partition's saved context, flushes the TLB
+    when the address space is not the last window's, runs and saves; with it true each partition has an engine of
+    its own over the same RAM (its TLB keeps its own entries) and a window
+    is the engine run alone. The windows go round the partitions in turn,
+    timed in native code (``spk_bare_windows``). The MiB are the resident
+    memory the engines added to this process. Lives here because only this
+    adapter may touch the engine.
+    Errors: EngineError when the engine refuses a call.
+    """
+    import mmap
+
+    if not 1 <= partitions <= _BARE_MAX_PARTITIONS:
+        raise EngineError(f"bare_windows: 1 to {_BARE_MAX_PARTITIONS} partitions, not {partitions}")
+    size = _BARE_FRAMES + partitions * 0x2000
+    ram = mmap.mmap(-1, size)
+    for k in range(partitions):
+        tables, code = _BARE_TABLES + k * 0x4000, _BARE_FRAMES + k * 0x2000
+        for level in range(3):  # PML4[0] -> PDPT[0] -> PD[0] -> PT
+            struct.pack_into("<Q", ram, tables + level * 0x1000, (tables + (level + 1) * 0x1000) | 0x3)
+        struct.pack_into("<Q", ram, tables + 0x3000 + 8 * (_BARE_CODE_VA >> 12), code | 0x1)  # present, read-only
+        struct.pack_into("<Q", ram, tables + 0x3000 + 8 * (_BARE_STACK_VA >> 12), (code + 0x1000) | 0x3)  # writable
+        program = _BARE_WINDOW_CODE[0] + (k + 1).to_bytes(4, "little") + _BARE_WINDOW_CODE[1]
+        ram[code : code + len(program)] = program
+    native = _native.library()
+    native.spk_bare_windows.restype = ctypes.c_double
+    native.spk_bare_windows.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
+    stop = ctypes.cast(native.spk_bare_stop, ctypes.c_void_p)
+    view = ctypes.c_char.from_buffer(ram)  # pins the mapping while the engines use it
+    ram_address = ctypes.addressof(view)
+    emu_stop = ctypes.c_void_p(ctypes.cast(_RAW_LIB.uc_emu_stop, ctypes.c_void_p).value)
+
+    def address(pointer: Any) -> int:  # a ctypes function or pointer (the binding's handles are untyped)
+        return ctypes.cast(pointer, ctypes.c_void_p).value or 0
+
+    def engine() -> unicorn.Uc:
+        uc = unicorn.Uc(_UC_ARCH_X86, _UC_MODE_64)
+        uc.ctl_set_cpu_model(_x86.UC_CPU_X86_QEMU64)
+        uc.mem_map_ptr(0, size, unicorn.UC_PROT_ALL, ram_address)
+        hook = ctypes.c_size_t()
+        status = _RAW_LIB.uc_hook_add(
+            ctypes.c_void_p(address(uc._uch)), ctypes.byref(hook), ctypes.c_int(unicorn.UC_HOOK_INTR), stop,
+            emu_stop, ctypes.c_uint64(1), ctypes.c_uint64(0),
+        )  # fmt: skip
+        _check(status, "hook_add(bare stop)")
+        return uc
+
+    def enter(uc: unicorn.Uc, k: int) -> None:  # partition k's address space, paging on
+        uc.reg_write(_x86.UC_X86_REG_CR4, uc.reg_read(_x86.UC_X86_REG_CR4) | 0x20)  # PAE
+        uc.reg_write(_x86.UC_X86_REG_CR3, _BARE_TABLES + k * 0x4000)
+        uc.reg_write(_x86.UC_X86_REG_CR0, uc.reg_read(_x86.UC_X86_REG_CR0) | 0x8000_0001)  # PG, PE
+        uc.reg_write(_x86.UC_X86_REG_RSP, _BARE_STACK_VA + 0x800)
+
+    before = _rss_mib()
+    engines: list[unicorn.Uc] = []
+    contexts: list[Any] = []
+    try:
+        for k in range(partitions if own_engines else 1):
+            engines.append(engine())
+            if own_engines:
+                enter(engines[-1], k)
+        for k in range(0 if own_engines else partitions):
+            enter(engines[0], k)
+            contexts.append(engines[0].context_save())
+        handles = (ctypes.c_void_p * len(engines))(*(address(uc._uch) for uc in engines))
+        saved = (ctypes.c_void_p * max(1, len(contexts)))(*(address(c._context) for c in contexts))
+        spec = _BareWindows(
+            address(_RAW_LIB.uc_emu_start), address(_RAW_LIB.uc_context_save),
+            address(_RAW_LIB.uc_context_restore), address(_RAW_LIB.uc_ctl), _CTL_TLB_FLUSH, _BARE_CODE_VA, _NEVER,
+        )  # fmt: skip
+        args = (ctypes.byref(spec), handles, saved, partitions, int(own_engines))
+
+        def run(count: int) -> float:  # nanoseconds a window, each partition's windows checked
+            stacks = [_BARE_FRAMES + k * 0x2000 + 0x1800 for k in range(partitions)]
+            for stack in stacks:
+                struct.pack_into("<I", ram, stack, 0)
+            ns = native.spk_bare_windows(*args, count)
+            if ns < 0:
+                raise EngineError("bare_windows: the engine refused a call")
+            # Each window ran its own partition's code in its own space: the
+            # number it stored is in its own stack frame (a missing flush
+            # would have run another's code, or stored into another's frame).
+            for k, stack in enumerate(stacks):
+                if struct.unpack_from("<I", ram, stack)[0] != k + 1:
+                    raise EngineError(f"bare_windows: partition {k}'s window did not run in its own address space")
+            return float(ns)
+
+        run(2 * partitions)  # translate, fill each engine's caches
+        added = _rss_mib() - before
+        ns = run(max(windows, partitions))
+        return ns / 1e9, added
+    except unicorn.UcError as exc:
+        raise EngineError(f"bare_windows: {exc}") from exc
+    finally:  # the engines close when their last reference goes (the binding's finalizer)
+        contexts.clear()
+        engines.clear()
+
+
+def _rss_mib() -> float:
+    """This process's resident memory, MiB (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)

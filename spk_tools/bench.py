@@ -38,6 +38,16 @@ the SPK and back, with the counters of the SPK telling how many happened.
 * ``sched_cost_ratio_64_vs_1``: the cost of one window with 64 partitions
   over the cost with one (target <= 1.10: scheduling does not grow with
   the number of partitions).
+* ``bare_window_us``, ``bare_switch_us``, ``bare_sched_ratio_64_vs_1``:
+  the baseline of the three above, the bare engine's own window
+  (:func:`spk.bare_windows`: restore a context, run to the guest's ``int``,
+  save; no SPK, no block hook) with one partition, two and 64 partitions
+  of their own address spaces on one engine (a TLB flush per window, as
+  the SPK's). ``bare_own_engine_switch_us``,
+  ``bare_own_engine_sched_ratio_64_vs_1`` and ``bare_own_engine_mib``: the
+  same with one engine per partition (no flush, no context copy), and the
+  resident memory each such engine costs. What these bound is in
+  docs/performance.md, "The frontier of the switch and scheduling goals".
 * ``fuzz_execs_per_s``: isolation-checked executions per second of the
   hypercall campaign on one core, as ``spk fuzz --seconds`` runs it
   (hypothesis batches, each followed by a mutation round): each is one
@@ -68,7 +78,7 @@ from typing import Any
 
 from spgs.images import build
 from spgs.migration import measure as migration_measure
-from spk import Machine, bare_run
+from spk import Machine, bare_run, bare_windows
 from spk.abi import APP_IMAGE_VADDR
 from spk_tools.bench_fullvirt import fullvirt_benchmarks
 from spk_tools.bench_linux import linux_benchmarks
@@ -302,6 +312,36 @@ def _sched_cost_us(images: dict[tuple[str, str], bytes], partitions: int, window
     return (time.perf_counter() - start) / (frames * partitions) * 1e6
 
 
+def _bare_windows(windows: int, repeats: int) -> dict[str, float]:
+    """The bare engine's window, one engine and one engine per partition (best of ``repeats`` each)."""
+
+    def us(partitions: int, own_engines: bool) -> float:
+        return min(bare_windows(partitions, windows, own_engines=own_engines)[0] for _ in range(repeats)) * 1e6
+
+    one, two, many = us(1, False), us(2, False), us(64, False)
+    own_one, own_two, own_many = us(1, True), us(2, True), us(64, True)
+    return {
+        "bare_window_us": one,
+        "bare_switch_us": two,
+        "bare_sched_ratio_64_vs_1": many / one,
+        "bare_own_engine_switch_us": own_two,
+        "bare_own_engine_sched_ratio_64_vs_1": own_many / own_one,
+        "bare_own_engine_mib": _own_engine_mib(8),
+    }
+
+
+def _own_engine_mib(engines: int) -> float:
+    """Resident memory per bare engine of its own (in a fresh interpreter: this one's heap has room to reuse)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom spk import bare_windows\nprint(bare_windows(int(sys.argv[1]), 16, own_engines=True)[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(engines)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1]) / engines
+
+
 def _rss_mib() -> float:
     """This process's resident memory, MiB (Linux: /proc/self/statm)."""
     import os
@@ -398,6 +438,7 @@ def run_benchmarks(*, quick: bool = False) -> dict[str, Any]:
     one = min(_sched_cost_us(images, 1, 6_400 // scale) for _ in range(3))
     many = min(_sched_cost_us(images, 64, 6_400 // scale) for _ in range(3))
     results["sched_cost_ratio_64_vs_1"] = many / one
+    results.update(_bare_windows(200_000 // scale, best))
     results.update(_memory(images, 64))
     results.update(_fuzz(300 // scale if not quick else 10, 10.0 if not quick else 1.0))
     # Unmodified Linux programs beside Qiling (docs/linux.md), and live migration (docs/migration.md).

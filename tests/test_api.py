@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import spk
 
 
@@ -10,7 +12,7 @@ def test_public_api_is_pinned() -> None:
         "Counters", "DEBUG_REGISTERS", "DebugError", "DebugSession", "DebugStop", "DirtyLog", "EngineError",
         "EventSink", "ImageError", "InternalError", "KernelFault", "LoadImage", "Machine", "MachineEvent",
         "MigrationError", "OutOfMemory", "PartitionExport", "PartitionInfo", "RunOutcome", "Segment", "Snapshot",
-        "SpkError", "TraceWriter", "abi", "bare_run",
+        "SpkError", "TraceWriter", "abi", "bare_run", "bare_windows",
         "check_app_image", "full_trapped_operations", "load_image",
     ]  # fmt: skip
 
@@ -41,6 +43,8 @@ def test_bench_quick_profile_reports_every_metric() -> None:
         "compute_ratio_vs_raw_typical", "compute_ratio_vs_raw_fast", "spk_fast_mips",
         "raw_typical_rounds_per_s", "spk_typical_rounds_per_s", "rss_64_partitions_mib", "rss_per_partition_mib",
         "linux_syscall_us", "linux_pipeline_ms", "migration_downtime_ticks", "migration_bytes", "migration_rounds",
+        "bare_window_us", "bare_switch_us", "bare_sched_ratio_64_vs_1", "bare_own_engine_switch_us",
+        "bare_own_engine_sched_ratio_64_vs_1", "bare_own_engine_mib",
     ):  # fmt: skip
         assert results[key] > 0, key
     # A time budget on a loaded machine may end before its first example (budgets are kept exactly):
@@ -49,3 +53,12 @@ def test_bench_quick_profile_reports_every_metric() -> None:
     # Qiling is an optional extra: its numbers, or a line saying why they are absent.
     assert "linux_syscall_speedup_vs_qiling" in results or "qiling" in results["qiling_note"]
     assert results["migration_downtime_ratio"] < 0.05
+
+
+def test_bare_windows_run_each_partition_in_its_own_space() -> None:
+    """The switch baseline checks its own windows (each partition's number stored in its own frame)."""
+    for own_engines in (False, True):
+        seconds, _mib = spk.bare_windows(3, 30, own_engines=own_engines)
+        assert seconds > 0
+    with pytest.raises(spk.EngineError, match="partitions"):
+        spk.bare_windows(0, 10, own_engines=False)
