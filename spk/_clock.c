@@ -974,8 +974,8 @@ double spk_bare_windows(const struct spk_bare_windows *b, void *const *engines, 
             if (b->context_restore(uc, contexts[i]) != 0) {
                 return -1;
             }
-            if (i != last) {
-                b->ctl(uc, (int)b->ctl_tlb_flush);
+            if (i != last && b->ctl(uc, (int)b->ctl_tlb_flush) != 0) {
+                return -1;
             }
         }
         if (b->start(uc, b->rip, b->until, 0, 0) != 0) {
