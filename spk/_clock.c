@@ -943,7 +943,8 @@ uint64_t spk_window_leave(struct spk_clock *c, void *context, uint64_t save)
  * own CR3), starts the engine at `rip`, which stops at the guest's `int`
  * (spk_bare_stop), and saves the context. Timed here, with the host's
  * monotonic clock, so no ctypes call is inside the measure. Returns
- * nanoseconds per window, or -1 when the engine refused a call. */
+ * nanoseconds per window, or -1 when the engine refused a call (or n or
+ * windows is not positive). */
 struct spk_bare_windows {
     emu_start_fn start;
     ctx_fn context_save;
@@ -966,6 +967,9 @@ double spk_bare_windows(const struct spk_bare_windows *b, void *const *engines, 
 {
     struct timespec t0, t1;
     int64_t last = -1;
+    if (n <= 0 || windows <= 0) {
+        return -1;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int64_t w = 0; w < windows; w++) {
         int64_t i = w % n;
@@ -981,8 +985,8 @@ double spk_bare_windows(const struct spk_bare_windows *b, void *const *engines, 
         if (b->start(uc, b->rip, b->until, 0, 0) != 0) {
             return -1;
         }
-        if (!own_engines) {
-            b->context_save(uc, contexts[i]);
+        if (!own_engines && b->context_save(uc, contexts[i]) != 0) {
+            return -1;
         }
         last = i;
     }

@@ -1645,11 +1645,12 @@ class _BareWindows(ctypes.Structure):
     ]  # fmt: skip
 
 
-#: The bare window's guest: mov eax, imm32 (its partition's number + 1); mov [rsp], eax; int 0x80 (the stop).
-_BARE_WINDOW_CODE = (bytes.fromhex("b8"), bytes.fromhex("890424cd80"))
+#: The bare window's guest: add dword [rsp], imm32 (its partition's number + 1); int 0x80 (the stop).
+_BARE_WINDOW_CODE = (bytes.fromhex("810424"), bytes.fromhex("cd80"))
 _BARE_CODE_VA, _BARE_STACK_VA = 0x1000, 0x2000
 _BARE_TABLES, _BARE_FRAMES = 0x10_0000, 0x40_0000  # 4 table pages, then 2 frames, per partition
 _BARE_MAX_PARTITIONS = (_BARE_FRAMES - _BARE_TABLES) // 0x4000
+_BARE_MAX_WINDOWS = 1 << 24  # each partition's sum of its number stays within 32 bits
 
 
 def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[float, float]:
@@ -1659,10 +1660,11 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
     SPK, no block hook, only an interrupt hook that stops the engine. Each
     partition has its own address space (page tables of its own mapping the
     same virtual code and stack pages onto frames of its own, as paravirtual
-    partitions do) and runs a 3-instruction window: its number into a
-    register, a store of it to its stack and the ``int`` that ends it; the
-    stores are checked after each timed loop (each partition's number in its
-    own frame), so a baseline that skipped a flush it needs cannot pass.
+    partitions do) and runs a 2-instruction window: an add of its number to
+    a word on its stack and the ``int`` that ends it. The sums are checked
+    after each timed loop (each partition's frame holds its number times its
+    windows), so a baseline that skipped a flush it needs, even once, cannot
+    pass.
     With ``own_engines`` false the partitions share one engine as the SPK's
     do: each window restores the partition's saved context, flushes the TLB
     when the address space is not the last window's, runs and saves; with it true each partition has an engine of
@@ -1671,12 +1673,15 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
     timed in native code (``spk_bare_windows``). The MiB are the resident
     memory the engines added to this process. Lives here because only this
     adapter may touch the engine.
-    Errors: EngineError when the engine refuses a call.
+    Errors: EngineError when the engine refuses a call, a window did not
+    run in its own space, or ``partitions`` or ``windows`` is out of range.
     """
     import mmap
 
     if not 1 <= partitions <= _BARE_MAX_PARTITIONS:
         raise EngineError(f"bare_windows: 1 to {_BARE_MAX_PARTITIONS} partitions, not {partitions}")
+    if not 1 <= windows <= _BARE_MAX_WINDOWS:
+        raise EngineError(f"bare_windows: 1 to {_BARE_MAX_WINDOWS} windows, not {windows}")
     size = _BARE_FRAMES + partitions * 0x2000
     ram = mmap.mmap(-1, size)
     for k in range(partitions):
@@ -1735,19 +1740,21 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
         )  # fmt: skip
         args = (ctypes.byref(spec), handles, saved, partitions, int(own_engines))
 
-        def run(count: int) -> float:  # nanoseconds a window, each partition's windows checked
-            stacks = [_BARE_FRAMES + k * 0x2000 + 0x1800 for k in range(partitions)]
-            for stack in stacks:
-                struct.pack_into("<I", ram, stack, 0)
+        def run(count: int) -> float:  # nanoseconds a window, every window of every partition checked
+            sums = [_BARE_FRAMES + k * 0x2000 + 0x1800 for k in range(partitions)]
+            for address_of_sum in sums:
+                struct.pack_into("<I", ram, address_of_sum, 0)
             ns = native.spk_bare_windows(*args, count)
             if ns < 0:
                 raise EngineError("bare_windows: the engine refused a call")
-            # Each window ran its own partition's code in its own space: the
-            # number it stored is in its own stack frame (a missing flush
-            # would have run another's code, or stored into another's frame).
-            for k, stack in enumerate(stacks):
-                if struct.unpack_from("<I", ram, stack)[0] != k + 1:
-                    raise EngineError(f"bare_windows: partition {k}'s window did not run in its own address space")
+            # Every window added its own partition's number + 1 in its own
+            # stack frame: a window that ran another's code, or stored
+            # through another's mapping (a flush skipped even once), leaves
+            # a wrong sum in some frame.
+            for k, address_of_sum in enumerate(sums):
+                runs = count // partitions + (k < count % partitions)
+                if struct.unpack_from("<I", ram, address_of_sum)[0] != runs * (k + 1):
+                    raise EngineError(f"bare_windows: partition {k}'s windows did not all run in its own address space")
             return float(ns)
 
         run(2 * partitions)  # translate, fill each engine's caches

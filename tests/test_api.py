@@ -43,8 +43,8 @@ def test_bench_quick_profile_reports_every_metric() -> None:
         "compute_ratio_vs_raw_typical", "compute_ratio_vs_raw_fast", "spk_fast_mips",
         "raw_typical_rounds_per_s", "spk_typical_rounds_per_s", "rss_64_partitions_mib", "rss_per_partition_mib",
         "linux_syscall_us", "linux_pipeline_ms", "migration_downtime_ticks", "migration_bytes", "migration_rounds",
-        "bare_window_us", "bare_switch_us", "bare_sched_ratio_64_vs_1", "bare_own_engine_switch_us",
-        "bare_own_engine_sched_ratio_64_vs_1", "bare_own_engine_mib",
+        "bare_window_us", "bare_switch_us", "bare_sched_ratio_64_vs_1", "bare_own_engine_window_us",
+        "bare_own_engine_switch_us", "bare_own_engine_sched_ratio_64_vs_1", "bare_own_engine_mib",
     ):  # fmt: skip
         assert results[key] > 0, key
     # A time budget on a loaded machine may end before its first example (budgets are kept exactly):
@@ -56,9 +56,26 @@ def test_bench_quick_profile_reports_every_metric() -> None:
 
 
 def test_bare_windows_run_each_partition_in_its_own_space() -> None:
-    """The switch baseline checks its own windows (each partition's number stored in its own frame)."""
+    """The switch baseline checks its own windows (each partition's frame holds its number times its windows)."""
     for own_engines in (False, True):
-        seconds, _mib = spk.bare_windows(3, 30, own_engines=own_engines)
+        seconds, _mib = spk.bare_windows(3, 31, own_engines=own_engines)
         assert seconds > 0
-    with pytest.raises(spk.EngineError, match="partitions"):
-        spk.bare_windows(0, 10, own_engines=False)
+    for partitions, windows in ((0, 10), (1, 0), (200, 10)):
+        with pytest.raises(spk.EngineError, match=r"partitions|windows"):
+            spk.bare_windows(partitions, windows, own_engines=False)
+
+
+def test_bare_windows_fail_without_the_tlb_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TLB left stale between address spaces is caught, not timed.
+
+    The translation cache flush in place of the TLB flush: the code is
+    translated again, but through the stale TLB, from the last partition's
+    frames.
+    """
+    import unicorn
+
+    import spk._engine as engine
+
+    monkeypatch.setattr(engine, "_CTL_TLB_FLUSH", unicorn.UC_CTL_TB_FLUSH | (unicorn.UC_CTL_IO_WRITE << 30))
+    with pytest.raises(spk.EngineError, match="own address space"):
+        spk.bare_windows(2, 20, own_engines=False)
