@@ -1648,6 +1648,7 @@ class _BareWindows(ctypes.Structure):
 #: The bare window's guest: add dword [rsp], imm32 (its partition's number + 1); int 0x80 (the stop).
 _BARE_WINDOW_CODE = (bytes.fromhex("810424"), bytes.fromhex("cd80"))
 _BARE_CODE_VA, _BARE_STACK_VA = 0x1000, 0x2000
+_BARE_SUM = 0x800  #: rsp's offset in the stack page: the word each window adds to
 _BARE_TABLES, _BARE_FRAMES = 0x10_0000, 0x40_0000  # 4 table pages, then 2 frames, per partition
 _BARE_MAX_PARTITIONS = (_BARE_FRAMES - _BARE_TABLES) // 0x4000
 _BARE_MAX_WINDOWS = 1 << 24  # each partition's sum of its number stays within 32 bits
@@ -1667,9 +1668,9 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
     pass.
     With ``own_engines`` false the partitions share one engine as the SPK's
     do: each window restores the partition's saved context, flushes the TLB
-    when the address space is not the last window's, runs and saves; with it true each partition has an engine of
-    its own over the same RAM (its TLB keeps its own entries) and a window
-    is the engine run alone. The windows go round the partitions in turn,
+    when the address space is not the last window's, runs and saves; with
+    it true each partition has an engine of its own over the same RAM (its
+    TLB keeps its own entries) and a window is the engine run alone. The windows go round the partitions in turn,
     timed in native code (``spk_bare_windows``). The MiB are the resident
     memory the engines added to this process. Lives here because only this
     adapter may touch the engine.
@@ -1685,7 +1686,7 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
     size = _BARE_FRAMES + partitions * 0x2000
     ram = mmap.mmap(-1, size)
     for k in range(partitions):
-        tables, code = _BARE_TABLES + k * 0x4000, _BARE_FRAMES + k * 0x2000
+        tables, code = _BARE_TABLES + k * 0x4000, _bare_code_frame(k)
         for level in range(3):  # PML4[0] -> PDPT[0] -> PD[0] -> PT
             struct.pack_into("<Q", ram, tables + level * 0x1000, (tables + (level + 1) * 0x1000) | 0x3)
         struct.pack_into("<Q", ram, tables + 0x3000 + 8 * (_BARE_CODE_VA >> 12), code | 0x1)  # present, read-only
@@ -1719,7 +1720,7 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
         uc.reg_write(_x86.UC_X86_REG_CR4, uc.reg_read(_x86.UC_X86_REG_CR4) | 0x20)  # PAE
         uc.reg_write(_x86.UC_X86_REG_CR3, _BARE_TABLES + k * 0x4000)
         uc.reg_write(_x86.UC_X86_REG_CR0, uc.reg_read(_x86.UC_X86_REG_CR0) | 0x8000_0001)  # PG, PE
-        uc.reg_write(_x86.UC_X86_REG_RSP, _BARE_STACK_VA + 0x800)
+        uc.reg_write(_x86.UC_X86_REG_RSP, _BARE_STACK_VA + _BARE_SUM)
 
     before = _rss_mib()
     engines: list[unicorn.Uc] = []
@@ -1741,7 +1742,7 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
         args = (ctypes.byref(spec), handles, saved, partitions, int(own_engines))
 
         def run(count: int) -> float:  # nanoseconds a window, every window of every partition checked
-            sums = [_BARE_FRAMES + k * 0x2000 + 0x1800 for k in range(partitions)]
+            sums = [_bare_code_frame(k) + 0x1000 + _BARE_SUM for k in range(partitions)]  # its stack frame follows
             for address_of_sum in sums:
                 struct.pack_into("<I", ram, address_of_sum, 0)
             ns = native.spk_bare_windows(*args, count)
@@ -1766,6 +1767,11 @@ def bare_windows(partitions: int, windows: int, *, own_engines: bool) -> tuple[f
     finally:  # the engines close when their last reference goes (the binding's finalizer)
         contexts.clear()
         engines.clear()
+
+
+def _bare_code_frame(k: int) -> int:
+    """Partition ``k``'s code frame in :func:`bare_windows`' RAM (its stack frame is the next one)."""
+    return _BARE_FRAMES + k * 0x2000
 
 
 def _rss_mib() -> float:

@@ -43,9 +43,9 @@ the SPK and back, with the counters of the SPK telling how many happened.
   (:func:`spk.bare_windows`: restore a context, run to the guest's ``int``,
   save; no SPK, no block hook) with one partition, two and 64 partitions
   of their own address spaces on one engine (a TLB flush whenever the
-  address space changes, as the SPK's). ``bare_own_engine_switch_us``,
-  ``bare_own_engine_sched_ratio_64_vs_1`` and ``bare_own_engine_mib``: the
-  same with one engine per partition (no flush, no context copy), and the
+  address space changes, as the SPK's). ``bare_own_engine_window_us``,
+  ``bare_own_engine_switch_us``, ``bare_own_engine_sched_ratio_64_vs_1`` and
+  ``bare_own_engine_mib``: the same with one engine per partition (no flush, no context copy), and the
   resident memory each such engine costs. What these bound is in
   docs/performance.md, "The frontier of the switch and scheduling goals".
 * ``fuzz_execs_per_s``: isolation-checked executions per second of the
